@@ -1,0 +1,53 @@
+// Antialiased resampling with Pillow's semantics (Resample.c): separable, horizontal pass first into a
+// uint8 intermediate, then vertical; triangle (BILINEAR) or cubic a=-0.5 (BICUBIC) filters stretched
+// by the downscale factor; weights normalised per output pixel and turned into fixed point.
+// The crop box (fractional, source pixels) and an optional horizontal flip are fused into the resize.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace ipu {
+
+enum class Filter : int { Bilinear = 0, Bicubic = 1 };
+
+// A view of decoded pixels: a window [x0, x0 + width) x [y0, y0 + height) of a larger image of
+// full_width x full_height. Pixel (x, y) of the full image (inside the window) is at
+// data + (y - y0) * stride + (x - x0) * channels. channels is 3 (RGB) or 4 (RGBX, X ignored).
+struct Region {
+  const uint8_t* data;
+  int stride;        // bytes between rows
+  int channels;      // 3 or 4
+  int x0, y0;        // window origin in full-image coordinates
+  int width, height; // window size
+  int full_width, full_height;
+};
+
+// Which full-image pixels resizing `box` to out_w x out_h reads: [*x_lo, *x_hi) x [*y_lo, *y_hi),
+// already clamped to the image. A Region passed to resize_box must cover at least this.
+void resample_support(int full_width, int full_height, const double box[4], int out_w, int out_h, Filter filter,
+                      int* x_lo, int* x_hi, int* y_lo, int* y_hi);
+
+// Per-thread reusable memory (coefficients and the intermediate image); grows, never shrinks.
+struct ResampleScratch {
+  std::vector<int32_t> kx, ky;
+  std::vector<int32_t> bx, by;
+  std::vector<uint8_t> tmp;
+  std::vector<int16_t> kx16, ky16;
+};
+
+// Resize box = (left, top, right, bottom) in full-image coordinates to out_w x out_h RGB, written at dst
+// (row stride dst_stride bytes, 3 bytes per pixel). flip mirrors the output left-right.
+// Coefficients are computed in full-image coordinates exactly as Pillow does, so the result does not
+// depend on where the window starts. Returns false (writing nothing) if the window does not cover
+// resample_support(...).
+bool resize_box(const Region& src, const double box[4], int out_w, int out_h, Filter filter, bool flip, uint8_t* dst,
+                int dst_stride, ResampleScratch& scratch);
+
+// Plain scalar implementation (bit-exact with Pillow), kept for tests and as the fallback.
+bool resize_box_scalar(const Region& src, const double box[4], int out_w, int out_h, Filter filter, bool flip,
+                       uint8_t* dst, int dst_stride, ResampleScratch& scratch);
+
+// Name of the instruction set the fast path dispatches to on this CPU ("avx2", "sse4.1", "neon", "scalar").
+const char* resample_simd_path();
+
+}  // namespace ipu
