@@ -1,0 +1,467 @@
+#include "jpeg_decoder.h"
+
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <algorithm>
+#include <cmath>
+
+// jpeglib.h needs size_t and FILE declared first.
+#include <jpeglib.h>
+#include <jerror.h>
+
+namespace ipu {
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The error bridge. libjpeg calls error_exit on fatal errors and must not return; we longjmp back to the
+// guarded_* function that called into libjpeg. Those functions hold only trivially destructible locals, so the jump
+// skips no destructor. Warnings (msg_level -1) are counted; premature end of data, and every warning in strict mode,
+// are turned into errors the same way.
+struct JpegDecoder::State {
+  jpeg_decompress_struct cinfo;
+  jpeg_error_mgr jerr;
+  jpeg_progress_mgr progress;
+  jmp_buf jump;
+  char message[JMSG_LENGTH_MAX + 64];
+  int warnings;
+  bool strict;
+  int max_scans;
+};
+
+namespace {
+
+using State = JpegDecoder::State;
+
+State* state_of(j_common_ptr c) { return static_cast<State*>(c->client_data); }
+
+void on_error_exit(j_common_ptr c) {
+  State* s = state_of(c);
+  (*c->err->format_message)(c, s->message);
+  longjmp(s->jump, 1);
+}
+
+void on_emit_message(j_common_ptr c, int level) {
+  if (level >= 0) return;  // trace messages
+  State* s = state_of(c);
+  s->warnings += 1;
+  const int code = c->err->msg_code;
+  if (s->strict || code == JWRN_JPEG_EOF) {
+    (*c->err->format_message)(c, s->message);
+    if (s->strict && code != JWRN_JPEG_EOF) std::strncat(s->message, " (strict mode)", 20);
+    longjmp(s->jump, 1);
+  }
+}
+
+void on_progress(j_common_ptr c) {
+  State* s = state_of(c);
+  if (!c->is_decompressor) return;
+  auto* d = reinterpret_cast<j_decompress_ptr>(c);
+  if (d->input_scan_number > s->max_scans) {
+    std::snprintf(s->message, sizeof(s->message),
+                  "progressive JPEG with more than %d scans refused (pathological file; real images have ~20)",
+                  s->max_scans);
+    longjmp(s->jump, 1);
+  }
+}
+
+// Error-guarded steps. Each returns 0 on success, -1 after a libjpeg error (message in s->message); the
+// decompressor is then aborted and ready for the next image.
+int guarded_read_header(State* s, const uint8_t* data, size_t size, bool save_app1) {
+  if (setjmp(s->jump)) {
+    jpeg_abort_decompress(&s->cinfo);
+    return -1;
+  }
+  jpeg_abort_decompress(&s->cinfo);  // whatever the previous use left, start from a clean state
+  jpeg_mem_src(&s->cinfo, data, static_cast<unsigned long>(size));
+  jpeg_save_markers(&s->cinfo, JPEG_APP0 + 1, save_app1 ? 0xFFFF : 0);
+  jpeg_read_header(&s->cinfo, TRUE);
+  return 0;
+}
+
+// Decode rows [row0, row1) of the image at scale scale_num/8, columns [*col0, *col0 + *cols) (widened by libjpeg to
+// the iMCU grid; the final window comes back in *col0 / *cols) into buf (row stride = *cols * channels, capacity
+// buf_size bytes). finish reads the rest of the data (full-frame decodes), so a truncation anywhere is seen.
+int guarded_decode_rows(State* s, int scale_num, J_COLOR_SPACE out_space, int row0, int row1, int* col0, int* cols,
+                        uint8_t* buf, size_t buf_size, bool finish) {
+  if (setjmp(s->jump)) {
+    jpeg_abort_decompress(&s->cinfo);
+    return -1;
+  }
+  j_decompress_ptr d = &s->cinfo;
+  d->scale_num = static_cast<unsigned int>(scale_num);
+  d->scale_denom = 8;
+  d->out_color_space = out_space;
+  d->dct_method = JDCT_ISLOW;    // libjpeg's default, as Pillow: full-frame output equal to Pillow's
+  d->do_fancy_upsampling = TRUE;
+  jpeg_start_decompress(d);
+  JDIMENSION x = static_cast<JDIMENSION>(*col0), w = static_cast<JDIMENSION>(*cols);
+  if (x != 0 || w != d->output_width) jpeg_crop_scanline(d, &x, &w);
+  const size_t stride = size_t(w) * size_t(d->output_components);
+  if (stride * size_t(row1 - row0) > buf_size) {
+    std::snprintf(s->message, sizeof(s->message), "internal error: region buffer too small");
+    jpeg_abort_decompress(d);
+    return -1;
+  }
+  if (row0 > 0) {
+    JDIMENSION skipped = jpeg_skip_scanlines(d, static_cast<JDIMENSION>(row0));
+    if (skipped != static_cast<JDIMENSION>(row0)) {
+      std::snprintf(s->message, sizeof(s->message), "could not skip to row %d", row0);
+      jpeg_abort_decompress(d);
+      return -1;
+    }
+  }
+  while (d->output_scanline < static_cast<JDIMENSION>(row1)) {
+    JSAMPROW row = buf + stride * (d->output_scanline - static_cast<JDIMENSION>(row0));
+    if (jpeg_read_scanlines(d, &row, 1) != 1) {
+      std::snprintf(s->message, sizeof(s->message), "decoder stopped at row %u", d->output_scanline);
+      jpeg_abort_decompress(d);
+      return -1;
+    }
+  }
+  if (finish && d->output_scanline == d->output_height) {
+    jpeg_finish_decompress(d);
+  } else {
+    jpeg_abort_decompress(d);
+  }
+  *col0 = static_cast<int>(x);
+  *cols = static_cast<int>(w);
+  return 0;
+}
+
+// EXIF orientation from a saved APP1 segment ("Exif\0\0" + TIFF). 1 when absent or malformed.
+int exif_orientation(const jpeg_decompress_struct& cinfo) {
+  for (jpeg_saved_marker_ptr m = cinfo.marker_list; m != nullptr; m = m->next) {
+    if (m->marker != JPEG_APP0 + 1 || m->data_length < 14 || std::memcmp(m->data, "Exif\0\0", 6) != 0) continue;
+    const uint8_t* t = m->data + 6;
+    const size_t n = m->data_length - 6;
+    bool le;
+    if (t[0] == 'I' && t[1] == 'I') le = true;
+    else if (t[0] == 'M' && t[1] == 'M') le = false;
+    else return 1;
+    auto u16 = [&](size_t o) -> uint32_t { return le ? (t[o] | (t[o + 1] << 8)) : ((t[o] << 8) | t[o + 1]); };
+    auto u32 = [&](size_t o) -> uint32_t {
+      return le ? (uint32_t(t[o]) | (uint32_t(t[o + 1]) << 8) | (uint32_t(t[o + 2]) << 16) | (uint32_t(t[o + 3]) << 24))
+                : ((uint32_t(t[o]) << 24) | (uint32_t(t[o + 1]) << 16) | (uint32_t(t[o + 2]) << 8) | uint32_t(t[o + 3]));
+    };
+    if (u16(2) != 42) return 1;
+    const size_t ifd = u32(4);
+    if (ifd + 2 > n) return 1;
+    const size_t count = u16(ifd);
+    for (size_t e = 0; e < count; ++e) {
+      const size_t o = ifd + 2 + e * 12;
+      if (o + 12 > n) return 1;
+      if (u16(o) == 0x0112) {
+        const uint32_t type = u16(o + 2);
+        uint32_t v = type == 3 ? u16(o + 8) : (type == 4 ? u32(o + 8) : 0);
+        return (v >= 1 && v <= 8) ? int(v) : 1;
+      }
+    }
+    return 1;
+  }
+  return 1;
+}
+
+// Pillow's CMYK JPEG handling: libjpeg's CMYK output is taken as Adobe-inverted ("CMYK;I"), then
+// ImagingConvert CMYK -> RGB: out = nk - nk * c / 255 (rounded as MULDIV255), nk = 255 - k.
+inline uint8_t muldiv255(int a, int b) {
+  const int t = a * b + 128;
+  return static_cast<uint8_t>(((t >> 8) + t) >> 8);
+}
+
+void cmyk_to_rgbx_inplace(uint8_t* px, size_t count) {
+  for (size_t i = 0; i < count; ++i, px += 4) {
+    const int nk = px[3];  // 255 - k, k = 255 - raw
+    const int c = 255 - px[0], m = 255 - px[1], y = 255 - px[2];
+    px[0] = static_cast<uint8_t>(std::clamp(nk - muldiv255(c, nk), 0, 255));
+    px[1] = static_cast<uint8_t>(std::clamp(nk - muldiv255(m, nk), 0, 255));
+    px[2] = static_cast<uint8_t>(std::clamp(nk - muldiv255(y, nk), 0, 255));
+    px[3] = 255;
+  }
+}
+
+// Apply EXIF orientation (Pillow ImageOps.exif_transpose) to an RGB image.
+void orient_rgb(const uint8_t* src, int w, int h, int orientation, std::vector<uint8_t>* out, int* ow, int* oh) {
+  const bool swap = orientation >= 5;
+  *ow = swap ? h : w;
+  *oh = swap ? w : h;
+  out->resize(size_t(w) * size_t(h) * 3);
+  uint8_t* dst = out->data();
+  for (int y = 0; y < *oh; ++y) {
+    for (int x = 0; x < *ow; ++x) {
+      int sx, sy;
+      switch (orientation) {
+        case 2: sx = w - 1 - x; sy = y; break;
+        case 3: sx = w - 1 - x; sy = h - 1 - y; break;
+        case 4: sx = x; sy = h - 1 - y; break;
+        case 5: sx = y; sy = x; break;
+        case 6: sx = y; sy = h - 1 - x; break;
+        case 7: sx = w - 1 - y; sy = h - 1 - x; break;
+        case 8: sx = w - 1 - y; sy = x; break;
+        default: sx = x; sy = y; break;
+      }
+      std::memcpy(dst + (size_t(y) * *ow + x) * 3, src + (size_t(sy) * w + sx) * 3, 3);
+    }
+  }
+}
+
+// A truncated baseline file whose damage lies below the decoded region would otherwise go unnoticed: the entropy-coded
+// data of a complete file ends with an EOI marker (0xFFD9), which cannot occur inside entropy-coded segments. Trailing
+// padding after EOI is common, so look at the last few KiB.
+bool has_end_marker(const uint8_t* data, size_t size) {
+  const size_t window = std::min<size_t>(size, 4096);
+  for (size_t i = size - window; i + 1 < size; ++i) {
+    if (data[i] == 0xFF && data[i + 1] == 0xD9) return true;
+  }
+  return false;
+}
+
+// libjpeg's message -> report. Processes and precisions this libjpeg cannot decode (lossless, 12-bit, ...) are left
+// to the Pillow path, whose bundled libjpeg-turbo may support them; anything else is an error in the data.
+void set_failure(const char* message, DecodeReport* r) {
+  r->message = message;
+  const bool unsupported = std::strncmp(message, "Unsupported JPEG process", 24) == 0 ||
+                           std::strncmp(message, "Unsupported JPEG data precision", 31) == 0;
+  r->status = unsupported ? Status::Fallback : Status::Error;
+}
+
+constexpr int kMargin = 4;  // pixels beyond the filter support: iMCU snap and chroma upsampling at region edges
+
+}  // namespace
+
+bool looks_like_jpeg(const uint8_t* data, size_t size) {
+  return size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
+}
+
+bool is_libjpeg_turbo() {
+#ifdef LIBJPEG_TURBO_VERSION
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string jpeg_library_version() {
+  char buf[96];
+#ifdef LIBJPEG_TURBO_VERSION
+#define IPU_STR2(x) #x
+#define IPU_STR(x) IPU_STR2(x)
+  std::snprintf(buf, sizeof(buf), "libjpeg-turbo %s (libjpeg API %d)", IPU_STR(LIBJPEG_TURBO_VERSION), JPEG_LIB_VERSION);
+#else
+  std::snprintf(buf, sizeof(buf), "libjpeg (API %d)", JPEG_LIB_VERSION);
+#endif
+  return buf;
+}
+
+JpegDecoder::JpegDecoder() : st_(new State()) {
+  std::memset(st_, 0, sizeof(State));
+  st_->cinfo.err = jpeg_std_error(&st_->jerr);
+  st_->jerr.error_exit = on_error_exit;
+  st_->jerr.emit_message = on_emit_message;
+  st_->cinfo.client_data = st_;
+  jpeg_create_decompress(&st_->cinfo);
+  st_->progress.progress_monitor = on_progress;
+  st_->cinfo.progress = &st_->progress;
+  st_->max_scans = 500;
+}
+
+JpegDecoder::~JpegDecoder() {
+  jpeg_destroy_decompress(&st_->cinfo);
+  delete st_;
+}
+
+DecodeReport JpegDecoder::read_header(const uint8_t* data, size_t size, bool with_orientation, JpegInfo* info) {
+  DecodeReport r;
+  if (size == 0) {
+    r.status = Status::Error;
+    r.message = "empty file (0 bytes)";
+    return r;
+  }
+  if (!looks_like_jpeg(data, size)) {
+    r.status = Status::Fallback;
+    r.message = "not a JPEG file (no SOI marker)";
+    return r;
+  }
+  st_->warnings = 0;
+  st_->strict = false;
+  if (guarded_read_header(st_, data, size, with_orientation) != 0) {
+    set_failure(st_->message, &r);
+    return r;
+  }
+  const jpeg_decompress_struct& c = st_->cinfo;
+  info->width = int(c.image_width);
+  info->height = int(c.image_height);
+  info->components = c.num_components;
+  info->color_space = int(c.jpeg_color_space);
+  info->progressive = c.progressive_mode != 0;
+  info->arithmetic = c.arith_code != 0;
+  info->orientation = with_orientation ? exif_orientation(c) : 1;
+  r.warnings = st_->warnings;
+  return r;
+}
+
+namespace {
+
+// After a successful header: refuse bombs and colour spaces we cannot turn into RGB. Empty string when fine.
+std::string check_header(const jpeg_decompress_struct& c, const DecodeOptions& opts) {
+  const int64_t pixels = int64_t(c.image_width) * int64_t(c.image_height);
+  if (opts.max_pixels > 0 && pixels > opts.max_pixels) {
+    char buf[200];
+    std::snprintf(buf, sizeof(buf),
+                  "image is %ux%u = %lld pixels, above the limit of %lld (decompression bomb guard; raise max_pixels "
+                  "to allow it)",
+                  c.image_width, c.image_height, static_cast<long long>(pixels),
+                  static_cast<long long>(opts.max_pixels));
+    return buf;
+  }
+  switch (c.jpeg_color_space) {
+    case JCS_GRAYSCALE: case JCS_YCbCr: case JCS_RGB: case JCS_CMYK: case JCS_YCCK: return "";
+    default: {
+      char buf[120];
+      std::snprintf(buf, sizeof(buf), "unsupported JPEG colour space (%d components, libjpeg colour space %d)",
+                    c.num_components, int(c.jpeg_color_space));
+      return buf;
+    }
+  }
+}
+
+bool is_cmyk(const jpeg_decompress_struct& c) {
+  return c.jpeg_color_space == JCS_CMYK || c.jpeg_color_space == JCS_YCCK;
+}
+
+}  // namespace
+
+DecodeReport JpegDecoder::decode_full(const uint8_t* data, size_t size, const DecodeOptions& opts,
+                                      std::vector<uint8_t>* pixels, int* width, int* height) {
+  JpegInfo info;
+  DecodeReport r = read_header(data, size, opts.apply_exif_orientation, &info);
+  if (r.status != Status::Ok) return r;
+  jpeg_decompress_struct& c = st_->cinfo;
+  std::string bad = check_header(c, opts);
+  if (!bad.empty()) {
+    jpeg_abort_decompress(&c);
+    r.status = Status::Error;
+    r.message = bad;
+    return r;
+  }
+  st_->strict = opts.strict;
+  st_->max_scans = opts.max_scans;
+  const int w = info.width, h = info.height;
+  const bool cmyk = is_cmyk(c);
+  std::vector<uint8_t>& raw = (cmyk || info.orientation != 1) ? region_ : *pixels;
+  raw.resize(size_t(w) * size_t(h) * (cmyk ? 4 : 3));
+  int col0 = 0, cols = w;
+  if (guarded_decode_rows(st_, 8, cmyk ? JCS_CMYK : JCS_RGB, 0, h, &col0, &cols, raw.data(), raw.size(), true) != 0) {
+    set_failure(st_->message, &r);
+    r.warnings = st_->warnings;
+    return r;
+  }
+  r.warnings = st_->warnings;
+  if (cmyk) {
+    cmyk_to_rgbx_inplace(raw.data(), size_t(w) * h);
+    for (size_t i = 0, n = size_t(w) * h; i < n; ++i) std::memmove(raw.data() + i * 3, raw.data() + i * 4, 3);
+    raw.resize(size_t(w) * h * 3);
+  }
+  *width = w;
+  *height = h;
+  if (info.orientation != 1) {
+    orient_rgb(raw.data(), w, h, info.orientation, pixels, width, height);
+  } else if (&raw != pixels) {
+    pixels->assign(raw.begin(), raw.end());
+  }
+  return r;
+}
+
+DecodeReport JpegDecoder::decode_transform(const uint8_t* data, size_t size, const CropParams& crop, Filter filter,
+                                           uint64_t seed, uint64_t epoch, uint64_t index, const DecodeOptions& opts,
+                                           uint8_t* dst) {
+  JpegInfo info;
+  DecodeReport r = read_header(data, size, opts.apply_exif_orientation, &info);
+  if (r.status != Status::Ok) return r;
+  jpeg_decompress_struct& c = st_->cinfo;
+  std::string bad = check_header(c, opts);
+  if (!bad.empty()) {
+    jpeg_abort_decompress(&c);
+    r.status = Status::Error;
+    r.message = bad;
+    return r;
+  }
+
+  if (info.orientation != 1) {
+    // Rare (photos from phones, when asked): orient the full frame, then crop it like any decoded image.
+    jpeg_abort_decompress(&c);
+    int w = 0, h = 0;
+    r = decode_full(data, size, opts, &full_, &w, &h);
+    if (r.status != Status::Ok) return r;
+    if (!transform_pixels(full_.data(), w, h, 3, crop, filter, seed, epoch, index, dst, scratch_)) {
+      r.status = Status::Error;
+      r.message = "resize failed";
+    }
+    return r;
+  }
+
+  st_->strict = opts.strict;
+  st_->max_scans = opts.max_scans;
+  const int W = info.width, H = info.height;
+  const Crop cr = sample_crop(crop, W, H, seed, epoch, index);
+  const int out_w = crop.mode == CropMode::None ? W : crop.out_w;
+  const int out_h = crop.mode == CropMode::None ? H : crop.out_h;
+
+  // Smallest of the fast DCT scales (1/8, 1/4, 1/2, 1) that keeps the box at least the output size.
+  const double bw = cr.box[2] - cr.box[0], bh = cr.box[3] - cr.box[1];
+  int m = 8;
+  if (opts.dct_scaling) {
+    for (int cand : {1, 2, 4}) {
+      if (bw * cand / 8.0 >= out_w && bh * cand / 8.0 >= out_h) {
+        m = cand;
+        break;
+      }
+    }
+  }
+  const int SW = int((int64_t(W) * m + 7) / 8), SH = int((int64_t(H) * m + 7) / 8);
+  const double f = m / 8.0;
+  double box[4] = {cr.box[0] * f, cr.box[1] * f, std::min(cr.box[2] * f, double(SW)), std::min(cr.box[3] * f, double(SH))};
+  int x_lo, x_hi, y_lo, y_hi;
+  resample_support(SW, SH, box, out_w, out_h, filter, &x_lo, &x_hi, &y_lo, &y_hi);
+  x_lo = std::max(0, x_lo - kMargin);
+  y_lo = std::max(0, y_lo - kMargin);
+  x_hi = std::min(SW, x_hi + kMargin);
+  y_hi = std::min(SH, y_hi + kMargin);
+
+  const bool cmyk = is_cmyk(c);
+  int col0 = x_lo, cols = x_hi - x_lo;
+  // crop_scanline widens the window to the iMCU grid: at most one iMCU (<= 32 scaled pixels) on the left and right.
+  const int max_cols = std::min(SW, cols + 64);
+  region_.resize(size_t(max_cols) * 4 * size_t(y_hi - y_lo));
+  const bool whole = (y_lo == 0 && y_hi == SH);
+  if (guarded_decode_rows(st_, m, cmyk ? JCS_CMYK : JCS_EXT_RGBX, y_lo, y_hi, &col0, &cols, region_.data(),
+                          region_.size(), whole) != 0) {
+    set_failure(st_->message, &r);
+    r.warnings = st_->warnings;
+    return r;
+  }
+  r.warnings = st_->warnings;
+  r.scale_num = m;
+  if (!c.progressive_mode && !whole && !has_end_marker(data, size)) {
+    r.status = Status::Error;
+    r.message = "Premature end of JPEG file (no end-of-image marker: the file is truncated)";
+    return r;
+  }
+  if (cmyk) cmyk_to_rgbx_inplace(region_.data(), size_t(cols) * size_t(y_hi - y_lo));
+  Region reg{region_.data(), cols * 4, 4, col0, y_lo, cols, y_hi - y_lo, SW, SH};
+  if (!resize_box(reg, box, out_w, out_h, filter, cr.flip, dst, out_w * 3, scratch_)) {
+    r.status = Status::Error;
+    r.message = "internal error: decoded region does not cover the resampling support";
+  }
+  return r;
+}
+
+bool transform_pixels(const uint8_t* pixels, int width, int height, int channels, const CropParams& crop, Filter filter,
+                      uint64_t seed, uint64_t epoch, uint64_t index, uint8_t* dst, ResampleScratch& scratch) {
+  const Crop cr = sample_crop(crop, width, height, seed, epoch, index);
+  const int out_w = crop.mode == CropMode::None ? width : crop.out_w;
+  const int out_h = crop.mode == CropMode::None ? height : crop.out_h;
+  Region reg{pixels, width * channels, channels, 0, 0, width, height, width, height};
+  return resize_box(reg, cr.box, out_w, out_h, filter, cr.flip, dst, out_w * 3, scratch);
+}
+
+}  // namespace ipu

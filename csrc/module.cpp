@@ -1,0 +1,294 @@
+// pybind11 surface of the native core: plain arguments and caller-owned buffers. Every buffer is checked once under
+// the GIL (shape, dtype, contiguity, writability), then the GIL is released for all pure C++ work.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "crop.h"
+#include "jpeg_decoder.h"
+#include "pipeline.h"
+#include "resample.h"
+#include "thread_pool.h"
+
+namespace py = pybind11;
+using namespace ipu;
+
+namespace {
+
+using U8Array = py::array_t<uint8_t, py::array::c_style>;
+
+std::string shape_str(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) s << (d ? ", " : "") << a.shape(d);
+  if (a.ndim() == 1) s << ",";
+  s << ")";
+  return s.str();
+}
+
+// Refuse anything but a C-contiguous, writable uint8 array of the given shape (-1 = any), saying what was given.
+uint8_t* checked_out(const py::object& obj, const std::vector<py::ssize_t>& shape, const char* what) {
+  std::ostringstream need;
+  need << "(";
+  for (size_t d = 0; d < shape.size(); ++d) {
+    need << (d ? ", " : "");
+    if (shape[d] < 0) need << "N"; else need << shape[d];
+  }
+  need << ")";
+  if (!py::isinstance<py::array>(obj)) {
+    throw py::value_error(std::string(what) + " must be a numpy uint8 array of shape " + need.str() + ", got " +
+                          std::string(py::str(py::type::of(obj).attr("__name__"))));
+  }
+  py::array a = py::reinterpret_borrow<py::array>(obj);
+  const std::string desc = std::string(" (got dtype ") + std::string(py::str(a.dtype())) + ", shape " + shape_str(a) + ")";
+  if (!a.dtype().is(py::dtype::of<uint8_t>()))
+    throw py::value_error(std::string(what) + " must have dtype uint8 and shape " + need.str() + desc);
+  bool ok = a.ndim() == py::ssize_t(shape.size());
+  for (size_t d = 0; ok && d < shape.size(); ++d) ok = shape[d] < 0 || a.shape(d) == shape[d];
+  if (!ok) throw py::value_error(std::string(what) + " must have shape " + need.str() + desc);
+  if (!(a.flags() & py::array::c_style))
+    throw py::value_error(std::string(what) + " must be C-contiguous" + desc + "; pass np.ascontiguousarray(...)");
+  if (!a.writeable()) throw py::value_error(std::string(what) + " must be writable" + desc);
+  return static_cast<uint8_t*>(a.mutable_data());
+}
+
+// A source is a str path (read in the worker thread) or a bytes-like object (read in place; kept alive by `keep`).
+Source to_source(const py::handle& obj, std::vector<py::buffer_info>* keep) {
+  Source s;
+  if (py::isinstance<py::str>(obj)) {
+    s.path = obj.cast<std::string>();
+    return s;
+  }
+  if (!PyObject_CheckBuffer(obj.ptr())) {
+    throw py::type_error("a source must be a path (str) or a bytes-like object, got " +
+                         std::string(py::str(py::type::of(obj).attr("__name__"))));
+  }
+  keep->push_back(py::reinterpret_borrow<py::buffer>(obj).request());
+  const py::buffer_info& info = keep->back();
+  s.data = static_cast<const uint8_t*>(info.ptr);
+  s.size = size_t(info.size) * size_t(info.itemsize);
+  return s;
+}
+
+void check_status(const DecodeReport& r, const std::string& what) {
+  if (r.status == Status::Fallback) throw py::value_error("FALLBACK: " + r.message);
+  if (r.status != Status::Ok) throw py::value_error(what + ": " + r.message);
+}
+
+py::tuple decode_batch(const py::list& sources, const py::object& out, const CropParams& crop, int filter,
+                       uint64_t seed, uint64_t epoch, const py::object& indices, int num_threads,
+                       const DecodeOptions& opts) {
+  const py::ssize_t n = py::ssize_t(sources.size());
+  if (crop.out_w < 1 || crop.out_h < 1) throw py::value_error("output size must be positive");
+  uint8_t* dst = checked_out(out, {n, crop.out_h, crop.out_w, 3}, "out");
+  std::vector<int64_t> idx(static_cast<size_t>(n));
+  if (indices.is_none()) {
+    for (py::ssize_t i = 0; i < n; ++i) idx[size_t(i)] = i;
+  } else {
+    auto arr = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(indices);
+    if (!arr || arr.ndim() != 1 || arr.shape(0) != n)
+      throw py::value_error("indices must be a 1-D sequence of " + std::to_string(n) + " integers (one per source)");
+    for (py::ssize_t i = 0; i < n; ++i) idx[size_t(i)] = arr.at(i);
+  }
+  std::vector<py::buffer_info> keep;
+  keep.reserve(size_t(n));
+  std::vector<Source> srcs;
+  srcs.reserve(size_t(n));
+  for (py::ssize_t i = 0; i < n; ++i) srcs.push_back(to_source(sources[size_t(i)], &keep));
+  std::vector<SampleResult> results;
+  {
+    py::gil_scoped_release release;
+    run_batch(srcs, idx.data(), dst, crop, Filter(filter), seed, epoch, opts,
+              num_threads > 0 ? num_threads : ThreadPool::available_cpus(), &results);
+  }
+  py::list failures;
+  int warnings = 0;
+  std::vector<int> scales(9, 0);
+  for (py::ssize_t i = 0; i < n; ++i) {
+    const SampleResult& r = results[size_t(i)];
+    warnings += r.warnings;
+    if (r.status == Status::Ok) scales[size_t(r.scale_num)] += 1;
+    else failures.append(py::make_tuple(i, int(r.status), r.message));
+  }
+  return py::make_tuple(failures, warnings, scales);
+}
+
+// Bytes of a source for the single-image calls (path read here, without the GIL).
+template <typename F>
+auto with_bytes(const py::object& source, F&& fn) {
+  std::vector<py::buffer_info> keep;
+  Source s = to_source(source, &keep);
+  std::vector<uint8_t> buf;
+  py::gil_scoped_release release;
+  if (s.data == nullptr) {
+    std::string err = read_file(s.path, &buf);
+    if (!err.empty()) {
+      py::gil_scoped_acquire acquire;
+      throw py::value_error(err);
+    }
+    s.data = buf.data();
+    s.size = buf.size();
+  }
+  return fn(s.data, s.size);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "ipu_cnn native core: region JPEG decode + antialiased resize + flip into caller-owned batch buffers";
+
+  py::class_<CropParams>(m, "CropParams")
+      .def(py::init<>())
+      .def_property(
+          "mode", [](const CropParams& p) { return int(p.mode); }, [](CropParams& p, int v) { p.mode = CropMode(v); })
+      .def_readwrite("out_w", &CropParams::out_w)
+      .def_readwrite("out_h", &CropParams::out_h)
+      .def_readwrite("scale_lo", &CropParams::scale_lo)
+      .def_readwrite("scale_hi", &CropParams::scale_hi)
+      .def_readwrite("ratio_lo", &CropParams::ratio_lo)
+      .def_readwrite("ratio_hi", &CropParams::ratio_hi)
+      .def_readwrite("flip_prob", &CropParams::flip_prob)
+      .def_readwrite("crop_fraction", &CropParams::crop_fraction);
+
+  py::class_<DecodeOptions>(m, "DecodeOptions")
+      .def(py::init<>())
+      .def_readwrite("max_pixels", &DecodeOptions::max_pixels)
+      .def_readwrite("max_scans", &DecodeOptions::max_scans)
+      .def_readwrite("strict", &DecodeOptions::strict)
+      .def_readwrite("apply_exif_orientation", &DecodeOptions::apply_exif_orientation)
+      .def_readwrite("dct_scaling", &DecodeOptions::dct_scaling);
+
+  m.attr("STATUS_OK") = int(Status::Ok);
+  m.attr("STATUS_FALLBACK") = int(Status::Fallback);
+  m.attr("STATUS_ERROR") = int(Status::Error);
+
+  m.def("decode_batch", &decode_batch, py::arg("sources"), py::arg("out"), py::arg("crop"), py::arg("filter"),
+        py::arg("seed"), py::arg("epoch"), py::arg("indices"), py::arg("num_threads"), py::arg("options"),
+        "Decode, crop, resize and flip every source into out[i]. Returns (failures [(position, status, reason)], "
+        "warnings, count of images per DCT scale numerator).");
+
+  m.def(
+      "decode_full",
+      [](const py::object& source, const DecodeOptions& opts) {
+        std::vector<uint8_t> pixels;
+        int w = 0, h = 0;
+        DecodeReport r = with_bytes(source, [&](const uint8_t* d, size_t n) {
+          return thread_decoder().decode_full(d, n, opts, &pixels, &w, &h);
+        });
+        check_status(r, "decode failed");
+        U8Array arr({py::ssize_t(h), py::ssize_t(w), py::ssize_t(3)});
+        std::memcpy(arr.mutable_data(), pixels.data(), pixels.size());
+        return py::make_tuple(arr, r.warnings);
+      },
+      py::arg("source"), py::arg("options"), "Full-frame RGB decode: (array HxWx3, warnings).");
+
+  m.def(
+      "decode_transform",
+      [](const py::object& source, const py::object& out, const CropParams& crop, int filter, uint64_t seed,
+         uint64_t epoch, uint64_t index, const DecodeOptions& opts) {
+        uint8_t* dst = checked_out(out, {crop.out_h, crop.out_w, 3}, "out");
+        DecodeReport r = with_bytes(source, [&](const uint8_t* d, size_t n) {
+          return thread_decoder().decode_transform(d, n, crop, Filter(filter), seed, epoch, index, opts, dst);
+        });
+        check_status(r, "decode failed");
+        return py::make_tuple(r.warnings, r.scale_num);
+      },
+      py::arg("source"), py::arg("out"), py::arg("crop"), py::arg("filter"), py::arg("seed"), py::arg("epoch"),
+      py::arg("index"), py::arg("options"));
+
+  m.def(
+      "read_header",
+      [](const py::object& source, bool with_orientation) {
+        JpegInfo info;
+        DecodeReport r = with_bytes(source, [&](const uint8_t* d, size_t n) {
+          DecodeReport rep = thread_decoder().read_header(d, n, with_orientation, &info);
+          return rep;
+        });
+        check_status(r, "cannot read JPEG header");
+        py::dict h;
+        h["width"] = info.width;
+        h["height"] = info.height;
+        h["components"] = info.components;
+        h["color_space"] = info.color_space;
+        h["progressive"] = info.progressive;
+        h["arithmetic"] = info.arithmetic;
+        h["orientation"] = info.orientation;
+        return h;
+      },
+      py::arg("source"), py::arg("with_orientation") = true);
+
+  m.def(
+      "transform_pixels",
+      [](const py::object& pixels, const py::object& out, const CropParams& crop, int filter, uint64_t seed,
+         uint64_t epoch, uint64_t index) {
+        uint8_t* dst = checked_out(out, {crop.out_h, crop.out_w, 3}, "out");
+        auto src = py::array_t<uint8_t, py::array::c_style>::ensure(pixels);
+        if (!src || src.ndim() != 3 || (src.shape(2) != 3 && src.shape(2) != 4))
+          throw py::value_error("pixels must be a uint8 array of shape (H, W, 3) or (H, W, 4)");
+        const int h = int(src.shape(0)), w = int(src.shape(1)), c = int(src.shape(2));
+        const uint8_t* p = src.data();
+        bool ok;
+        {
+          py::gil_scoped_release release;
+          thread_local ResampleScratch scratch;
+          ok = transform_pixels(p, w, h, c, crop, Filter(filter), seed, epoch, index, dst, scratch);
+        }
+        if (!ok) throw py::value_error("cannot resize an image of " + std::to_string(w) + "x" + std::to_string(h));
+      },
+      py::arg("pixels"), py::arg("out"), py::arg("crop"), py::arg("filter"), py::arg("seed"), py::arg("epoch"),
+      py::arg("index"), "Crop + resize + flip an already decoded image (the non-JPEG path) with the same semantics.");
+
+  m.def(
+      "sample_crop",
+      [](const CropParams& crop, int width, int height, uint64_t seed, uint64_t epoch, uint64_t index) {
+        Crop c = sample_crop(crop, width, height, seed, epoch, index);
+        return py::make_tuple(py::make_tuple(c.box[0], c.box[1], c.box[2], c.box[3]), c.flip);
+      },
+      py::arg("crop"), py::arg("width"), py::arg("height"), py::arg("seed"), py::arg("epoch"), py::arg("index"),
+      "The (left, top, right, bottom) box and flip a sample gets, without decoding.");
+
+  m.def(
+      "uniform",
+      [](uint64_t seed, uint64_t epoch, uint64_t index, int count) {
+        CounterRng rng(seed, epoch, index);
+        std::vector<double> v(size_t(std::max(0, count)));
+        for (auto& x : v) x = rng.uniform(0.0, 1.0);
+        return v;
+      },
+      py::arg("seed"), py::arg("epoch"), py::arg("index"), py::arg("count"),
+      "The first `count` uniform draws of a sample's generator (for tests and Python-side sampling).");
+
+  m.def(
+      "resize",
+      [](const py::object& pixels, std::vector<double> box, int out_w, int out_h, int filter, bool flip, bool scalar) {
+        auto src = py::array_t<uint8_t, py::array::c_style>::ensure(pixels);
+        if (!src || src.ndim() != 3 || (src.shape(2) != 3 && src.shape(2) != 4))
+          throw py::value_error("pixels must be a C-contiguous uint8 array of shape (H, W, 3) or (H, W, 4)");
+        if (box.size() != 4) throw py::value_error("box must be (left, top, right, bottom)");
+        if (out_w < 1 || out_h < 1) throw py::value_error("output size must be positive");
+        U8Array out({py::ssize_t(out_h), py::ssize_t(out_w), py::ssize_t(3)});
+        const int h = int(src.shape(0)), w = int(src.shape(1)), c = int(src.shape(2));
+        Region reg{src.data(), w * c, c, 0, 0, w, h, w, h};
+        uint8_t* dst = out.mutable_data();
+        bool ok;
+        {
+          py::gil_scoped_release release;
+          thread_local ResampleScratch scratch;
+          ok = scalar ? resize_box_scalar(reg, box.data(), out_w, out_h, Filter(filter), flip, dst, out_w * 3, scratch)
+                      : resize_box(reg, box.data(), out_w, out_h, Filter(filter), flip, dst, out_w * 3, scratch);
+        }
+        if (!ok) throw py::value_error("invalid resize box or size");
+        return out;
+      },
+      py::arg("pixels"), py::arg("box"), py::arg("out_w"), py::arg("out_h"), py::arg("filter") = 0,
+      py::arg("flip") = false, py::arg("scalar") = false, "Pillow-semantics antialiased resize of box (for tests).");
+
+  m.def("jpeg_version", &jpeg_library_version);
+  m.def("is_libjpeg_turbo", &is_libjpeg_turbo);
+  m.def("simd_path", []() { return std::string(resample_simd_path()); });
+  m.def("available_cpus", &ThreadPool::available_cpus);
+}

@@ -1,0 +1,259 @@
+"""Python face of the native core: decode a batch of images into a caller-owned buffer, or one image.
+
+JPEG files are decoded by the native core without the GIL; files that are not JPEG but that Pillow reads (ImageNet has
+a PNG named .JPEG) are decoded by Pillow and then cropped, resized and flipped by the same native code, so the
+geometry and the random draws are the same either way.
+"""
+from __future__ import annotations
+
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import NamedTuple, Sequence, Union
+
+import numpy as np
+
+from ipu_cnn import _C
+from ipu_cnn.data.transforms import EvalTransform, TrainTransform, Transform
+
+Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.ndarray]
+
+#: Pillow's DecompressionBombError threshold (twice Image.MAX_IMAGE_PIXELS).
+DEFAULT_MAX_PIXELS = 178_956_970
+#: Progressive JPEGs with more scans than this are refused (real files have up to ~20).
+DEFAULT_MAX_SCANS = 500
+
+
+class DecodeError(ValueError):
+    """An image could not be decoded. ``source`` names the file (or the in-memory buffer), ``reason`` says why."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class ImageHeader(NamedTuple):
+    """What the header says, without decoding pixels."""
+
+    width: int
+    height: int
+    components: int
+    format: str  # "JPEG", or Pillow's format name for other images
+    progressive: bool
+    orientation: int  # EXIF orientation 1..8
+
+
+@dataclass
+class DecodeStats:
+    """Counts accumulated over calls of decode_batch (pass the same object to each call)."""
+
+    images: int = 0
+    warnings: int = 0  # libjpeg corrupt-data warnings on images that still decoded
+    non_jpeg: int = 0  # images decoded through Pillow
+    errors: int = 0
+    dct_scales: Counter = field(default_factory=Counter)  # scale numerator (1, 2, 4, 8 of 8) -> images
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "images": self.images,
+            "warnings": self.warnings,
+            "non_jpeg": self.non_jpeg,
+            "errors": self.errors,
+            "dct_scales": {f"{k}/8": v for k, v in sorted(self.dct_scales.items())},
+        }
+
+
+def _options(
+    max_pixels: int | None, max_scans: int, strict: bool, apply_exif_orientation: bool, dct_scaling: bool
+) -> "_C.DecodeOptions":
+    o = _C.DecodeOptions()
+    o.max_pixels = 0 if max_pixels is None else int(max_pixels)
+    o.max_scans = int(max_scans)
+    o.strict = bool(strict)
+    o.apply_exif_orientation = bool(apply_exif_orientation)
+    o.dct_scaling = bool(dct_scaling)
+    return o
+
+
+def _native_source(source: Source) -> str | bytes | bytearray | memoryview | np.ndarray:
+    if isinstance(source, (bytes, bytearray, memoryview, np.ndarray)):
+        return source
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    raise TypeError(f"a source must be a path or a bytes-like object, got {type(source).__name__}")
+
+
+def source_name(source: Source, position: int | None = None) -> str:
+    """How errors name a source: its path, or a description of an in-memory buffer."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    where = "" if position is None else f" #{position}"
+    return f"<in-memory image{where}, {memoryview(source).nbytes} bytes>"
+
+
+def _pil_decode(
+    source: Source, max_pixels: int | None, apply_exif_orientation: bool, name: str, native_reason: str
+) -> np.ndarray:
+    """Decode an image the native core leaves to Pillow (not JPEG, or a JPEG process this libjpeg lacks) into an RGB
+    array, with the same pixel limit. native_reason says why the native core declined it."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        fp = io.BytesIO(memoryview(source).tobytes()) if not isinstance(source, (str, os.PathLike)) else source
+        with Image.open(fp) as im:
+            w, h = im.size
+            if max_pixels and w * h > max_pixels:
+                raise DecodeError(
+                    name,
+                    f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels} (decompression bomb guard; "
+                    "raise max_pixels to allow it)",
+                )
+            if apply_exif_orientation:
+                im = ImageOps.exif_transpose(im)
+            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+                # Composite transparency on black, as convert("RGB") does for RGBA.
+                im = im.convert("RGBA").convert("RGB")
+            else:
+                im = im.convert("RGB")
+            return np.asarray(im, dtype=np.uint8).copy(order="C")
+    except DecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise DecodeError(name, f"{native_reason}, and not an image format Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DecodeError(name, f"{native_reason}, and Pillow could not decode it either: {e}") from None
+
+
+def _fallback_reason(error: ValueError, name: str, prefix: str) -> str:
+    """The native core's reason when it leaves an image to Pillow; any other native error becomes a DecodeError."""
+    text = str(error)
+    if text.startswith("FALLBACK: "):
+        return text.removeprefix("FALLBACK: ")
+    raise DecodeError(name, text.removeprefix(prefix)) from None
+
+
+def decode_batch(
+    sources: Sequence[Source],
+    out: np.ndarray,
+    transform: Transform,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    indices: Sequence[int] | np.ndarray | None = None,
+    num_threads: int | None = None,
+    on_error: str = "raise",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_scans: int = DEFAULT_MAX_SCANS,
+    strict: bool = False,
+    apply_exif_orientation: bool = False,
+    dct_scaling: bool = True,
+    stats: DecodeStats | None = None,
+) -> list[tuple[int, str, str]]:
+    """Decode, crop, resize and flip ``sources[i]`` into ``out[i]`` (N, H, W, 3 uint8, C-contiguous, writable).
+
+    ``indices`` are the samples' dataset indices (default 0..N-1); with ``seed`` and ``epoch`` they key each sample's
+    random crop and flip, so results do not depend on threads, batch composition or order. The GIL is released for
+    the whole batch. ``on_error="raise"`` decodes the whole batch, then raises DecodeError for the first bad source;
+    ``"report"`` zero-fills bad slots and returns their ``(position, source, reason)``.
+    """
+    if on_error not in ("raise", "report"):
+        raise ValueError(f"on_error must be 'raise' or 'report', got {on_error!r}")
+    if not isinstance(transform, (TrainTransform, EvalTransform)):
+        raise TypeError(f"transform must be a TrainTransform or EvalTransform, got {type(transform).__name__}")
+    if num_threads is not None and num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1 or None (all available CPUs), got {num_threads}")
+    sources = list(sources)
+    native = [_native_source(s) for s in sources]
+    crop = transform.native()
+    idx = None if indices is None else np.ascontiguousarray(indices, dtype=np.int64)
+    opts = _options(max_pixels, max_scans, strict, apply_exif_orientation, True if dct_scaling is None else dct_scaling)
+    raw_failures, warnings, scales = _C.decode_batch(
+        native, out, crop, transform.filter, int(seed), int(epoch), idx, 0 if num_threads is None else num_threads, opts
+    )
+    failures: list[tuple[int, str, str]] = []
+    non_jpeg = 0
+    for pos, status, reason in raw_failures:
+        name = source_name(sources[pos], pos)
+        if status == _C.STATUS_FALLBACK:
+            try:
+                pixels = _pil_decode(sources[pos], max_pixels, apply_exif_orientation, name, reason)
+                index = pos if idx is None else int(idx[pos])
+                _C.transform_pixels(pixels, out[pos], crop, transform.filter, int(seed), int(epoch), index)
+                non_jpeg += 1
+                continue
+            except DecodeError as e:
+                reason = e.reason
+        failures.append((pos, name, reason))
+    if stats is not None:
+        stats.images += len(sources) - len(failures)
+        stats.warnings += warnings
+        stats.non_jpeg += non_jpeg
+        stats.errors += len(failures)
+        for num, count in enumerate(scales):
+            if count:
+                stats.dct_scales[num] += count
+    if failures and on_error == "raise":
+        pos, name, reason = failures[0]
+        more = f" (and {len(failures) - 1} more bad sources in this batch)" if len(failures) > 1 else ""
+        raise DecodeError(name, reason + more)
+    return failures
+
+
+def decode_image(
+    source: Source,
+    transform: Transform | None = None,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    index: int = 0,
+    apply_exif_orientation: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_scans: int = DEFAULT_MAX_SCANS,
+    strict: bool = False,
+    dct_scaling: bool = True,
+) -> np.ndarray:
+    """Decode one image to an (H, W, 3) uint8 array: the full frame when ``transform`` is None (equal to Pillow's
+    decode), else the transform's output for sample ``index`` of ``epoch`` (the same as decode_batch gives it)."""
+    name = source_name(source)
+    opts = _options(max_pixels, max_scans, strict, apply_exif_orientation, dct_scaling)
+    native = _native_source(source)
+    if transform is None:
+        try:
+            pixels, _warnings = _C.decode_full(native, opts)
+            return pixels
+        except ValueError as e:
+            reason = _fallback_reason(e, name, "decode failed: ")
+        return _pil_decode(source, max_pixels, apply_exif_orientation, name, reason)
+    h, w = transform.output_hw
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    try:
+        _C.decode_transform(native, out, transform.native(), transform.filter, int(seed), int(epoch), int(index), opts)
+        return out
+    except ValueError as e:
+        reason = _fallback_reason(e, name, "decode failed: ")
+    pixels = _pil_decode(source, max_pixels, apply_exif_orientation, name, reason)
+    _C.transform_pixels(pixels, out, transform.native(), transform.filter, int(seed), int(epoch), int(index))
+    return out
+
+
+def read_header(source: Source) -> ImageHeader:
+    """Width, height and layout from the header only (no pixel decode); EXIF orientation is read, not applied."""
+    name = source_name(source)
+    try:
+        h = _C.read_header(_native_source(source), True)
+        return ImageHeader(h["width"], h["height"], h["components"], "JPEG", h["progressive"], h["orientation"])
+    except ValueError as e:
+        _fallback_reason(e, name, "cannot read JPEG header: ")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        fp = io.BytesIO(memoryview(source).tobytes()) if not isinstance(source, (str, os.PathLike)) else source
+        with Image.open(fp) as im:
+            orientation = int(im.getexif().get(0x0112, 1) or 1)
+            return ImageHeader(im.width, im.height, len(im.getbands()), str(im.format), False, orientation)
+    except UnidentifiedImageError:
+        raise DecodeError(name, "not a JPEG file, and not an image format Pillow can read") from None
+    except OSError as e:
+        raise DecodeError(name, f"cannot read the header: {e}") from None
