@@ -446,6 +446,7 @@ DecodeReport JpegDecoder::decode_transform(const uint8_t* data, size_t size, con
     r.message = "Premature end of JPEG file (no end-of-image marker: the file is truncated)";
     return r;
   }
+  if (opts.decode_only) return r;
   if (cmyk) cmyk_to_rgbx_inplace(region_.data(), size_t(cols) * size_t(y_hi - y_lo));
   Region reg{region_.data(), cols * 4, 4, col0, y_lo, cols, y_hi - y_lo, SW, SH};
   if (!resize_box(reg, box, out_w, out_h, filter, cr.flip, dst, out_w * 3, scratch_)) {

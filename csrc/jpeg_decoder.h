@@ -18,6 +18,7 @@ struct DecodeOptions {
   bool strict = false;             // every libjpeg warning is an error
   bool apply_exif_orientation = false;
   bool dct_scaling = true;         // decode at the smallest fast DCT scale that keeps full quality
+  bool decode_only = false;        // benchmark floor: decode the region the crop needs, skip the resize
 };
 
 enum class Status : int { Ok = 0, Fallback = 1, Error = 2 };

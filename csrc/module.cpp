@@ -160,7 +160,8 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("max_scans", &DecodeOptions::max_scans)
       .def_readwrite("strict", &DecodeOptions::strict)
       .def_readwrite("apply_exif_orientation", &DecodeOptions::apply_exif_orientation)
-      .def_readwrite("dct_scaling", &DecodeOptions::dct_scaling);
+      .def_readwrite("dct_scaling", &DecodeOptions::dct_scaling)
+      .def_readwrite("decode_only", &DecodeOptions::decode_only);
 
   m.attr("STATUS_OK") = int(Status::Ok);
   m.attr("STATUS_FALLBACK") = int(Status::Fallback);

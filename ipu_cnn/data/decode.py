@@ -66,9 +66,15 @@ class DecodeStats:
 
 
 def _options(
-    max_pixels: int | None, max_scans: int, strict: bool, apply_exif_orientation: bool, dct_scaling: bool
+    max_pixels: int | None,
+    max_scans: int,
+    strict: bool,
+    apply_exif_orientation: bool,
+    dct_scaling: bool,
+    decode_only: bool = False,
 ) -> "_C.DecodeOptions":
     o = _C.DecodeOptions()
+    o.decode_only = bool(decode_only)
     o.max_pixels = 0 if max_pixels is None else int(max_pixels)
     o.max_scans = int(max_scans)
     o.strict = bool(strict)
@@ -150,13 +156,15 @@ def decode_batch(
     apply_exif_orientation: bool = False,
     dct_scaling: bool = True,
     stats: DecodeStats | None = None,
+    decode_only: bool = False,
 ) -> list[tuple[int, str, str]]:
     """Decode, crop, resize and flip ``sources[i]`` into ``out[i]`` (N, H, W, 3 uint8, C-contiguous, writable).
 
     ``indices`` are the samples' dataset indices (default 0..N-1); with ``seed`` and ``epoch`` they key each sample's
     random crop and flip, so results do not depend on threads, batch composition or order. The GIL is released for
     the whole batch. ``on_error="raise"`` decodes the whole batch, then raises DecodeError for the first bad source;
-    ``"report"`` zero-fills bad slots and returns their ``(position, source, reason)``.
+    ``"report"`` zero-fills bad slots and returns their ``(position, source, reason)``. ``decode_only`` is the
+    benchmark floor: JPEGs are decoded (only the region the crop needs) but not resized, and ``out`` is left as is.
     """
     if on_error not in ("raise", "report"):
         raise ValueError(f"on_error must be 'raise' or 'report', got {on_error!r}")
@@ -168,7 +176,7 @@ def decode_batch(
     native = [_native_source(s) for s in sources]
     crop = transform.native()
     idx = None if indices is None else np.ascontiguousarray(indices, dtype=np.int64)
-    opts = _options(max_pixels, max_scans, strict, apply_exif_orientation, True if dct_scaling is None else dct_scaling)
+    opts = _options(max_pixels, max_scans, strict, apply_exif_orientation, dct_scaling, decode_only)
     raw_failures, warnings, scales = _C.decode_batch(
         native, out, crop, transform.filter, int(seed), int(epoch), idx, 0 if num_threads is None else num_threads, opts
     )
