@@ -269,7 +269,8 @@ JpegDecoder::~JpegDecoder() {
   delete st_;
 }
 
-DecodeReport JpegDecoder::read_header(const uint8_t* data, size_t size, bool with_orientation, JpegInfo* info) {
+DecodeReport JpegDecoder::read_header(const uint8_t* data, size_t size, bool with_orientation, JpegInfo* info,
+                                      bool strict) {
   DecodeReport r;
   if (size == 0) {
     r.status = Status::Error;
@@ -282,7 +283,7 @@ DecodeReport JpegDecoder::read_header(const uint8_t* data, size_t size, bool wit
     return r;
   }
   st_->warnings = 0;
-  st_->strict = false;
+  st_->strict = strict;
   if (guarded_read_header(st_, data, size, with_orientation) != 0) {
     set_failure(st_->message, &r);
     return r;
@@ -333,7 +334,7 @@ bool is_cmyk(const jpeg_decompress_struct& c) {
 DecodeReport JpegDecoder::decode_full(const uint8_t* data, size_t size, const DecodeOptions& opts,
                                       std::vector<uint8_t>* pixels, int* width, int* height) {
   JpegInfo info;
-  DecodeReport r = read_header(data, size, opts.apply_exif_orientation, &info);
+  DecodeReport r = read_header(data, size, opts.apply_exif_orientation, &info, opts.strict);
   if (r.status != Status::Ok) return r;
   jpeg_decompress_struct& c = st_->cinfo;
   std::string bad = check_header(c, opts);
@@ -375,7 +376,7 @@ DecodeReport JpegDecoder::decode_transform(const uint8_t* data, size_t size, con
                                            uint64_t seed, uint64_t epoch, uint64_t index, const DecodeOptions& opts,
                                            uint8_t* dst) {
   JpegInfo info;
-  DecodeReport r = read_header(data, size, opts.apply_exif_orientation, &info);
+  DecodeReport r = read_header(data, size, opts.apply_exif_orientation, &info, opts.strict);
   if (r.status != Status::Ok) return r;
   jpeg_decompress_struct& c = st_->cinfo;
   std::string bad = check_header(c, opts);

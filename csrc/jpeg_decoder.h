@@ -48,8 +48,10 @@ class JpegDecoder {
   JpegDecoder(const JpegDecoder&) = delete;
   JpegDecoder& operator=(const JpegDecoder&) = delete;
 
-  // Header only (no pixel decode). with_orientation reads the EXIF APP1 segment.
-  DecodeReport read_header(const uint8_t* data, size_t size, bool with_orientation, JpegInfo* info);
+  // Header only (no pixel decode). with_orientation reads the EXIF APP1 segment; strict turns warnings met in the
+  // header (e.g. extraneous bytes before a marker) into errors.
+  DecodeReport read_header(const uint8_t* data, size_t size, bool with_orientation, JpegInfo* info,
+                           bool strict = false);
 
   // Full frame at scale 1 as RGB (3 bytes per pixel), EXIF orientation applied when opts say so.
   // Pixels go to *pixels (resized), dimensions to *width / *height.
