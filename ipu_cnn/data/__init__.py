@@ -10,6 +10,8 @@ from ipu_cnn.data.decode import (
     decode_image,
     read_header,
 )
+from ipu_cnn.data.datasets import FileList, ImageFolder, ImageNet, RandomImages
+from ipu_cnn.data.generated import GeneratedImages, make_generated_dataset
 from ipu_cnn.data.transforms import EvalTransform, TrainTransform
 
 __all__ = [
@@ -17,9 +19,15 @@ __all__ = [
     "DecodeError",
     "DecodeStats",
     "EvalTransform",
+    "FileList",
+    "GeneratedImages",
+    "ImageFolder",
+    "ImageNet",
+    "RandomImages",
     "ImageHeader",
     "TrainTransform",
     "decode_batch",
     "decode_image",
+    "make_generated_dataset",
     "read_header",
 ]

@@ -1,0 +1,864 @@
+// Antialiased box resampling with Pillow's semantics (libImaging/Resample.c, ImagingResample with a box).
+//
+// Both paths share one plan: per-axis coefficients computed in full-image coordinates exactly as Pillow does
+// (double weights, normalised per output pixel, then 22-bit fixed point), a horizontal pass over only the rows
+// the vertical pass reads into an RGB uint8 intermediate, then the vertical pass into dst. The flip is fused by
+// laying the horizontal coefficients out in mirrored order.
+//
+// The scalar path is the reference. The fast path (picked once at run time: AVX2, SSE4.1, NEON, or scalar) is
+// bit-exact too:
+//  - horizontal: each 22-bit weight k is split as k = kh * 2^11 + kl (kl in [0, 2^11)), both halves fit int16,
+//    so pmaddwd on zero-extended pixel pairs gives sum(p * kh) and sum(p * kl) exactly; (hi << 11) + lo is then
+//    the exact int32 sum (all int32 arithmetic wraps mod 2^32 and the true sum fits, as in Pillow);
+//  - vertical: int32 accumulators over whole rows, pixels zero-extended and multiplied by the full weight.
+// Reads never leave [data, data + (height - 1) * stride + width * channels): rows whose vector loads would run
+// past the end of the buffer are first copied into a padded bounce row.
+//
+// IPU_CNN_RESAMPLE_ISA=avx2|sse4.1|neon|scalar (read once) caps the fast path's choice, for testing the
+// narrower paths on a wide CPU; a value the CPU does not support falls back to the best one it does.
+#include "resample.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define IPU_RESAMPLE_X86 1
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#define IPU_RESAMPLE_NEON 1
+#endif
+
+// The coefficient arithmetic must not be contracted into FMAs (aarch64 GCC does so by default in gnu++ mode),
+// or weights would differ from Pillow's in the last bit and occasionally change a rounded pixel. Only targets
+// with a fast FMA are at risk (x86-64 without -mfma has none), so the attribute is applied only there.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__FP_FAST_FMA)
+#define IPU_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define IPU_NO_FP_CONTRACT
+#endif
+#if defined(__clang__)
+#define IPU_FP_CONTRACT_OFF _Pragma("clang fp contract(off)")
+#else
+#define IPU_FP_CONTRACT_OFF
+#endif
+
+namespace ipu {
+namespace {
+
+constexpr int kPrecisionBits = 32 - 8 - 2;  // Pillow's PRECISION_BITS for 8-bit images
+constexpr int32_t kBias = 1 << (kPrecisionBits - 1);
+constexpr int kSplitBits = 11;                // k = kh << 11 | kl for the exact 16-bit multiply-add
+constexpr int kMaxOutSide = 1 << 16;          // JPEG's own limit; keeps every byte offset well inside int
+constexpr double kBoxSlack = 1e-6;            // box edges this far past the image are clamped, not refused
+
+inline uint8_t clip8(int32_t acc) {
+  const int32_t v = acc >> kPrecisionBits;  // arithmetic shift, as Pillow's clip8
+  return uint8_t(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+
+struct BilinearFilter {
+  static constexpr double support = 1.0;
+  IPU_NO_FP_CONTRACT static inline double eval(double x) {
+    IPU_FP_CONTRACT_OFF
+    if (x < 0.0) x = -x;
+    if (x < 1.0) return 1.0 - x;
+    return 0.0;
+  }
+};
+
+struct BicubicFilter {  // a = -0.5
+  static constexpr double support = 2.0;
+  IPU_NO_FP_CONTRACT static inline double eval(double x) {
+    IPU_FP_CONTRACT_OFF
+    const double a = -0.5;
+    if (x < 0.0) x = -x;
+    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+    if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+    return 0.0;
+  }
+};
+
+struct AxisGeometry {
+  double scale, filterscale, support, ss;
+  int ksize;
+};
+
+IPU_NO_FP_CONTRACT AxisGeometry axis_geometry(double in0, double in1, int out_size, double filter_support) {
+  IPU_FP_CONTRACT_OFF
+  AxisGeometry g;
+  // Pillow's precompute_coeffs takes the box edges as floats and subtracts them in float.
+  g.scale = double(float(float(in1) - float(in0))) / out_size;
+  g.filterscale = g.scale < 1.0 ? 1.0 : g.scale;
+  g.support = filter_support * g.filterscale;
+  g.ss = 1.0 / g.filterscale;
+  g.ksize = int(std::ceil(g.support)) * 2 + 1;
+  return g;
+}
+
+// Pillow's bounds for output xx: first input pixel and count, clamped to [0, in_size).
+IPU_NO_FP_CONTRACT inline void axis_bounds(const AxisGeometry& g, int in_size, double in0, int xx, double* center,
+                                           int* xmin, int* count) {
+  IPU_FP_CONTRACT_OFF
+  const double c = in0 + (xx + 0.5) * g.scale;
+  int lo = int(c - g.support + 0.5);
+  if (lo < 0) lo = 0;
+  int hi = int(c + g.support + 0.5);
+  if (hi > in_size) hi = in_size;
+  *center = c;
+  *xmin = lo;
+  *count = hi - lo;
+}
+
+inline int32_t to_fixed(double w) {
+  double v = w < 0 ? -0.5 + w * (1 << kPrecisionBits) : 0.5 + w * (1 << kPrecisionBits);
+  // Never hit for boxes inside the image (|w| <= ~1.3); only keeps the conversion defined.
+  v = std::min(std::max(v, -2147483647.0), 2147483647.0);
+  return int32_t(v);
+}
+
+// Pillow's precompute_coeffs + normalize_coeffs_8bpc for one axis. Output position i (0 <= i < out_size) gets
+// the coefficients of source output index (reverse ? out_size - 1 - i : i). bounds[2i] = xmin (full-image
+// coordinates), bounds[2i + 1] = count; weights[i * ksize + t], zero past count. Returns ksize and the union of
+// the bounds; false if some output would read no pixel (cannot happen for a box inside the image).
+template <class F>
+IPU_NO_FP_CONTRACT bool precompute_axis_t(int in_size, double in0, double in1, int out_size, bool reverse,
+                                          std::vector<int32_t>& bounds, std::vector<int32_t>& weights,
+                                          int* ksize_out, int* lo_out, int* hi_out, int* max_count_out) {
+  IPU_FP_CONTRACT_OFF
+  const AxisGeometry g = axis_geometry(in0, in1, out_size, F::support);
+  const int ksize = g.ksize;
+  if (bounds.size() < size_t(out_size) * 2) bounds.resize(size_t(out_size) * 2);
+  if (weights.size() < size_t(out_size) * size_t(ksize)) weights.resize(size_t(out_size) * size_t(ksize));
+  int lo = std::numeric_limits<int>::max(), hi = std::numeric_limits<int>::min(), max_count = 0;
+  constexpr int kBuf = 64;
+  double wbuf[kBuf];
+  for (int xx = 0; xx < out_size; xx++) {
+    double center;
+    int xmin, count;
+    axis_bounds(g, in_size, in0, xx, &center, &xmin, &count);
+    if (count < 1 || count > ksize) return false;
+    const int i = reverse ? out_size - 1 - xx : xx;
+    int32_t* k = &weights[size_t(i) * size_t(ksize)];
+    // As Pillow: filter values, their sum in order, then each divided by the sum (when not 0).
+    // Past kBuf taps (huge downscales) the values are recomputed instead of stored: same doubles.
+    double ww = 0.0;
+    for (int x = 0; x < count; x++) {
+      const double w = F::eval((x + xmin - center + 0.5) * g.ss);
+      if (x < kBuf) wbuf[x] = w;
+      ww += w;
+    }
+    for (int x = 0; x < count; x++) {
+      double w = x < kBuf ? wbuf[x] : F::eval((x + xmin - center + 0.5) * g.ss);
+      if (ww != 0.0) w /= ww;
+      k[x] = to_fixed(w);
+    }
+    for (int x = count; x < ksize; x++) k[x] = 0;
+    bounds[size_t(i) * 2] = xmin;
+    bounds[size_t(i) * 2 + 1] = count;
+    lo = std::min(lo, xmin);
+    hi = std::max(hi, xmin + count);
+    max_count = std::max(max_count, count);
+  }
+  *ksize_out = ksize;
+  *lo_out = lo;
+  *hi_out = hi;
+  *max_count_out = max_count;
+  return true;
+}
+
+bool precompute_axis(int in_size, double in0, double in1, int out_size, Filter filter, bool reverse,
+                     std::vector<int32_t>& bounds, std::vector<int32_t>& weights, int* ksize_out, int* lo_out,
+                     int* hi_out, int* max_count_out) {
+  if (filter == Filter::Bicubic)
+    return precompute_axis_t<BicubicFilter>(in_size, in0, in1, out_size, reverse, bounds, weights, ksize_out, lo_out,
+                                            hi_out, max_count_out);
+  return precompute_axis_t<BilinearFilter>(in_size, in0, in1, out_size, reverse, bounds, weights, ksize_out, lo_out,
+                                           hi_out, max_count_out);
+}
+
+// Validates the box against the image (rounded to float as Pillow does), clamping edges that overshoot the image
+// by at most kBoxSlack (Pillow would refuse those; a caller's rounding should not fail a sample).
+bool normalise_box(int full_width, int full_height, const double box_in[4], int out_w, int out_h, double box[4]) {
+  if (full_width < 1 || full_height < 1 || out_w < 1 || out_h < 1 || out_w > kMaxOutSide || out_h > kMaxOutSide)
+    return false;
+  for (int i = 0; i < 4; i++) {
+    // Pillow parses the box as C floats ("(ffff)"): round the same way so fractional boxes give its weights.
+    if (!std::isfinite(box_in[i]) || std::fabs(box_in[i]) > 1e30) return false;
+    box[i] = double(float(box_in[i]));
+  }
+  const double lim[4] = {0.0, 0.0, double(full_width), double(full_height)};
+  for (int i = 0; i < 2; i++) {
+    if (box[i] < lim[i]) {
+      if (box[i] < lim[i] - kBoxSlack) return false;
+      box[i] = lim[i];
+    }
+  }
+  for (int i = 2; i < 4; i++) {
+    if (box[i] > lim[i]) {
+      if (box[i] > lim[i] + kBoxSlack) return false;
+      box[i] = lim[i];
+    }
+  }
+  return box[2] > box[0] && box[3] > box[1];
+}
+
+// Everything both paths need, computed into the scratch vectors.
+struct Plan {
+  const uint8_t* data;
+  ptrdiff_t stride;
+  int ch, wx0, wy0, ww, wh;  // window
+  int out_w, out_h;
+  int kx_size, ky_size;
+  int max_count_x;
+  int ybox_first, ybox_last;  // full-image rows the horizontal pass produces
+};
+
+bool make_plan(const Region& src, const double box_in[4], int out_w, int out_h, Filter filter, bool flip,
+               uint8_t* dst, int dst_stride, ResampleScratch& s, Plan* p) {
+  if (!src.data || !dst || (src.channels != 3 && src.channels != 4)) return false;
+  if (filter != Filter::Bilinear && filter != Filter::Bicubic) return false;
+  if (src.width < 1 || src.height < 1 || src.x0 < 0 || src.y0 < 0 || src.x0 > src.full_width - src.width ||
+      src.y0 > src.full_height - src.height || int64_t(src.stride) < int64_t(src.width) * src.channels)
+    return false;
+  double box[4];
+  if (!normalise_box(src.full_width, src.full_height, box_in, out_w, out_h, box)) return false;
+  if (int64_t(dst_stride) < int64_t(out_w) * 3) return false;
+  int xlo, xhi, ylo, yhi, max_count_y;
+  if (!precompute_axis(src.full_width, box[0], box[2], out_w, filter, flip, s.bx, s.kx, &p->kx_size, &xlo, &xhi,
+                       &p->max_count_x) ||
+      !precompute_axis(src.full_height, box[1], box[3], out_h, filter, false, s.by, s.ky, &p->ky_size, &ylo, &yhi,
+                       &max_count_y))
+    return false;
+  if (xlo < src.x0 || xhi > src.x0 + src.width || ylo < src.y0 || yhi > src.y0 + src.height) return false;
+  p->data = src.data;
+  p->stride = src.stride;
+  p->ch = src.channels;
+  p->wx0 = src.x0;
+  p->wy0 = src.y0;
+  p->ww = src.width;
+  p->wh = src.height;
+  p->out_w = out_w;
+  p->out_h = out_h;
+  // Pillow: first bound of the first output row to the end of the last one's.
+  p->ybox_first = s.by[0];
+  p->ybox_last = s.by[size_t(out_h - 1) * 2] + s.by[size_t(out_h - 1) * 2 + 1];
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Scalar reference
+
+void horizontal_scalar(const Plan& p, const ResampleScratch& s, uint8_t* tmp, ptrdiff_t tmp_stride) {
+  const int ch = p.ch;
+  for (int y = p.ybox_first; y < p.ybox_last; y++) {
+    const uint8_t* row = p.data + (y - p.wy0) * p.stride;
+    uint8_t* out = tmp + (y - p.ybox_first) * tmp_stride;
+    for (int i = 0; i < p.out_w; i++) {
+      const uint8_t* px = row + ptrdiff_t(s.bx[size_t(i) * 2] - p.wx0) * ch;
+      const int count = s.bx[size_t(i) * 2 + 1];
+      const int32_t* k = &s.kx[size_t(i) * size_t(p.kx_size)];
+      int32_t a0 = kBias, a1 = kBias, a2 = kBias;
+      for (int t = 0; t < count; t++) {
+        a0 += px[t * ch + 0] * k[t];
+        a1 += px[t * ch + 1] * k[t];
+        a2 += px[t * ch + 2] * k[t];
+      }
+      out[i * 3 + 0] = clip8(a0);
+      out[i * 3 + 1] = clip8(a1);
+      out[i * 3 + 2] = clip8(a2);
+    }
+  }
+}
+
+void vertical_scalar(const Plan& p, const ResampleScratch& s, const uint8_t* tmp, ptrdiff_t tmp_stride, uint8_t* dst,
+                     ptrdiff_t dst_stride) {
+  const int nbytes = p.out_w * 3;
+  for (int yy = 0; yy < p.out_h; yy++) {
+    const uint8_t* base = tmp + (s.by[size_t(yy) * 2] - p.ybox_first) * tmp_stride;
+    const int count = s.by[size_t(yy) * 2 + 1];
+    const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
+    uint8_t* out = dst + yy * dst_stride;
+    for (int b = 0; b < nbytes; b++) {
+      int32_t a = kBias;
+      for (int t = 0; t < count; t++) a += base[t * tmp_stride + b] * k[t];
+      out[b] = clip8(a);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fast-path plumbing shared by the SIMD kernels
+
+// Intermediate rows are padded so kernels may read and write whole vectors past the last pixel of a row.
+inline ptrdiff_t fast_tmp_stride(int out_w) {
+  const ptrdiff_t w4 = (ptrdiff_t(out_w) + 3) & ~ptrdiff_t(3);
+  return (w4 * 3 + 16 + 63) & ~ptrdiff_t(63);
+}
+
+// Byte offsets (into a window row) of each output pixel's first tap, padded to a multiple of 4 pixels with
+// the offset of pixel 0 (padded pixels have zero weights; their results land in the row padding).
+// Stored in bx after the 2 * out_w bounds entries. Returns a pointer to them.
+const int32_t* fast_offsets(const Plan& p, ResampleScratch& s) {
+  const size_t w4 = (size_t(p.out_w) + 3) & ~size_t(3);
+  const size_t need = size_t(p.out_w) * 2 + w4;
+  if (s.bx.size() < need) s.bx.resize(need);
+  int32_t* off = &s.bx[size_t(p.out_w) * 2];
+  for (size_t i = 0; i < w4; i++) {
+    const size_t j = i < size_t(p.out_w) ? i : 0;
+    off[i] = (s.bx[j * 2] - p.wx0) * p.ch;
+  }
+  return off;
+}
+
+#if defined(IPU_RESAMPLE_X86)
+// One 128-bit block of split weights for pmaddwd: the (kh or kl) halves of taps (t, t + 1) of output pixel i,
+// repeated for the 4 channel slots. Pixels past out_w and taps past the pixel's count get 0.
+inline void put_split_pair(const Plan& p, const ResampleScratch& s, size_t i, int t, bool hi, int16_t* blk) {
+  const bool real = i < size_t(p.out_w);
+  const int count = real ? s.bx[i * 2 + 1] : 0;
+  for (int e = 0; e < 2; e++) {
+    const int32_t w = t + e < count ? s.kx[i * size_t(p.kx_size) + size_t(t + e)] : 0;
+    const int16_t v = int16_t(hi ? (w >> kSplitBits) : (w & ((1 << kSplitBits) - 1)));  // >>: floor
+    for (int rep = 0; rep < 4; rep++) blk[rep * 2 + e] = v;
+  }
+}
+
+// Horizontal weights, split for the exact 16-bit multiply-add, in the order the row kernels read them.
+//  AVX2 (pair_lanes): per output pixel pair (A, B) and group of 4 taps, 4 vectors of [A | B] 128-bit lanes:
+//    kh(t0, t1), kl(t0, t1), kh(t2, t3), kl(t2, t3).
+//  SSE4.1: per output pixel and group of 2 taps, 2 vectors: kh(t0, t1), kl(t0, t1).
+// Output pixels are padded to a multiple of 4.
+void fast_split_weights(const Plan& p, ResampleScratch& s, int groups, bool pair_lanes) {
+  const size_t w4 = (size_t(p.out_w) + 3) & ~size_t(3);
+  const int taps = pair_lanes ? 4 : 2;
+  const size_t need = w4 * size_t(groups) * size_t(taps) * 2 * 4;  // int16: pixels * taps * (hi, lo) * 4 slots
+  if (s.kx16.size() < need) s.kx16.resize(need);
+  int16_t* dst = s.kx16.data();
+  if (pair_lanes) {
+    for (size_t j = 0; j < w4; j += 2) {
+      for (int g = 0; g < groups; g++) {
+        for (int q = 0; q < 4; q++) {
+          const int t = g * 4 + (q >= 2 ? 2 : 0);
+          put_split_pair(p, s, j, t, q % 2 == 0, dst);
+          put_split_pair(p, s, j + 1, t, q % 2 == 0, dst + 8);
+          dst += 16;
+        }
+      }
+    }
+  } else {
+    for (size_t i = 0; i < w4; i++) {
+      for (int g = 0; g < groups; g++) {
+        put_split_pair(p, s, i, g * 2, true, dst);
+        put_split_pair(p, s, i, g * 2, false, dst + 8);
+        dst += 16;
+      }
+    }
+  }
+}
+
+// Vertical weights for the pmaddwd kernel: per output row and tap pair (t, t + 1), two int16 pairs
+// (kh_t, kh_t+1) and (kl_t, kl_t+1), i.e. 4 int16, zero past the row's count. Stored in ky16.
+void fast_split_vertical(const Plan& p, ResampleScratch& s) {
+  const size_t pairs = size_t(p.ky_size + 1) / 2;
+  const size_t need = size_t(p.out_h) * pairs * 4;
+  if (s.ky16.size() < need) s.ky16.resize(need);
+  int16_t* dst = s.ky16.data();
+  for (int yy = 0; yy < p.out_h; yy++) {
+    const int count = s.by[size_t(yy) * 2 + 1];
+    const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
+    for (size_t pr = 0; pr < pairs; pr++) {
+      for (int e = 0; e < 2; e++) {
+        const int t = int(pr) * 2 + e;
+        const int32_t w = t < count ? k[t] : 0;
+        dst[e] = int16_t(w >> kSplitBits);
+        dst[2 + e] = int16_t(w & ((1 << kSplitBits) - 1));
+      }
+      dst += 4;
+    }
+  }
+}
+
+#endif  // IPU_RESAMPLE_X86
+
+// Runs `row_fn(window_row_pointer, out_row)` for each intermediate row, handing it a padded copy of the row
+// when the kernel's reads (up to `max_read` bytes from the row start) would pass the end of the source buffer.
+template <class RowFn>
+void for_each_source_row(const Plan& p, uint8_t* tmp, ptrdiff_t tmp_stride, ptrdiff_t max_read,
+                         RowFn row_fn) {
+  const uint8_t* end = p.data + (p.wh - 1) * p.stride + ptrdiff_t(p.ww) * p.ch;
+  const ptrdiff_t row_bytes = ptrdiff_t(p.ww) * p.ch;
+  uint8_t* bounce = tmp + (p.ybox_last - p.ybox_first) * tmp_stride;  // sized by the caller
+  for (int y = p.ybox_first; y < p.ybox_last; y++) {
+    const uint8_t* row = p.data + (y - p.wy0) * p.stride;
+    if (end - row < max_read) {
+      std::memcpy(bounce, row, size_t(row_bytes));
+      std::memset(bounce + row_bytes, 0, size_t(max_read - row_bytes));
+      row = bounce;
+    }
+    row_fn(row, tmp + (y - p.ybox_first) * tmp_stride);
+  }
+}
+
+// Ensures tmp holds the intermediate plus a bounce row of max(max_read, row bytes).
+uint8_t* fast_tmp(const Plan& p, ResampleScratch& s, ptrdiff_t tmp_stride, ptrdiff_t max_read) {
+  const size_t need = size_t(p.ybox_last - p.ybox_first) * size_t(tmp_stride) +
+                      size_t(std::max<ptrdiff_t>(max_read, ptrdiff_t(p.ww) * p.ch)) + 64;
+  if (s.tmp.size() < need) s.tmp.resize(need);
+  return s.tmp.data();
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// x86: AVX2 and SSE4.1
+
+#if defined(IPU_RESAMPLE_X86)
+
+// pshufb masks turning 2 pixels (bytes at 0..2*CH) into int16 pairs (R0 R1 G0 G1 B0 B1 0 0), per 128-bit lane.
+template <int CH>
+struct PairMask;
+template <>
+struct PairMask<4> {
+  static constexpr int8_t m[16] = {0, -1, 4, -1, 1, -1, 5, -1, 2, -1, 6, -1, -1, -1, -1, -1};
+};
+template <>
+struct PairMask<3> {
+  static constexpr int8_t m[16] = {0, -1, 3, -1, 1, -1, 4, -1, 2, -1, 5, -1, -1, -1, -1, -1};
+};
+constexpr int8_t PairMask<4>::m[16];
+constexpr int8_t PairMask<3>::m[16];
+
+// AVX2 horizontal row, 4 output pixels per iteration as two pairs (A, B). For each group of 4 taps, A's 16
+// source bytes go to lane 0 and B's to lane 1; one pshufb per lane makes the int16 pairs of taps (0, 1), another
+// those of taps (2, 3), so the lane sums come out as [A | B] with no cross-lane reduction. 12 RGB bytes are
+// stored per 16-byte write (the intermediate row is padded). GFIX > 0 fixes the group count.
+template <int CH, int GFIX>
+__attribute__((target("avx2"))) void h_row_avx2(const uint8_t* row, uint8_t* out, const int32_t* off,
+                                                const int16_t* kw, int w4, int groups_rt) {
+  const int groups = GFIX > 0 ? GFIX : groups_rt;
+  const __m128i m01 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(PairMask<CH>::m));
+  const __m128i m23 =
+      _mm_add_epi8(m01, _mm_and_si128(_mm_cmpgt_epi8(m01, _mm_set1_epi8(-1)), _mm_set1_epi8(2 * CH)));
+  const __m256i mask01 = _mm256_broadcastsi128_si256(m01);
+  const __m256i mask23 = _mm256_broadcastsi128_si256(m23);
+  const __m256i bias = _mm256_setr_epi32(kBias, kBias, kBias, 0, kBias, kBias, kBias, 0);
+  const __m128i rgb = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+  const __m256i* kv = reinterpret_cast<const __m256i*>(kw);
+  for (int i = 0; i < w4; i += 4) {
+    __m256i acc[2];
+    for (int pr = 0; pr < 2; pr++) {
+      const uint8_t* pa = row + off[i + 2 * pr];
+      const uint8_t* pb = row + off[i + 2 * pr + 1];
+      __m256i hi = _mm256_setzero_si256(), lo = bias;
+      for (int g = 0; g < groups; g++) {
+        const __m256i v = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pa + g * 4 * CH))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + g * 4 * CH)), 1);
+        const __m256i v01 = _mm256_shuffle_epi8(v, mask01);
+        const __m256i v23 = _mm256_shuffle_epi8(v, mask23);
+        hi = _mm256_add_epi32(hi, _mm256_add_epi32(_mm256_madd_epi16(v01, _mm256_loadu_si256(kv)),
+                                                   _mm256_madd_epi16(v23, _mm256_loadu_si256(kv + 2))));
+        lo = _mm256_add_epi32(lo, _mm256_add_epi32(_mm256_madd_epi16(v01, _mm256_loadu_si256(kv + 1)),
+                                                   _mm256_madd_epi16(v23, _mm256_loadu_si256(kv + 3))));
+        kv += 4;
+      }
+      acc[pr] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi, kSplitBits), lo), kPrecisionBits);
+    }
+    __m256i pk = _mm256_packs_epi32(acc[0], acc[1]);  // lane 0: p0 p2, lane 1: p1 p3 (int16)
+    pk = _mm256_packus_epi16(pk, pk);                  // lane 0: p0 p2 p0 p2, lane 1: p1 p3 p1 p3 (uint8)
+    const __m128i px4 = _mm_unpacklo_epi32(_mm256_castsi256_si128(pk), _mm256_extracti128_si256(pk, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i * 3), _mm_shuffle_epi8(px4, rgb));
+  }
+}
+
+// AVX2 vertical pass, 32 bytes of one output row: taps taken two rows at a time, bytes of the two rows
+// interleaved and zero-extended into int16 pairs, each multiplied by the (kh, kh') and (kl, kl') weight pairs
+// with pmaddwd. kw holds, per tap pair, the int32 broadcast values (kh | kh' << 16) and (kl | kl' << 16).
+__attribute__((target("avx2"))) inline __m256i v_block_avx2(const uint8_t* base, ptrdiff_t stride,
+                                                            const uint32_t* kw, int count) {
+  const __m256i zero = _mm256_setzero_si256();
+  const __m256i bias = _mm256_set1_epi32(kBias);
+  __m256i h0 = zero, h1 = zero, h2 = zero, h3 = zero;
+  __m256i l0 = bias, l1 = bias, l2 = bias, l3 = bias;
+  for (int t = 0; t < count; t += 2) {
+    const __m256i ra = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + t * stride));
+    const __m256i rb =
+        t + 1 < count ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + (t + 1) * stride)) : zero;
+    const __m256i kh = _mm256_set1_epi32(int32_t(kw[t]));
+    const __m256i kl = _mm256_set1_epi32(int32_t(kw[t + 1]));
+    const __m256i ilo = _mm256_unpacklo_epi8(ra, rb);  // a0 b0 .. a7 b7 | a16 b16 .. a23 b23
+    const __m256i ihi = _mm256_unpackhi_epi8(ra, rb);  // a8 b8 .. a15 b15 | a24 b24 .. a31 b31
+    const __m256i x0 = _mm256_unpacklo_epi8(ilo, zero), x1 = _mm256_unpackhi_epi8(ilo, zero);
+    const __m256i x2 = _mm256_unpacklo_epi8(ihi, zero), x3 = _mm256_unpackhi_epi8(ihi, zero);
+    h0 = _mm256_add_epi32(h0, _mm256_madd_epi16(x0, kh));
+    l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(x0, kl));
+    h1 = _mm256_add_epi32(h1, _mm256_madd_epi16(x1, kh));
+    l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(x1, kl));
+    h2 = _mm256_add_epi32(h2, _mm256_madd_epi16(x2, kh));
+    l2 = _mm256_add_epi32(l2, _mm256_madd_epi16(x2, kl));
+    h3 = _mm256_add_epi32(h3, _mm256_madd_epi16(x3, kh));
+    l3 = _mm256_add_epi32(l3, _mm256_madd_epi16(x3, kl));
+  }
+  // x0..x3 hold bytes 0-3, 4-7, 8-11, 12-15 of each lane: packs/packus restore the order within each lane.
+  const __m256i s0 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(h0, kSplitBits), l0), kPrecisionBits);
+  const __m256i s1 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(h1, kSplitBits), l1), kPrecisionBits);
+  const __m256i s2 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(h2, kSplitBits), l2), kPrecisionBits);
+  const __m256i s3 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(h3, kSplitBits), l3), kPrecisionBits);
+  return _mm256_packus_epi16(_mm256_packs_epi32(s0, s1), _mm256_packs_epi32(s2, s3));
+}
+
+__attribute__((target("avx2"))) void vertical_avx2(const Plan& p, const ResampleScratch& s, const uint8_t* tmp,
+                                                   ptrdiff_t tmp_stride, uint8_t* dst, ptrdiff_t dst_stride) {
+  const int nbytes = p.out_w * 3;
+  const size_t pairs = size_t(p.ky_size + 1) / 2;
+  const uint32_t* kw_all = reinterpret_cast<const uint32_t*>(s.ky16.data());
+  for (int yy = 0; yy < p.out_h; yy++) {
+    const uint8_t* base = tmp + (s.by[size_t(yy) * 2] - p.ybox_first) * tmp_stride;
+    const int count = s.by[size_t(yy) * 2 + 1];
+    const uint32_t* kw = kw_all + size_t(yy) * pairs * 2;
+    uint8_t* out = dst + yy * dst_stride;
+    int b = 0;
+    for (; b + 32 <= nbytes; b += 32)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, tmp_stride, kw, count));
+    if (b < nbytes) {  // the intermediate row is padded: compute a whole block, store only what belongs to dst
+      alignas(32) uint8_t last[32];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(last), v_block_avx2(base + b, tmp_stride, kw, count));
+      std::memcpy(out + b, last, size_t(nbytes - b));
+    }
+  }
+}
+
+template <int CH>
+void horizontal_avx2(const Plan& p, ResampleScratch& s, uint8_t* tmp, ptrdiff_t tmp_stride, const int32_t* off,
+                     int groups, ptrdiff_t max_read) {
+  const int w4 = (p.out_w + 3) & ~3;
+  const int16_t* kw = s.kx16.data();
+  auto run = [&](auto gfix) {
+    constexpr int G = decltype(gfix)::value;
+    for_each_source_row(p, tmp, tmp_stride, max_read, [&](const uint8_t* row, uint8_t* out) {
+      h_row_avx2<CH, G>(row, out, off, kw, w4, groups);
+    });
+  };
+  if (groups == 1)
+    run(std::integral_constant<int, 1>());
+  else if (groups == 2)
+    run(std::integral_constant<int, 2>());
+  else
+    run(std::integral_constant<int, 0>());
+}
+
+// SSE4.1 horizontal row: 2 taps per group (8-byte load), 4 output pixels per iteration.
+template <int CH>
+__attribute__((target("sse4.1"))) void h_row_sse41(const uint8_t* row, uint8_t* out, const int32_t* off,
+                                                   const int16_t* kw, int w4, int groups) {
+  const __m128i mask = _mm_loadu_si128(reinterpret_cast<const __m128i*>(PairMask<CH>::m));
+  const __m128i bias = _mm_setr_epi32(kBias, kBias, kBias, 0);
+  const __m128i rgb = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+  const __m128i* kv = reinterpret_cast<const __m128i*>(kw);
+  for (int i = 0; i < w4; i += 4) {
+    __m128i acc[4];
+    for (int q = 0; q < 4; q++) {
+      const uint8_t* px = row + off[i + q];
+      __m128i hi = _mm_setzero_si128(), lo = bias;
+      for (int g = 0; g < groups; g++) {
+        const __m128i v =
+            _mm_shuffle_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(px + g * 2 * CH)), mask);
+        hi = _mm_add_epi32(hi, _mm_madd_epi16(v, _mm_loadu_si128(kv)));
+        lo = _mm_add_epi32(lo, _mm_madd_epi16(v, _mm_loadu_si128(kv + 1)));
+        kv += 2;
+      }
+      acc[q] = _mm_srai_epi32(_mm_add_epi32(_mm_slli_epi32(hi, kSplitBits), lo), kPrecisionBits);
+    }
+    const __m128i pk = _mm_packus_epi16(_mm_packs_epi32(acc[0], acc[1]), _mm_packs_epi32(acc[2], acc[3]));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i * 3), _mm_shuffle_epi8(pk, rgb));
+  }
+}
+
+__attribute__((target("sse4.1"))) inline __m128i v_block_sse41(const uint8_t* base, ptrdiff_t stride,
+                                                               const int32_t* k, int count) {
+  const __m128i bias = _mm_set1_epi32(kBias);
+  __m128i a0 = bias, a1 = bias, a2 = bias, a3 = bias;
+  for (int t = 0; t < count; t++) {
+    const uint8_t* p = base + t * stride;
+    const __m128i kv = _mm_set1_epi32(k[t]);
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    a0 = _mm_add_epi32(a0, _mm_mullo_epi32(_mm_cvtepu8_epi32(v), kv));
+    a1 = _mm_add_epi32(a1, _mm_mullo_epi32(_mm_cvtepu8_epi32(_mm_srli_si128(v, 4)), kv));
+    a2 = _mm_add_epi32(a2, _mm_mullo_epi32(_mm_cvtepu8_epi32(_mm_srli_si128(v, 8)), kv));
+    a3 = _mm_add_epi32(a3, _mm_mullo_epi32(_mm_cvtepu8_epi32(_mm_srli_si128(v, 12)), kv));
+  }
+  a0 = _mm_srai_epi32(a0, kPrecisionBits);
+  a1 = _mm_srai_epi32(a1, kPrecisionBits);
+  a2 = _mm_srai_epi32(a2, kPrecisionBits);
+  a3 = _mm_srai_epi32(a3, kPrecisionBits);
+  return _mm_packus_epi16(_mm_packs_epi32(a0, a1), _mm_packs_epi32(a2, a3));
+}
+
+__attribute__((target("sse4.1"))) void vertical_sse41(const Plan& p, const ResampleScratch& s, const uint8_t* tmp,
+                                                      ptrdiff_t tmp_stride, uint8_t* dst, ptrdiff_t dst_stride) {
+  const int nbytes = p.out_w * 3;
+  for (int yy = 0; yy < p.out_h; yy++) {
+    const uint8_t* base = tmp + (s.by[size_t(yy) * 2] - p.ybox_first) * tmp_stride;
+    const int count = s.by[size_t(yy) * 2 + 1];
+    const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
+    uint8_t* out = dst + yy * dst_stride;
+    int b = 0;
+    for (; b + 16 <= nbytes; b += 16)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b), v_block_sse41(base + b, tmp_stride, k, count));
+    if (b < nbytes) {
+      alignas(16) uint8_t last[16];
+      _mm_store_si128(reinterpret_cast<__m128i*>(last), v_block_sse41(base + b, tmp_stride, k, count));
+      std::memcpy(out + b, last, size_t(nbytes - b));
+    }
+  }
+}
+
+template <int CH>
+void horizontal_sse41(const Plan& p, ResampleScratch& s, uint8_t* tmp, ptrdiff_t tmp_stride, const int32_t* off,
+                      int groups, ptrdiff_t max_read) {
+  const int w4 = (p.out_w + 3) & ~3;
+  const int16_t* kw = s.kx16.data();
+  for_each_source_row(p, tmp, tmp_stride, max_read, [&](const uint8_t* row, uint8_t* out) {
+    h_row_sse41<CH>(row, out, off, kw, w4, groups);
+  });
+}
+
+#endif  // IPU_RESAMPLE_X86
+
+// ---------------------------------------------------------------------------------------------------------------
+// aarch64: NEON (baseline there). Exact int32 multiply-accumulate with the full 22-bit weights.
+
+#if defined(IPU_RESAMPLE_NEON)
+
+template <int CH>
+void h_row_neon(const uint8_t* row, uint8_t* out, const int32_t* off, const int32_t* bx, const int32_t* kx,
+                int ksize, int out_w) {
+  for (int i = 0; i < out_w; i++) {
+    const uint8_t* px = row + off[i];
+    const int count = bx[i * 2 + 1];
+    const int32_t* k = kx + size_t(i) * size_t(ksize);
+    int32x4_t acc = vsetq_lane_s32(0, vdupq_n_s32(kBias), 3);
+    int t = 0;
+    for (; t + 2 <= count; t += 2) {
+      // 2 pixels; for CH == 3 the 4th lane of each pixel is the next pixel's R (multiplied, then ignored).
+      uint8x8_t b;
+      if (CH == 4) {
+        b = vld1_u8(px + t * 4);
+      } else {
+        uint8_t tmp8[8] = {px[t * 3], px[t * 3 + 1], px[t * 3 + 2], 0, px[t * 3 + 3], px[t * 3 + 4], px[t * 3 + 5], 0};
+        b = vld1_u8(tmp8);
+      }
+      const uint16x8_t w = vmovl_u8(b);
+      acc = vmlaq_n_s32(acc, vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(w))), k[t]);
+      acc = vmlaq_n_s32(acc, vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(w))), k[t + 1]);
+    }
+    for (; t < count; t++) {
+      const int32_t v[4] = {px[t * CH], px[t * CH + 1], px[t * CH + 2], 0};
+      acc = vmlaq_n_s32(acc, vld1q_s32(v), k[t]);
+    }
+    const int32x4_t sh = vshrq_n_s32(acc, kPrecisionBits);
+    const uint8x8_t u8 = vqmovun_s16(vcombine_s16(vqmovn_s32(sh), vdup_n_s16(0)));
+    out[i * 3 + 0] = vget_lane_u8(u8, 0);
+    out[i * 3 + 1] = vget_lane_u8(u8, 1);
+    out[i * 3 + 2] = vget_lane_u8(u8, 2);
+  }
+}
+
+void vertical_neon(const Plan& p, const ResampleScratch& s, const uint8_t* tmp, ptrdiff_t tmp_stride, uint8_t* dst,
+                   ptrdiff_t dst_stride) {
+  const int nbytes = p.out_w * 3;
+  for (int yy = 0; yy < p.out_h; yy++) {
+    const uint8_t* base = tmp + (s.by[size_t(yy) * 2] - p.ybox_first) * tmp_stride;
+    const int count = s.by[size_t(yy) * 2 + 1];
+    const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
+    uint8_t* out = dst + yy * dst_stride;
+    for (int b = 0; b < nbytes; b += 16) {
+      int32x4_t a0 = vdupq_n_s32(kBias), a1 = a0, a2 = a0, a3 = a0;
+      for (int t = 0; t < count; t++) {
+        const uint8x16_t v = vld1q_u8(base + t * tmp_stride + b);
+        const uint16x8_t l = vmovl_u8(vget_low_u8(v)), h = vmovl_u8(vget_high_u8(v));
+        a0 = vmlaq_n_s32(a0, vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(l))), k[t]);
+        a1 = vmlaq_n_s32(a1, vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(l))), k[t]);
+        a2 = vmlaq_n_s32(a2, vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(h))), k[t]);
+        a3 = vmlaq_n_s32(a3, vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(h))), k[t]);
+      }
+      const int16x8_t lo16 = vcombine_s16(vqmovn_s32(vshrq_n_s32(a0, kPrecisionBits)),
+                                          vqmovn_s32(vshrq_n_s32(a1, kPrecisionBits)));
+      const int16x8_t hi16 = vcombine_s16(vqmovn_s32(vshrq_n_s32(a2, kPrecisionBits)),
+                                          vqmovn_s32(vshrq_n_s32(a3, kPrecisionBits)));
+      const uint8x16_t r = vcombine_u8(vqmovun_s16(lo16), vqmovun_s16(hi16));
+      if (b + 16 <= nbytes) {
+        vst1q_u8(out + b, r);
+      } else {
+        uint8_t last[16];
+        vst1q_u8(last, r);
+        std::memcpy(out + b, last, size_t(nbytes - b));
+      }
+    }
+  }
+}
+
+#endif  // IPU_RESAMPLE_NEON
+
+// ---------------------------------------------------------------------------------------------------------------
+// Dispatch
+
+enum class Isa { Scalar, Sse41, Avx2, Neon };
+
+Isa detect_isa() {
+  Isa best = Isa::Scalar;
+#if defined(IPU_RESAMPLE_X86)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2"))
+    best = Isa::Avx2;
+  else if (__builtin_cpu_supports("sse4.1"))
+    best = Isa::Sse41;
+#elif defined(IPU_RESAMPLE_NEON)
+  best = Isa::Neon;
+#endif
+  if (const char* cap = std::getenv("IPU_CNN_RESAMPLE_ISA")) {
+    Isa want = best;
+    if (!std::strcmp(cap, "scalar")) want = Isa::Scalar;
+    else if (!std::strcmp(cap, "sse4.1")) want = Isa::Sse41;
+    else if (!std::strcmp(cap, "avx2")) want = Isa::Avx2;
+    else if (!std::strcmp(cap, "neon")) want = Isa::Neon;
+    // Only a narrower x86 level (or scalar) than the CPU's best is honoured.
+    const bool ok = want == Isa::Scalar || want == best || (want == Isa::Sse41 && best == Isa::Avx2);
+    if (ok) best = want;
+  }
+  return best;
+}
+
+Isa chosen_isa() {
+  static const Isa isa = detect_isa();
+  return isa;
+}
+
+bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_t dst_stride) {
+  const ptrdiff_t tmp_stride = fast_tmp_stride(p.out_w);
+#if defined(IPU_RESAMPLE_X86)
+  if (isa == Isa::Avx2 || isa == Isa::Sse41) {
+    const int32_t* off = fast_offsets(p, s);
+    const int w4 = (p.out_w + 3) & ~3;
+    ptrdiff_t max_off = 0;
+    for (int i = 0; i < w4; i++) max_off = std::max<ptrdiff_t>(max_off, off[i]);
+    const int taps = isa == Isa::Avx2 ? 4 : 2;
+    const int groups = (p.max_count_x + taps - 1) / taps;
+    const ptrdiff_t load = isa == Isa::Avx2 ? 16 : 8;
+    const ptrdiff_t max_read = max_off + ptrdiff_t(groups - 1) * taps * p.ch + load;
+    fast_split_weights(p, s, groups, isa == Isa::Avx2);
+    uint8_t* tmp = fast_tmp(p, s, tmp_stride, max_read);
+    if (isa == Isa::Avx2) {
+      fast_split_vertical(p, s);
+      if (p.ch == 4)
+        horizontal_avx2<4>(p, s, tmp, tmp_stride, off, groups, max_read);
+      else
+        horizontal_avx2<3>(p, s, tmp, tmp_stride, off, groups, max_read);
+      vertical_avx2(p, s, tmp, tmp_stride, dst, dst_stride);
+    } else {
+      if (p.ch == 4)
+        horizontal_sse41<4>(p, s, tmp, tmp_stride, off, groups, max_read);
+      else
+        horizontal_sse41<3>(p, s, tmp, tmp_stride, off, groups, max_read);
+      vertical_sse41(p, s, tmp, tmp_stride, dst, dst_stride);
+    }
+    return true;
+  }
+#elif defined(IPU_RESAMPLE_NEON)
+  if (isa == Isa::Neon) {
+    const int32_t* off = fast_offsets(p, s);
+    // The NEON row kernel reads only the taps' own pixels: no bounce row is ever needed.
+    const ptrdiff_t max_read = ptrdiff_t(p.ww) * p.ch;
+    uint8_t* tmp = fast_tmp(p, s, tmp_stride, max_read);
+    for_each_source_row(p, tmp, tmp_stride, max_read, [&](const uint8_t* row, uint8_t* out) {
+      if (p.ch == 4)
+        h_row_neon<4>(row, out, off, s.bx.data(), s.kx.data(), p.kx_size, p.out_w);
+      else
+        h_row_neon<3>(row, out, off, s.bx.data(), s.kx.data(), p.kx_size, p.out_w);
+    });
+    vertical_neon(p, s, tmp, tmp_stride, dst, dst_stride);
+    return true;
+  }
+#endif
+  (void)isa;
+  (void)p;
+  (void)s;
+  (void)dst;
+  (void)dst_stride;
+  return false;
+}
+
+bool run_scalar(const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_t dst_stride) {
+  const ptrdiff_t tmp_stride = ptrdiff_t(p.out_w) * 3;
+  const size_t need = size_t(p.ybox_last - p.ybox_first) * size_t(tmp_stride);
+  if (s.tmp.size() < need) s.tmp.resize(need);
+  horizontal_scalar(p, s, s.tmp.data(), tmp_stride);
+  vertical_scalar(p, s, s.tmp.data(), tmp_stride, dst, dst_stride);
+  return true;
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Avx2: return "avx2";
+    case Isa::Sse41: return "sse4.1";
+    case Isa::Neon: return "neon";
+    default: return "scalar";
+  }
+}
+
+}  // namespace
+
+void resample_support(int full_width, int full_height, const double box_in[4], int out_w, int out_h, Filter filter,
+                      int* x_lo, int* x_hi, int* y_lo, int* y_hi) {
+  *x_lo = *x_hi = *y_lo = *y_hi = 0;
+  double box[4];
+  if (!normalise_box(full_width, full_height, box_in, out_w, out_h, box)) return;
+  const double support = filter == Filter::Bicubic ? BicubicFilter::support : BilinearFilter::support;
+  const AxisGeometry gx = axis_geometry(box[0], box[2], out_w, support);
+  const AxisGeometry gy = axis_geometry(box[1], box[3], out_h, support);
+  // Bounds are monotonic in the output index, but take the union anyway: it is cheap.
+  int lo = std::numeric_limits<int>::max(), hi = 0;
+  for (int xx = 0; xx < out_w; xx++) {
+    double c;
+    int xmin, count;
+    axis_bounds(gx, full_width, box[0], xx, &c, &xmin, &count);
+    lo = std::min(lo, xmin);
+    hi = std::max(hi, xmin + count);
+  }
+  *x_lo = lo;
+  *x_hi = hi;
+  lo = std::numeric_limits<int>::max(), hi = 0;
+  for (int yy = 0; yy < out_h; yy++) {
+    double c;
+    int ymin, count;
+    axis_bounds(gy, full_height, box[1], yy, &c, &ymin, &count);
+    lo = std::min(lo, ymin);
+    hi = std::max(hi, ymin + count);
+  }
+  *y_lo = lo;
+  *y_hi = hi;
+}
+
+bool resize_box_scalar(const Region& src, const double box[4], int out_w, int out_h, Filter filter, bool flip,
+                       uint8_t* dst, int dst_stride, ResampleScratch& scratch) {
+  Plan p;
+  if (!make_plan(src, box, out_w, out_h, filter, flip, dst, dst_stride, scratch, &p)) return false;
+  return run_scalar(p, scratch, dst, dst_stride);
+}
+
+bool resize_box(const Region& src, const double box[4], int out_w, int out_h, Filter filter, bool flip, uint8_t* dst,
+                int dst_stride, ResampleScratch& scratch) {
+  Plan p;
+  if (!make_plan(src, box, out_w, out_h, filter, flip, dst, dst_stride, scratch, &p)) return false;
+  const Isa isa = chosen_isa();
+  if (isa != Isa::Scalar && run_fast(isa, p, scratch, dst, dst_stride)) return true;
+  return run_scalar(p, scratch, dst, dst_stride);
+}
+
+const char* resample_simd_path() { return isa_name(chosen_isa()); }
+
+}  // namespace ipu
