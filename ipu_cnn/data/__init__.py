@@ -14,7 +14,21 @@ from ipu_cnn.data.datasets import FileList, ImageFolder, ImageNet, RandomImages
 from ipu_cnn.data.generated import GeneratedImages, make_generated_dataset
 from ipu_cnn.data.transforms import EvalTransform, TrainTransform
 
+_LAZY = {"Loader", "WorkerDiedError", "to_device"}  # import torch only when the loader is used
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from ipu_cnn.data import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'ipu_cnn.data' has no attribute {name!r}")
+
+
 __all__ = [
+    "Loader",
+    "WorkerDiedError",
+    "to_device",
     "DEFAULT_MAX_PIXELS",
     "DecodeError",
     "DecodeStats",

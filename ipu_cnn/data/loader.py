@@ -1,0 +1,348 @@
+"""The loader: batches of (uint8 images, int64 labels) as zero-copy tensors over a shared-memory ring.
+
+A producer (a thread, or a child process with ``workers="process"``) decodes an epoch's batches with the native core
+into ring slots, ``prefetch`` ahead; iterating yields views of those slots, which are reused once the next batch is
+asked for (``copy=True`` returns owned tensors). For a given (seed, epoch) the batches are bit-identical whatever the
+thread count, prefetch depth, worker mode, or a resume in the middle of the epoch.
+
+Feeding a PopTorch model: build the loader with ``batch_size`` = the combined batch (micro batch x device iterations
+x replicas x gradient accumulation) and pass each ``images, labels`` to the ``poptorch.trainingModel``; the loader is
+a plain iterable with ``len()``, so no ``poptorch.DataLoader`` is needed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from multiprocessing.connection import Connection
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ipu_cnn.data._producer import BatchReport, Plan, Producer
+from ipu_cnn.data._ring import SharedRing
+from ipu_cnn.data._worker import command_loop
+from ipu_cnn.data.decode import DecodeError
+from ipu_cnn.data.sampling import default_rank_world, num_batches
+from ipu_cnn.data.transforms import EvalTransform, TrainTransform, Transform
+
+log = logging.getLogger("ipu_cnn.data")
+
+#: How often a waiting consumer checks that the producer is still alive (seconds).
+_POLL_S = 0.1
+
+
+class WorkerDiedError(RuntimeError):
+    """The loader's producer (thread or child process) stopped without finishing the epoch."""
+
+
+def _paths_and_labels(dataset: Any) -> tuple[list[str], np.ndarray]:
+    if hasattr(dataset, "paths") and hasattr(dataset, "labels"):
+        return list(dataset.paths), np.ascontiguousarray(dataset.labels, dtype=np.int64)
+    if hasattr(dataset, "samples"):
+        paths, labels = zip(*dataset.samples) if len(dataset.samples) else ((), ())
+        return [str(p) for p in paths], np.asarray(labels, dtype=np.int64)
+    raise TypeError(
+        f"the loader needs a dataset of image files (.paths and .labels, or .samples), got {type(dataset).__name__}; "
+        "use ImageFolder, ImageNet, FileList or GeneratedImages(...).train"
+    )
+
+
+class _ThreadChannel:
+    """The producer in a thread of this process."""
+
+    def __init__(self, producer: Producer) -> None:
+        self.commands: queue.Queue = queue.Queue()
+        self.results: queue.Queue = queue.Queue()
+        self.thread = threading.Thread(target=command_loop, args=(producer, self.commands.get, self.results.put),
+                                       name="ipu_cnn-loader", daemon=True)
+        self.thread.start()
+
+    def send(self, msg: tuple) -> None:
+        self.commands.put(msg)
+
+    def recv(self) -> tuple:
+        while True:
+            try:
+                return self.results.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not self.thread.is_alive():
+                    raise WorkerDiedError("the loader's producer thread stopped unexpectedly") from None
+
+    def close(self) -> None:
+        if self.thread.is_alive():
+            self.commands.put(("exit",))
+            self.thread.join(timeout=60)
+
+
+class _ProcessChannel:
+    """The producer in a child process: a fresh interpreter (``python -m ipu_cnn.data._worker``), so no threads or
+    locks are inherited (forking a process that has threads is unsafe) and the user's main module is not re-run, as
+    multiprocessing's spawn would. It gets the ring's descriptor and one end of a socket pair, nothing else."""
+
+    def __init__(self, ring: SharedRing, paths: list[str], labels: np.ndarray, transform: Transform, plan: Plan,
+                 num_threads: int | None) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))), env.get("PYTHONPATH")) if p)  # this very ipu_cnn, wherever it is imported from
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ipu_cnn.data._worker", str(child_sock.fileno()), str(ring.fd)],
+            pass_fds=(child_sock.fileno(), ring.fd), env=env, stdin=subprocess.DEVNULL)
+        child_sock.close()
+        self.conn = Connection(parent_sock.detach())
+        shape = (ring.slots, ring.batch_size, ring.height, ring.width)
+        self.send(("init", shape, paths, labels, transform, plan, num_threads))
+
+    def send(self, msg: tuple) -> None:
+        try:
+            self.conn.send(msg)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            self._died()
+
+    def recv(self) -> tuple:
+        while True:
+            try:
+                if self.conn.poll(_POLL_S):
+                    return self.conn.recv()
+            except (EOFError, ConnectionResetError, OSError):
+                self._died()
+            if self.proc.poll() is not None:
+                self._died()
+
+    def _died(self) -> None:
+        try:
+            code = self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            code = None
+        raise WorkerDiedError(
+            f"the loader's worker process died (exit code {code}); it was decoding batches for this loader. Out of "
+            "memory or a crash in native code are the usual causes; workers='thread' runs in-process"
+        )
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.conn.send(("exit",))
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.conn.close()
+
+
+def _pin(ring: SharedRing) -> bool:
+    """Page-lock the ring so host-to-device copies can overlap compute; False when CUDA is unavailable."""
+    if not torch.cuda.is_available():
+        log.warning("pin_memory=True but CUDA is not available: the ring stays pageable")
+        return False
+    err = torch.cuda.cudart().cudaHostRegister(ring.address, ring.size, 0)
+    if int(err) != 0:
+        log.warning("cudaHostRegister of the loader ring failed (%s); copies will not overlap", err)
+        return False
+    return True
+
+
+def _finalize(channel: Any, ring: SharedRing, pinned: bool) -> None:
+    if channel is not None:
+        channel.close()
+    if pinned:
+        torch.cuda.cudart().cudaHostUnregister(ring.address)
+    ring.close()
+
+
+class Loader:
+    """Iterate a dataset of image files as batches of ``(images, labels)``.
+
+    ``images`` is a torch.uint8 tensor [B, 3, H, W] with channels_last strides, a view of a shared-memory ring slot
+    that stays valid until the next batch is requested (``copy=True`` gives owned tensors); ``labels`` is int64 [B].
+    ``last_indices`` holds the dataset indices of the batch just yielded. Call ``set_epoch(e)`` before each epoch.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int,
+        transform: Transform,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        drop_last: bool = True,
+        num_threads: int | None = None,
+        prefetch: int = 2,
+        rank: int | None = None,
+        world_size: int | None = None,
+        on_error: str = "raise",
+        workers: str = "thread",
+        pin_memory: bool = False,
+        copy: bool = False,
+    ) -> None:
+        if not isinstance(transform, (TrainTransform, EvalTransform)):
+            raise TypeError(f"transform must be a TrainTransform or EvalTransform, got {type(transform).__name__}")
+        if on_error not in ("raise", "replace"):
+            raise ValueError(f"on_error must be 'raise' or 'replace', got {on_error!r}")
+        if workers not in ("thread", "process"):
+            raise ValueError(f"workers must be 'thread' or 'process', got {workers!r}")
+        if prefetch < 1:
+            raise ValueError(f"prefetch must be >= 1, got {prefetch}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1 or None (all available CPUs), got {num_threads}")
+        if (rank is None) != (world_size is None):
+            raise ValueError("give both rank and world_size, or neither (then they come from torch.distributed, "
+                             "popdist or the RANK / WORLD_SIZE environment)")
+        if rank is None:
+            rank, world_size = default_rank_world()
+        assert world_size is not None
+        self.paths, self.labels = _paths_and_labels(dataset)
+        if not self.paths:
+            raise ValueError("the dataset is empty")
+        self.dataset = dataset
+        self.transform = transform
+        self.batch_size = batch_size
+        self.copy = copy
+        self.workers = workers
+        self.plan = Plan(len(self.paths), batch_size, int(seed), bool(shuffle), int(rank), int(world_size),
+                         bool(drop_last), on_error)
+        self._len = num_batches(len(self.paths), batch_size, int(rank), int(world_size), bool(drop_last))
+        h, w = transform.output_hw
+        self._ring = SharedRing(prefetch + 2, batch_size, h, w)
+        self._pinned = bool(pin_memory) and _pin(self._ring)
+        producer = Producer(self.paths, self.labels, transform, self.plan, self._ring, num_threads)
+        if workers == "thread":
+            self._channel: Any = _ThreadChannel(producer)
+        else:
+            self._channel = _ProcessChannel(self._ring, self.paths, self.labels, transform, self.plan, num_threads)
+        self._finalizer = weakref.finalize(self, _finalize, self._channel, self._ring, self._pinned)
+        self.epoch = 0
+        self._resume_at = 0  # first batch of the next iteration (mid-epoch resume)
+        self._position = 0  # batches of the current epoch handed to the consumer
+        self._generation = 0
+        self.bad_samples: list[tuple[int, str, str]] = []
+        self._logged_bad: set[str] = set()
+        self.last_indices = np.empty(0, dtype=np.int64)
+        self.wait_time = 0.0  # seconds the consumer spent waiting for batches (for data-stall measurements)
+
+    # --- sizes and epochs ------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank yields per epoch."""
+        if self.plan.drop_last:
+            return self._len * self.batch_size
+        return len(range(self.plan.rank, self.plan.num_samples, self.plan.world_size))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and crops the next iteration produces (a pending resume of it is kept)."""
+        if epoch != self.epoch:
+            self._resume_at = 0
+            self._position = 0
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where iteration stands: loading it into a fresh loader yields exactly the remaining batches of the epoch."""
+        p = self.plan
+        return {"epoch": self.epoch, "batch": self._resume_at or self._position, "seed": p.seed,
+                "num_samples": p.num_samples, "batch_size": p.batch_size, "rank": p.rank, "world_size": p.world_size,
+                "shuffle": p.shuffle, "drop_last": p.drop_last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        p = self.plan
+        mine = {"num_samples": p.num_samples, "batch_size": p.batch_size, "world_size": p.world_size, "seed": p.seed,
+                "shuffle": p.shuffle, "drop_last": p.drop_last}
+        diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
+        if diff:
+            raise ValueError(f"loader state does not match this loader (saved, current): {diff}; resuming would not "
+                             "reproduce the same batches")
+        if not 0 <= int(state["batch"]) <= self._len:
+            raise ValueError(f"loader state batch {state['batch']} is outside this epoch's {self._len} batches")
+        self.epoch = int(state["epoch"])
+        self._resume_at = int(state["batch"])
+
+    # --- iteration ---------------------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if not self._finalizer.alive:
+            raise RuntimeError("this loader is closed")
+        self._generation += 1
+        gen, epoch, first = self._generation, self.epoch, self._resume_at
+        self._resume_at = 0
+        if first == 0:
+            self.bad_samples = []
+        self._position = first
+        self._channel.send(("start", gen, epoch, first, list(range(self._ring.slots))))
+        return self._iterate(gen, epoch, first)
+
+    def _iterate(self, gen: int, epoch: int, first: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        held: int | None = None  # the slot behind the batch the consumer holds; freed when it asks for the next
+        for _ in range(first, self._len):
+            if held is not None:
+                self._channel.send(("free", gen, held))
+                held = None
+            report = self._next_report(gen)
+            for index, path, reason in report.bad:
+                self.bad_samples.append((index, path, reason))
+                if path not in self._logged_bad:
+                    self._logged_bad.add(path)
+                    log.warning("bad sample %d replaced (on_error='replace'): %s: %s", index, path, reason)
+            if report.error is not None:
+                raise DecodeError(report.error_source or "?", report.error_reason or report.error)
+            slot, n = report.slot, report.count
+            self.last_indices = self._ring.indices[slot][:n].copy()
+            labels = torch.from_numpy(self._ring.labels[slot][:n].copy())
+            images = torch.from_numpy(self._ring.images[slot][:n]).permute(0, 3, 1, 2)
+            if self.copy:
+                images = images.clone(memory_format=torch.channels_last)
+                self._channel.send(("free", gen, slot))
+            else:
+                held = slot
+            self._position = report.batch + 1
+            yield images, labels
+
+    def _next_report(self, gen: int) -> BatchReport:
+        t0 = time.perf_counter()
+        while True:
+            msg = self._channel.recv()
+            if msg[1] != gen:
+                continue  # from an abandoned iteration
+            if msg[0] == "failed":
+                raise WorkerDiedError(f"the loader's producer failed:\n{msg[2]}")
+            self.wait_time += time.perf_counter() - t0
+            return msg[2]
+
+    def close(self) -> None:
+        """Stop the producer and release the ring. Tensors yielded without copy=True must not be used afterwards."""
+        self._finalizer()
+
+    def __enter__(self) -> "Loader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        p = self.plan
+        return (f"Loader({len(self.paths)} samples, batch_size={p.batch_size}, {len(self)} batches, "
+                f"rank {p.rank}/{p.world_size}, workers={self.workers!r}, transform={self.transform})")
+
+
+def to_device(batch: Sequence[torch.Tensor], device: torch.device | str) -> tuple[torch.Tensor, ...]:
+    """Copy a batch to a device, non-blocking (overlaps when the loader was built with pin_memory=True).
+
+    Images stay uint8 in channels_last: normalisation happens on the device, in the model's first op."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        return tuple(batch)
+    return tuple(t.to(device, non_blocking=True) for t in batch)
