@@ -1,16 +1,20 @@
 // Antialiased box resampling with Pillow's semantics (libImaging/Resample.c, ImagingResample with a box).
 //
 // Both paths share one plan: per-axis coefficients computed in full-image coordinates exactly as Pillow does
-// (double weights, normalised per output pixel, then 22-bit fixed point), a horizontal pass over only the rows
-// the vertical pass reads into an RGB uint8 intermediate, then the vertical pass into dst. The flip is fused by
-// laying the horizontal coefficients out in mirrored order.
+// (box edges rounded to C floats as Pillow parses them, double weights normalised per output pixel, then 22-bit
+// fixed point), a horizontal pass over only the rows the vertical pass reads into an RGB uint8 intermediate, then
+// the vertical pass into dst. The flip is fused by laying the horizontal coefficients out in mirrored order.
+// Recent Pillow (13.0, PR #9549) runs the vertical pass first when H - out_h > 2 * (W - out_w); this file keeps the
+// horizontal-first order for every shape (the interface's contract), which can differ from those versions by 1 there.
 //
 // The scalar path is the reference. The fast path (picked once at run time: AVX2, SSE4.1, NEON, or scalar) is
 // bit-exact too:
-//  - horizontal: each 22-bit weight k is split as k = kh * 2^11 + kl (kl in [0, 2^11)), both halves fit int16,
-//    so pmaddwd on zero-extended pixel pairs gives sum(p * kh) and sum(p * kl) exactly; (hi << 11) + lo is then
-//    the exact int32 sum (all int32 arithmetic wraps mod 2^32 and the true sum fits, as in Pillow);
-//  - vertical: int32 accumulators over whole rows, pixels zero-extended and multiplied by the full weight.
+//  - x86 horizontal: each 22-bit weight k is split as k = kh * 2^11 + kl (kl in [0, 2^11)); both halves fit
+//    int16, so pmaddwd on zero-extended pixel pairs gives sum(p * kh) and sum(p * kl) exactly, and
+//    (hi << 11) + lo is the exact int32 sum (int32 vector arithmetic wraps mod 2^32 and the true sum fits, as in
+//    Pillow). AVX2 puts two output pixels in the two 128-bit lanes and four taps in one load, RGBX or RGB;
+//  - AVX2 vertical: the same split, two source rows interleaved into int16 pairs, 32 bytes of a row at a time;
+//    SSE4.1 and NEON multiply zero-extended pixels by the full weight in int32 lanes.
 // Reads never leave [data, data + (height - 1) * stride + width * channels): rows whose vector loads would run
 // past the end of the buffer are first copied into a padded bounce row.
 //
@@ -26,7 +30,7 @@
 #include <limits>
 #include <type_traits>
 
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
 #include <immintrin.h>
 #define IPU_RESAMPLE_X86 1
 #elif defined(__aarch64__)
@@ -55,6 +59,7 @@ constexpr int kPrecisionBits = 32 - 8 - 2;  // Pillow's PRECISION_BITS for 8-bit
 constexpr int32_t kBias = 1 << (kPrecisionBits - 1);
 constexpr int kSplitBits = 11;                // k = kh << 11 | kl for the exact 16-bit multiply-add
 constexpr int kMaxOutSide = 1 << 16;          // JPEG's own limit; keeps every byte offset well inside int
+constexpr int kMaxInSide = 1 << 24;           // bounds the coefficient tables (about 4 per box pixel)
 constexpr double kBoxSlack = 1e-6;            // box edges this far past the image are clamped, not refused
 
 inline uint8_t clip8(int32_t acc) {
@@ -62,13 +67,15 @@ inline uint8_t clip8(int32_t acc) {
   return uint8_t(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
+// Pillow's filters, written without data-dependent branches (|x| as fabs, the pieces selected after being
+// computed); each piece is Pillow's expression evaluated in the same order, so the values are identical.
 struct BilinearFilter {
   static constexpr double support = 1.0;
   IPU_NO_FP_CONTRACT static inline double eval(double x) {
     IPU_FP_CONTRACT_OFF
-    if (x < 0.0) x = -x;
-    if (x < 1.0) return 1.0 - x;
-    return 0.0;
+    x = std::fabs(x);
+    const double inner = 1.0 - x;
+    return x < 1.0 ? inner : 0.0;
   }
 };
 
@@ -77,10 +84,10 @@ struct BicubicFilter {  // a = -0.5
   IPU_NO_FP_CONTRACT static inline double eval(double x) {
     IPU_FP_CONTRACT_OFF
     const double a = -0.5;
-    if (x < 0.0) x = -x;
-    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
-    if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
-    return 0.0;
+    x = std::fabs(x);
+    const double inner = ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+    const double outer = (((x - 5) * x + 8) * x - 4) * a;
+    return x < 1.0 ? inner : (x < 2.0 ? outer : 0.0);
   }
 };
 
@@ -115,9 +122,11 @@ IPU_NO_FP_CONTRACT inline void axis_bounds(const AxisGeometry& g, int in_size, d
   *count = hi - lo;
 }
 
+// Pillow's normalize_coeffs_8bpc: (int)(w * 2^22 + 0.5) for w >= 0, (int)(w * 2^22 - 0.5) otherwise (IEEE addition
+// commutes, so the order of the operands does not matter). Branch-free so the loop over taps vectorises.
 inline int32_t to_fixed(double w) {
-  double v = w < 0 ? -0.5 + w * (1 << kPrecisionBits) : 0.5 + w * (1 << kPrecisionBits);
-  // Never hit for boxes inside the image (|w| <= ~1.3); only keeps the conversion defined.
+  double v = w * (1 << kPrecisionBits) + (w < 0 ? -0.5 : 0.5);
+  // Never active for boxes inside the image (|w| <= ~1.3); only keeps the conversion defined.
   v = std::min(std::max(v, -2147483647.0), 2147483647.0);
   return int32_t(v);
 }
@@ -145,18 +154,24 @@ IPU_NO_FP_CONTRACT bool precompute_axis_t(int in_size, double in0, double in1, i
     if (count < 1 || count > ksize) return false;
     const int i = reverse ? out_size - 1 - xx : xx;
     int32_t* k = &weights[size_t(i) * size_t(ksize)];
-    // As Pillow: filter values, their sum in order, then each divided by the sum (when not 0).
-    // Past kBuf taps (huge downscales) the values are recomputed instead of stored: same doubles.
+    // As Pillow: filter values, their sum in order, then each divided by the sum (when not 0), then fixed point.
     double ww = 0.0;
-    for (int x = 0; x < count; x++) {
-      const double w = F::eval((x + xmin - center + 0.5) * g.ss);
-      if (x < kBuf) wbuf[x] = w;
-      ww += w;
-    }
-    for (int x = 0; x < count; x++) {
-      double w = x < kBuf ? wbuf[x] : F::eval((x + xmin - center + 0.5) * g.ss);
-      if (ww != 0.0) w /= ww;
-      k[x] = to_fixed(w);
+    if (count <= kBuf) {
+      for (int x = 0; x < count; x++) {
+        const double w = F::eval((x + xmin - center + 0.5) * g.ss);
+        wbuf[x] = w;
+        ww += w;
+      }
+      if (ww != 0.0)
+        for (int x = 0; x < count; x++) wbuf[x] /= ww;
+      for (int x = 0; x < count; x++) k[x] = to_fixed(wbuf[x]);
+    } else {  // huge downscales: recompute the values instead of storing them (same doubles)
+      for (int x = 0; x < count; x++) ww += F::eval((x + xmin - center + 0.5) * g.ss);
+      for (int x = 0; x < count; x++) {
+        double w = F::eval((x + xmin - center + 0.5) * g.ss);
+        if (ww != 0.0) w /= ww;
+        k[x] = to_fixed(w);
+      }
     }
     for (int x = count; x < ksize; x++) k[x] = 0;
     bounds[size_t(i) * 2] = xmin;
@@ -185,7 +200,8 @@ bool precompute_axis(int in_size, double in0, double in1, int out_size, Filter f
 // Validates the box against the image (rounded to float as Pillow does), clamping edges that overshoot the image
 // by at most kBoxSlack (Pillow would refuse those; a caller's rounding should not fail a sample).
 bool normalise_box(int full_width, int full_height, const double box_in[4], int out_w, int out_h, double box[4]) {
-  if (full_width < 1 || full_height < 1 || out_w < 1 || out_h < 1 || out_w > kMaxOutSide || out_h > kMaxOutSide)
+  if (full_width < 1 || full_height < 1 || full_width > kMaxInSide || full_height > kMaxInSide || out_w < 1 ||
+      out_h < 1 || out_w > kMaxOutSide || out_h > kMaxOutSide)
     return false;
   for (int i = 0; i < 4; i++) {
     // Pillow parses the box as C floats ("(ffff)"): round the same way so fractional boxes give its weights.
@@ -477,9 +493,9 @@ __attribute__((target("avx2"))) void h_row_avx2(const uint8_t* row, uint8_t* out
 
 // AVX2 vertical pass, 32 bytes of one output row: taps taken two rows at a time, bytes of the two rows
 // interleaved and zero-extended into int16 pairs, each multiplied by the (kh, kh') and (kl, kl') weight pairs
-// with pmaddwd. kw holds, per tap pair, the int32 broadcast values (kh | kh' << 16) and (kl | kl' << 16).
+// with pmaddwd. kw holds, per tap pair, (kh_t, kh_t+1, kl_t, kl_t+1) as int16.
 __attribute__((target("avx2"))) inline __m256i v_block_avx2(const uint8_t* base, ptrdiff_t stride,
-                                                            const uint32_t* kw, int count) {
+                                                            const int16_t* kw, int count) {
   const __m256i zero = _mm256_setzero_si256();
   const __m256i bias = _mm256_set1_epi32(kBias);
   __m256i h0 = zero, h1 = zero, h2 = zero, h3 = zero;
@@ -488,8 +504,11 @@ __attribute__((target("avx2"))) inline __m256i v_block_avx2(const uint8_t* base,
     const __m256i ra = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + t * stride));
     const __m256i rb =
         t + 1 < count ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + (t + 1) * stride)) : zero;
-    const __m256i kh = _mm256_set1_epi32(int32_t(kw[t]));
-    const __m256i kl = _mm256_set1_epi32(int32_t(kw[t + 1]));
+    int32_t khp, klp;  // (k_t, k_t+1) int16 pairs as one int32 each
+    std::memcpy(&khp, kw + t * 2, 4);
+    std::memcpy(&klp, kw + t * 2 + 2, 4);
+    const __m256i kh = _mm256_set1_epi32(khp);
+    const __m256i kl = _mm256_set1_epi32(klp);
     const __m256i ilo = _mm256_unpacklo_epi8(ra, rb);  // a0 b0 .. a7 b7 | a16 b16 .. a23 b23
     const __m256i ihi = _mm256_unpackhi_epi8(ra, rb);  // a8 b8 .. a15 b15 | a24 b24 .. a31 b31
     const __m256i x0 = _mm256_unpacklo_epi8(ilo, zero), x1 = _mm256_unpackhi_epi8(ilo, zero);
@@ -515,11 +534,11 @@ __attribute__((target("avx2"))) void vertical_avx2(const Plan& p, const Resample
                                                    ptrdiff_t tmp_stride, uint8_t* dst, ptrdiff_t dst_stride) {
   const int nbytes = p.out_w * 3;
   const size_t pairs = size_t(p.ky_size + 1) / 2;
-  const uint32_t* kw_all = reinterpret_cast<const uint32_t*>(s.ky16.data());
+  const int16_t* kw_all = s.ky16.data();
   for (int yy = 0; yy < p.out_h; yy++) {
     const uint8_t* base = tmp + (s.by[size_t(yy) * 2] - p.ybox_first) * tmp_stride;
     const int count = s.by[size_t(yy) * 2 + 1];
-    const uint32_t* kw = kw_all + size_t(yy) * pairs * 2;
+    const int16_t* kw = kw_all + size_t(yy) * pairs * 4;
     uint8_t* out = dst + yy * dst_stride;
     int b = 0;
     for (; b + 32 <= nbytes; b += 32)
@@ -644,7 +663,7 @@ void h_row_neon(const uint8_t* row, uint8_t* out, const int32_t* off, const int3
     int32x4_t acc = vsetq_lane_s32(0, vdupq_n_s32(kBias), 3);
     int t = 0;
     for (; t + 2 <= count; t += 2) {
-      // 2 pixels; for CH == 3 the 4th lane of each pixel is the next pixel's R (multiplied, then ignored).
+      // 2 pixels as RGBX; X (lane 3, bias 0) is multiplied too and then dropped. RGB input is gathered.
       uint8x8_t b;
       if (CH == 4) {
         b = vld1_u8(px + t * 4);
