@@ -1,0 +1,139 @@
+"""Smoke test of `python -m ipu_cnn.benchmark` on a few generated JPEGs, and checks that its peers do the same work.
+
+Nothing here asserts on speed: a shared machine's timings are noise for a test. What is checked is that the report has
+a row with figures for every mandatory pipeline, the thread-scaling and DCT-scale sections and every target, that the
+JSON has the same figures, and that the peers resize the same boxes as ours (so the ratios compare like with like).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ipu_cnn import _C
+from ipu_cnn.benchmark import main
+from ipu_cnn.benchmark.cli import parse_threads
+from ipu_cnn.benchmark.images import generated_folder, photo_jpeg
+from ipu_cnn.benchmark.peers import PIPELINES, Workload
+from ipu_cnn.benchmark.report import TARGETS
+from ipu_cnn.data import EvalTransform, TrainTransform, decode_image, read_header
+from ipu_cnn.data.reference import eval_box, pil_eval, pil_train
+
+#: Rows every run must have (the peers whose libraries are the package's own dependencies).
+MANDATORY = ("ours", "floor", "pillow", "pillow-draft", "torchvision")
+NUMBER = r"[0-9][0-9,]*"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generated_folder(8, tmp_path_factory.mktemp("photos"))
+
+
+def _row(report: str, label: str) -> str:
+    rows = [line for line in report.splitlines() if line.startswith(f"| {label}")]
+    assert rows, f"no table row for {label!r} in:\n{report}"
+    return rows[0]
+
+
+def test_cli_reports_every_pipeline(photos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_json = tmp_path / "bench.json"
+    assert main(["--images", "8", "--repeat", "1", "--batch-size", "4", "--threads", "1,2",
+                 "--generated-dir", str(photos), "--json", str(out_json)]) == 0
+    report = capsys.readouterr().out
+
+    assert "jpeg_library" in report and "resampler_simd" in report and "cpus_available" in report
+    labels = {p.name: p.label for p in PIPELINES}
+    expected = list(MANDATORY)
+    if importlib.util.find_spec("simplejpeg") and importlib.util.find_spec("cv2"):
+        expected.append("simplejpeg-cv2")
+    for name in expected:
+        cells = [c.strip() for c in _row(report, labels[name]).strip("|").split("|")]
+        assert re.fullmatch(NUMBER, cells[1]) and re.fullmatch(NUMBER, cells[2]), cells  # train, eval img/s
+        assert re.fullmatch(r"[0-9.]+x", cells[3]) and re.fullmatch(r"[0-9.]+x", cells[4]), cells  # ratios
+    assert "1.00x" in _row(report, labels["ours"])
+    for name in ("turbojpeg", "pillow-simd"):  # optional: a row, or a "not run" line saying why
+        assert labels[name] in report or f"not run: {name}:" in report
+
+    assert "### Thread scaling" in report
+    scaling_row = rf"^\| 2 +\| {NUMBER} +\| [0-9.]+x +\| [0-9.]+ +\| {NUMBER} +\| [0-9.]+x +\| [0-9.]+ +\|$"
+    assert re.search(scaling_row, report, re.MULTILINE), report
+    assert "### DCT scale used by ours" in report and re.search(r"^\| [1248]/8 ", report, re.MULTILINE)
+    for t in TARGETS:
+        row = rf"^\| {re.escape(t.text)} +\| [0-9.]+x +\| ([0-9.]+x|–) +\| (pass|FAIL|inconclusive)[^|]*\|$"
+        assert re.search(row, report, re.MULTILINE), t.text
+
+    data = json.loads(out_json.read_text())
+    assert data["images"] == 8 and not data["excluded"]
+    measured = {(m["pipeline"], m["mode"], m["threads"]) for m in data["measurements"]}
+    for name in expected:
+        assert {(name, "train", 1), (name, "eval", 1)} <= measured
+    assert {("ours", "train", 2), ("ours", "eval", 2)} <= measured
+    assert all(m["best_images_per_s"] > 0 and len(m["seconds"]) == 1 for m in data["measurements"])
+    assert sum(data["dct_scales"]["train"].values()) == 8
+    assert [t["target"] for t in data["targets"]] == [t.text for t in TARGETS]
+
+
+def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--pipelines", "ours,nonesuch"])
+    assert "unknown pipeline(s) nonesuch" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--threads", "two"])
+    assert "--threads takes 'all' or a comma list" in capsys.readouterr().err
+
+
+def test_parse_threads() -> None:
+    assert parse_threads("all", 1) == [1]
+    assert parse_threads("all", 2) == [1, 2]
+    assert parse_threads("all", 6) == [1, 2, 4, 6]
+    assert parse_threads("1,all,2", 8) == [1, 2, 8]
+
+
+def test_generated_photos_are_deterministic_jpegs(photos: Path) -> None:
+    data = (photos / "photo_00003.jpg").read_bytes()
+    assert data == photo_jpeg(3)
+    header = read_header(data)
+    assert header.format == "JPEG" and header.components == 3 and not header.progressive
+    assert {header.width, header.height} <= {500, 375, 333}
+
+
+def _peer(name: str, mode: str, blobs: list[bytes]):
+    p = next(p for p in PIPELINES if p.name == name)
+    if p.unavailable():
+        pytest.skip(p.unavailable())
+    return p.prepare(blobs, mode, Workload(), 1)
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_peers_resize_the_same_boxes_as_ours(photos: Path, mode: str) -> None:
+    """Pillow (with and without draft) and simplejpeg + OpenCV work on the box ours draws for each image, so their
+    output is ours up to filter and DCT-scale differences; a wrong box or a missed flip would differ by far more."""
+    blobs = [(photos / f"photo_{i:05d}.jpg").read_bytes() for i in range(8)]
+    transform = Workload().transform(mode)
+    limits = {"pillow-draft": 4.0, "simplejpeg-cv2": 6.0} | ({"pillow": 3.0} if mode == "train" else {})
+    for name, limit in limits.items():
+        prepared = _peer(name, mode, blobs)
+        for i in range(len(blobs)):
+            ours = decode_image(blobs[i], transform, index=i).astype(np.float32)
+            theirs = np.asarray(prepared.process(i), dtype=np.float32)
+            assert theirs.shape == ours.shape == (224, 224, 3)
+            assert np.abs(theirs - ours).mean() < limit, (name, i)
+
+
+def test_reference_matches_ours_without_dct_scaling(photos: Path) -> None:
+    """reference.pil_train / pil_eval are the Pillow form of our semantics: equal within 1 at full DCT scale."""
+    for i in range(4):
+        data = (photos / f"photo_{i:05d}.jpg").read_bytes()
+        header = read_header(data)
+        train = TrainTransform()
+        box, flip = _C.sample_crop(train.native(), header.width, header.height, 0, 0, i)
+        ours = decode_image(data, train, index=i, dct_scaling=False).astype(np.int16)
+        assert np.abs(pil_train(data, box, flip, 224) - ours).max() <= 1
+        evaluation = EvalTransform()
+        ours = decode_image(data, evaluation, dct_scaling=False).astype(np.int16)
+        assert np.abs(pil_eval(data, 224, evaluation.crop_fraction) - ours).max() <= 1
+        assert np.array_equal(pil_eval(data, 224, box=eval_box(header.width, header.height)), pil_eval(data))
