@@ -1,0 +1,29 @@
+"""Models: a registry over timm, the device-side input normaliser, and the label-smoothing loss."""
+from __future__ import annotations
+
+from ipu_cnn.models.loss import LabelSmoothingCrossEntropy, smooth_one_hot
+from ipu_cnn.models.normalize import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    InputNormalizer,
+    NormalizedModel,
+    unwrap_model,
+    unwrap_normalized,
+)
+from ipu_cnn.models.registry import ModelSpec, count_parameters, create_model, model_spec, resolve_model_name
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "InputNormalizer",
+    "LabelSmoothingCrossEntropy",
+    "ModelSpec",
+    "NormalizedModel",
+    "count_parameters",
+    "create_model",
+    "model_spec",
+    "resolve_model_name",
+    "smooth_one_hot",
+    "unwrap_model",
+    "unwrap_normalized",
+]

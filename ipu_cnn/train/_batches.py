@@ -1,0 +1,119 @@
+"""Batch sources that need no JPEG loader: random host batches (``--data generated``) and device-made batches
+(``--data synthetic``). Both follow the loader's interface: iteration yields ``(uint8 [B, 3, H, W] channels_last,
+int64 [B])``; ``len``, ``set_epoch``, ``state_dict`` / ``load_state_dict`` (mid-epoch resume) and ``close``.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, Protocol
+
+import numpy as np
+import torch
+
+
+class BatchDataset(Protocol):
+    """A dataset that makes whole batches itself (`ipu_cnn.data.datasets.RandomImages`)."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, indices: Any, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class HostBatches:
+    """Batches from ``dataset.batch(indices)``, in a seeded order per epoch, sharded by rank like the loader.
+
+    Rank ``r`` of ``w`` takes positions ``r::w`` of the epoch's order. With ``drop_last`` every rank gets the same
+    number of full batches; without it the last batch may be short and every sample is delivered once.
+    """
+
+    def __init__(self, dataset: BatchDataset, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = True, rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.rank, self.world_size = rank, world_size
+        self.pin_memory = pin_memory
+        self.epoch = 0
+        self._position = 0  # batches already delivered in this epoch
+
+    def _indices(self) -> np.ndarray:
+        n = len(self.dataset)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
+        if self.drop_last:
+            per_rank = n // self.world_size
+            order = order[: per_rank * self.world_size]
+        return order[self.rank:: self.world_size]
+
+    def __len__(self) -> int:
+        n = len(self._indices())
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._position = 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices = self._indices()
+        total = len(self)
+        while self._position < total:
+            chunk = indices[self._position * self.batch_size:(self._position + 1) * self.batch_size]
+            images, labels = self.dataset.batch(chunk)
+            self._position += 1
+            x = torch.from_numpy(images).permute(0, 3, 1, 2)  # NHWC memory = channels_last NCHW view
+            y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+            if self.pin_memory:
+                x, y = x.pin_memory(), y.pin_memory()
+            yield x, y
+        self._position = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self._position}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self._position = int(state["position"])
+
+    def close(self) -> None:
+        return None
+
+
+class DeviceBatches:
+    """Random uint8 images and labels made once on the device and served `steps` times per epoch: no host I/O at all
+    (the Graphcore app's ``synthetic`` data, for measuring the device alone)."""
+
+    def __init__(self, batch_size: int, image_size: int, num_classes: int, steps: int, device: torch.device,
+                 seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        images = torch.randint(0, 256, (batch_size, image_size, image_size, 3), dtype=torch.uint8, generator=generator)
+        labels = torch.randint(0, num_classes, (batch_size,), generator=generator)
+        self.images = images.to(device).permute(0, 3, 1, 2)
+        self.labels = labels.to(device)
+        self.steps = steps
+        self.epoch = 0
+        self._position = 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._position = 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while self._position < self.steps:
+            self._position += 1
+            yield self.images, self.labels
+        self._position = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self._position}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self._position = int(state["position"])
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,385 @@
+"""The training application's configuration: one declared schema, YAML configs as defaults, flags on top.
+
+Two passes, as in timm's ``train.py``: ``--config NAME|FILE`` is read first; its YAML keys (the option names with
+underscores, e.g. ``micro_batch_size``) become the parser's defaults, checked and converted exactly like flags, and
+unknown keys are errors; then the command line overrides them. Named configs live in ``ipu_cnn/train/configs``.
+Without ``--config``, the ``demo`` config applies when training on the demo data (the default), the plain defaults
+otherwise. The option names follow the Graphcore CNN application's where it had one.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import yaml
+
+from ipu_cnn.backends.precision import PRECISIONS
+
+DATA_MODES = ("demo", "generated", "synthetic", "imagenet", "folder", "filelist")
+OPTIMIZERS = ("sgd", "sgd_combined", "adamw", "rmsprop", "rmsprop_tf")
+LR_SCHEDULES = ("step", "cosine", "exponential")
+WEIGHT_AVG = ("none", "mean", "exponential")
+VALIDATION_MODES = ("none", "during", "after")
+#: Keys a config file may carry that are not options: what the run derived (saved for the record, ignored on load).
+_RECORD_KEYS = ("derived",)
+
+
+class Config(dict):
+    """The resolved run configuration: option values by dest name, plus derived values; also readable as attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def named_configs() -> list[str]:
+    """Names of the configs shipped in the package (``--config NAME``)."""
+    folder = resources.files("ipu_cnn.train") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _config_text(name_or_path: str) -> tuple[str, str]:
+    """The YAML text and a label for ``--config`` (a shipped name, or a file path)."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path or os.path.isfile(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise SystemExit(f"--config {name_or_path}: no such file (named configs: {', '.join(named_configs())})")
+        return path.read_text(), str(path)
+    resource = resources.files("ipu_cnn.train") / "configs" / f"{name_or_path}.yaml"
+    if not resource.is_file():
+        close = difflib.get_close_matches(name_or_path, named_configs(), n=3)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise SystemExit(f"--config {name_or_path}: unknown config name; use one of {', '.join(named_configs())} or "
+                         f"a YAML file path.{hint}")
+    return resource.read_text(), name_or_path
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _optional_float(text: str) -> float | None:
+    return None if str(text).lower() in ("none", "null", "") else float(text)
+
+
+def _optional_int(text: str) -> int | None:
+    return None if str(text).lower() in ("none", "null", "", "auto") else int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full option schema, in argument groups, with types, defaults and help."""
+    p = argparse.ArgumentParser(
+        prog="python -m ipu_cnn.train",
+        description="Train an image classifier (ResNet, EfficientNet or any timm model) on CPU, CUDA or Graphcore "
+        "IPUs, fed by ipu_cnn's compiled JPEG loader. With no arguments: a short demo run on generated JPEGs.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("config")
+    g.add_argument("--config", default=None,
+                   help="named config (" + ", ".join(named_configs()) + ") or a YAML file whose keys are these "
+                   "options' names with underscores; flags override it. Default: demo for --data demo, else none "
+                   "(the plain defaults below)")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--data", choices=DATA_MODES, default="demo",
+                   help="demo: generated JPEG files (made once under ~/.cache/ipu_cnn); generated: random uint8 "
+                   "batches made on the host, no decoding; synthetic: random data made on the device, no host I/O; "
+                   "imagenet: DATA_PATH/train + DATA_PATH/validation; folder: an ImageFolder at DATA_PATH "
+                   "(+ --val-data-path); filelist: a path,label list at DATA_PATH (+ --val-data-path)")
+    g.add_argument("--data-path", default=None, help="dataset root (imagenet, folder) or list file (filelist)")
+    g.add_argument("--val-data-path", default=None, help="validation ImageFolder (folder) or list file (filelist)")
+    g.add_argument("--num-classes", type=_optional_int, default=None,
+                   help="classes (default: the dataset's; 1000 for generated and synthetic)")
+    g.add_argument("--demo-classes", type=_positive_int, default=10, help="classes of the demo dataset")
+    g.add_argument("--demo-images-per-class", type=_positive_int, default=100,
+                   help="training images per class of the demo dataset (validation: a fifth of that)")
+    g.add_argument("--generated-samples", type=_positive_int, default=4096,
+                   help="samples per epoch for --data generated and synthetic")
+    g.add_argument("--dataloader-worker", type=_optional_int, default=None,
+                   help="loader threads (default: the CPUs available to this process, per rank)")
+    g.add_argument("--dataloader-prefetch", type=_positive_int, default=2, help="batches the loader prepares ahead")
+    g.add_argument("--on-bad-sample", choices=("raise", "replace"), default="raise",
+                   help="an undecodable image stops the run (raise) or is replaced by another sample, reported once")
+    g.add_argument("--eight-bit-io", action=argparse.BooleanOptionalAction, default=True,
+                   help="ship uint8 images to the device and normalise there (needs --normalization-location device)")
+    g.add_argument("--normalization-location", choices=("host", "device"), default="device",
+                   help="where uint8 pixels become normalised floats: the model's first op (device) or the host")
+    g.add_argument("--train-crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("LO", "HI"),
+                   help="RandomResizedCrop area fraction range")
+    g.add_argument("--flip-prob", type=float, default=0.5, help="horizontal flip probability in training")
+    g.add_argument("--interpolation", choices=("bilinear", "bicubic"), default="bilinear",
+                   help="antialiased resize filter (Pillow semantics)")
+    g.add_argument("--eval-crop-pct", type=_optional_float, default=None,
+                   help="evaluation centre crop as a fraction of the resized shorter side (default: the model's, "
+                   "0.875 for ResNet and EfficientNet)")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="resnet50",
+                   help="resnet50, efficientnet-b0, efficientnet-b4, resnet18 or any timm model name")
+    g.add_argument("--image-size", type=_optional_int, default=None,
+                   help="training and evaluation image side (default: the model's: 224, EfficientNet-B4 380)")
+    g.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs network)")
+    g.add_argument("--weights", default=None, help="start from a local state dict or ipu_cnn checkpoint file")
+    g.add_argument("--dropout", type=_optional_float, default=None, help="classifier dropout (default: timm's)")
+    g.add_argument("--drop-path", type=_optional_float, default=None, help="stochastic depth rate (default: timm's)")
+    g.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=None,
+                   help="zero-initialise the last BatchNorm gamma of each residual block (ResNets; default: timm's)")
+
+    g = p.add_argument_group("batching and schedule")
+    g.add_argument("--micro-batch-size", type=_positive_int, default=32,
+                   help="samples per forward/backward pass on one replica")
+    g.add_argument("--gradient-accumulation", type=_positive_int, default=1,
+                   help="micro-batches accumulated per optimizer step")
+    g.add_argument("--replicas", type=_positive_int, default=1,
+                   help="data-parallel replicas: IPU replication factor; on CPU/CUDA the torchrun process count "
+                   "(launch with torchrun --nproc-per-node N)")
+    g.add_argument("--device-iterations", type=_positive_int, default=1,
+                   help="optimizer steps the IPU runs per host call (IPU only; CPU/CUDA feed every step)")
+    g.add_argument("--epoch", "--epochs", dest="epoch", type=_positive_int, default=10, help="training epochs")
+    g.add_argument("--max-steps", type=_optional_int, default=None,
+                   help="stop after this many optimizer steps, writing a checkpoint as on SIGTERM (the schedule "
+                   "still spans --epoch, so --resume continues the same run)")
+    g.add_argument("--seed", type=int, default=0, help="seed of weights, data order, augmentation and mixing")
+
+    g = p.add_argument_group("optimizer")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                   help="sgd / sgd_combined: momentum SGD (on IPUs: separate or combined velocity and accumulator "
+                   "tensors; identical maths on CPU/CUDA); adamw; rmsprop; rmsprop_tf: TensorFlow-style RMSprop "
+                   "(epsilon inside the root, as EfficientNet was trained)")
+    g.add_argument("--lr", type=float, default=0.1, help="peak learning rate (see --lr-reference-batch)")
+    g.add_argument("--lr-reference-batch", type=_optional_int, default=None,
+                   help="if set, --lr is for a global batch of this size and is scaled linearly to the actual one")
+    g.add_argument("--momentum", type=float, default=0.9, help="momentum (sgd, rmsprop)")
+    g.add_argument("--weight-decay", type=_non_negative_float, default=1e-4,
+                   help="weight decay, never applied to 1-D parameters (biases, norm scales)")
+    g.add_argument("--optimizer-eps", type=float, default=1e-8, help="epsilon of adamw / rmsprop")
+    g.add_argument("--rmsprop-decay", type=float, default=0.9, help="RMSprop squared-gradient decay (alpha)")
+    g.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing factor")
+
+    g = p.add_argument_group("learning-rate schedule (per iteration)")
+    g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine",
+                   help="step: x lr-decay at each --lr-epoch-decay epoch; cosine: to --lr-min-ratio at the end; "
+                   "exponential: x lr-decay every --lr-decay-period epochs (continuously)")
+    g.add_argument("--warmup-epoch", type=_non_negative_float, default=0.0,
+                   help="epochs of linear warm-up from 0 to the peak learning rate")
+    g.add_argument("--lr-decay", type=float, default=0.1, help="decay factor of the step and exponential schedules")
+    g.add_argument("--lr-epoch-decay", type=float, nargs="*", default=[30.0, 60.0, 80.0],
+                   help="epochs at which the step schedule decays")
+    g.add_argument("--lr-decay-period", type=float, default=1.0, help="epochs per decay of the exponential schedule")
+    g.add_argument("--lr-min-ratio", type=_non_negative_float, default=0.0,
+                   help="final learning rate of the cosine schedule, as a fraction of the peak")
+
+    g = p.add_argument_group("precision")
+    g.add_argument("--precision", type=str, choices=PRECISIONS, default="32.32",
+                   help="activations.weights: 16.16 / 16.32 = half compute (CPU/CUDA: autocast, float32 master "
+                   "weights; IPU: half weights for 16.16), 32.32 = float32")
+    g.add_argument("--half-dtype", choices=("auto", "float16", "bfloat16"), default="auto",
+                   help="autocast dtype for 16.x on CPU/CUDA (auto: float16 on CUDA, bfloat16 on CPU)")
+    g.add_argument("--loss-scaling", type=_optional_float, default=None,
+                   help="static loss scale (default: dynamic scaling for float16, none otherwise)")
+    g.add_argument("--auto-loss-scaling", action="store_true",
+                   help="dynamic loss scaling (GradScaler / PopTorch automatic), starting at --loss-scaling")
+    g.add_argument("--half-partial", action="store_true", help="IPU: half-precision partials in matmuls and convs")
+    g.add_argument("--enable-stochastic-rounding", action="store_true", help="IPU: stochastic rounding of half values")
+
+    g = p.add_argument_group("regularisation")
+    g.add_argument("--mixup-alpha", type=_non_negative_float, default=0.0,
+                   help="mixup: blend pairs with weight ~ Beta(alpha, alpha); 0 disables")
+    g.add_argument("--cutmix-lambda-low", type=float, default=0.0,
+                   help="cutmix: kept-area fraction ~ U(low, high); low == high == 0 disables")
+    g.add_argument("--cutmix-lambda-high", type=float, default=0.0, help="cutmix: upper bound of the kept fraction")
+    g.add_argument("--cutmix-disable-prob", type=float, default=0.0, help="cutmix: probability of skipping a batch")
+    g.add_argument("--weight-avg-strategy", choices=WEIGHT_AVG, default="none",
+                   help="keep averaged weights: exponential moving average or arithmetic mean over steps; validated "
+                   "and saved beside the trained weights")
+    g.add_argument("--weight-avg-exp-decay", type=float, default=0.9999,
+                   help="decay per step of the exponential average")
+    g.add_argument("--weight-avg-start-epoch", type=_non_negative_float, default=0.0,
+                   help="epoch from which the mean average collects weights")
+
+    g = p.add_argument_group("validation")
+    g.add_argument("--validation-mode", choices=VALIDATION_MODES, default="during",
+                   help="validate after every --validation-freq epochs (during), once at the end (after), or never")
+    g.add_argument("--validation-freq", type=_positive_int, default=1, help="epochs between validations (during)")
+    g.add_argument("--validation-batch-size", type=_optional_int, default=None,
+                   help="validation micro-batch (default: --micro-batch-size)")
+
+    g = p.add_argument_group("checkpoints")
+    g.add_argument("--checkpoint-output-dir", default=None, help="where checkpoints go (default: RUN_DIR/checkpoints)")
+    g.add_argument("--checkpoint-save-freq", type=_positive_int, default=1, help="epochs between checkpoints")
+    g.add_argument("--resume", "--checkpoint-input-dir", dest="resume", default=None,
+                   help="continue from a checkpoint file, or from the newest one in a folder")
+
+    g = p.add_argument_group("device")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda", "ipu"), default="auto",
+                   help="auto: CUDA when available, else CPU; ipu needs PopTorch from the Poplar SDK")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (CPU/CUDA)")
+    g.add_argument("--sync-bn", action="store_true", help="synchronise BatchNorm statistics across torchrun ranks")
+    g.add_argument("--dist-backend", choices=("auto", "gloo", "nccl"), default="auto",
+                   help="torch.distributed backend under torchrun (auto: NCCL on CUDA, gloo on CPU)")
+    g.add_argument("--recompute-mode", choices=("none", "auto", "manual"), default="none",
+                   help="IPU: recomputation of activations in the backward pass")
+    g.add_argument("--available-memory-proportion", type=_optional_float, default=None,
+                   help="IPU: fraction of tile memory for matmul/conv temporaries")
+    g.add_argument("--executable-cache-dir", default=None, help="IPU: folder caching compiled executables")
+
+    g = p.add_argument_group("logging")
+    g.add_argument("--output-dir", default="runs", help="parent folder of run folders")
+    g.add_argument("--run-name", default=None, help="run folder name (default: time stamp, config and model)")
+    g.add_argument("--logs-per-epoch", type=_positive_int, default=10,
+                   help="log lines (loss, accuracy, lr, throughput) per epoch")
+    g.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto",
+                   help="tqdm bar on a terminal (auto), always, or plain lines only")
+    g.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True,
+                   help="write metrics.png (loss, accuracy, lr, throughput vs step) at the end")
+    g.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard in RUN_DIR/tensorboard")
+    g.add_argument("--wandb", action="store_true", help="also log to Weights & Biases (offline when not logged in)")
+    g.add_argument("--wandb-project", default="ipu_cnn", help="wandb project name")
+    return p
+
+
+def _option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+
+
+def _convert(action: argparse.Action, key: str, value: Any, source: str) -> Any:
+    """Check and convert one YAML value as argparse would the same text on the command line."""
+    where = f"{source}: {key}"
+    if value is None:
+        return None
+    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
+        if not isinstance(value, bool):
+            raise SystemExit(f"{where} must be true or false, got {value!r}")
+        return value
+    def one(item: Any) -> Any:
+        if isinstance(item, (dict, list)):
+            raise SystemExit(f"{where}: expected a single value, got {item!r}")
+        text = str(item)
+        try:
+            convert: Callable[[str], Any] | None = action.type  # type: ignore[assignment]
+            converted = convert(text) if convert is not None else text
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as error:
+            raise SystemExit(f"{where}: invalid value {item!r} ({error})") from None
+        if action.choices is not None and converted not in action.choices:
+            raise SystemExit(f"{where}: {item!r} is not one of {', '.join(map(str, action.choices))}")
+        return converted
+    if action.nargs in ("*", "+") or isinstance(action.nargs, int):
+        items = value if isinstance(value, list) else [value]
+        if isinstance(action.nargs, int) and len(items) != action.nargs:
+            raise SystemExit(f"{where}: expected {action.nargs} values, got {value!r}")
+        return [one(v) for v in items]
+    return one(value)
+
+
+def load_config_defaults(name_or_path: str, parser: argparse.ArgumentParser) -> tuple[dict[str, Any], str]:
+    """The parser defaults that config `name_or_path` sets, checked against the schema, and its label."""
+    if name_or_path == "none":
+        return {}, "none"
+    text, label = _config_text(name_or_path)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise SystemExit(f"--config {label}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"--config {label}: expected a mapping of option names to values, got {type(data).__name__}")
+    actions = _option_actions(parser)
+    defaults: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key in _RECORD_KEYS:
+            continue
+        if key not in actions:
+            close = difflib.get_close_matches(key, list(actions), n=3)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise SystemExit(f"--config {label}: unknown key {raw_key!r}{hint}; keys are the options of "
+                             f"`python -m ipu_cnn.train --help` with underscores")
+        defaults[key] = _convert(actions[key], key, value, f"--config {label}")
+    return defaults, label
+
+
+def parse_config(argv: Sequence[str] | None = None) -> Config:
+    """Parse `argv` (default ``sys.argv[1:]``) into a `Config`: config file defaults, then flags, then checks."""
+    parser = build_parser()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    pre.add_argument("--data", default=None)
+    known, _ = pre.parse_known_args(argv)
+    config_name = known.config
+    if config_name is None:
+        config_name = "demo" if known.data in (None, "demo") else "none"
+    defaults, label = load_config_defaults(config_name, parser)
+    parser.set_defaults(**defaults)
+    args = parser.parse_args(argv)
+    config = Config(vars(args))
+    config["config"] = label
+    check_config(config)
+    return config
+
+
+def config_from_mapping(values: Mapping[str, Any]) -> Config:
+    """A `Config` from the schema's defaults updated by `values` (for programmatic use and tests)."""
+    parser = build_parser()
+    actions = _option_actions(parser)
+    config = Config(vars(parser.parse_args([])))
+    config["config"] = "none"
+    for key, value in values.items():
+        if key not in actions and key != "config":
+            raise ValueError(f"unknown config key {key!r}")
+        config[key] = value
+    check_config(config)
+    return config
+
+
+def check_config(config: Mapping[str, Any]) -> None:
+    """Cross-option checks argparse cannot express; each error says what to change."""
+    if config["data"] in ("imagenet", "folder", "filelist") and not config["data_path"]:
+        raise SystemExit(f"--data {config['data']} needs --data-path")
+    if config["eight_bit_io"] and config["normalization_location"] == "host":
+        raise SystemExit("--eight-bit-io ships uint8 images, which the device must normalise: use "
+                         "--normalization-location device, or --no-eight-bit-io to normalise on the host")
+    lo, hi = config["cutmix_lambda_low"], config["cutmix_lambda_high"]
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise SystemExit(f"cutmix needs 0 <= --cutmix-lambda-low <= --cutmix-lambda-high <= 1, got {lo} and {hi}")
+    if not 0.0 <= config["label_smoothing"] < 1.0:
+        raise SystemExit(f"--label-smoothing must be in [0, 1), got {config['label_smoothing']}")
+    lo, hi = config["train_crop_scale"]
+    if not 0.0 < lo <= hi <= 1.0:
+        raise SystemExit(f"--train-crop-scale needs 0 < LO <= HI <= 1, got {lo} {hi}")
+    if config["weight_avg_strategy"] == "exponential" and not 0.0 < config["weight_avg_exp_decay"] < 1.0:
+        raise SystemExit(f"--weight-avg-exp-decay must be in (0, 1), got {config['weight_avg_exp_decay']}")
+    if config["max_steps"] is not None and config["max_steps"] < 1:
+        raise SystemExit(f"--max-steps must be >= 1, got {config['max_steps']}")
+    if config["lr"] <= 0:
+        raise SystemExit(f"--lr must be positive, got {config['lr']}")
+    if config["image_size"] is not None and config["image_size"] < 8:
+        raise SystemExit(f"--image-size must be at least 8 pixels, got {config['image_size']}")
+    if config["auto_loss_scaling"] and config["precision"] == "32.32":
+        raise SystemExit("--auto-loss-scaling needs half precision: add --precision 16.16 or 16.32, or drop it")
+    if config["sync_bn"] and config["device"] == "ipu":
+        raise SystemExit("--sync-bn is for torchrun (CPU/CUDA); on IPUs use replicated BatchNorm options instead")
+
+
+def config_to_yaml(config: Mapping[str, Any], derived: Mapping[str, Any] | None = None) -> str:
+    """The config as YAML that ``--config FILE`` reads back (derived values under ``derived``, ignored on load)."""
+    parser = build_parser()
+    keys = list(_option_actions(parser))
+    data: dict[str, Any] = {k: config[k] for k in keys if k in config}
+    if derived:
+        data["derived"] = dict(derived)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
