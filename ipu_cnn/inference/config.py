@@ -1,0 +1,337 @@
+"""The inference application's options: one parser per mode over a shared set of model options, YAML configs below.
+
+Modes: ``benchmark`` (the default, as the Graphcore application's ``run_benchmark.py``), ``predict`` and ``export``.
+The model options (`--model`, `--weights`, `--random-weights`, `--pretrained`, `--device`, `--image-size`,
+`--precision`, ...) are declared once, in `add_model_options`, so they mean the same in every mode.
+
+``--config NAME|FILE`` is read first (timm's two-pass parsing): its YAML keys are option names with underscores
+(``micro_batch_size``); they become the parser's defaults, converted and checked exactly as the same text on the
+command line would be, and flags override them. A key that no mode knows is an error; a key of another mode (e.g.
+``data`` when predicting) is ignored, so one file can serve every mode. Named configs live in
+``ipu_cnn/inference/configs``.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+MODES: tuple[str, ...] = ("benchmark", "predict", "export")
+DATA_MODES: tuple[str, ...] = ("real", "generated", "synthetic")
+PRECISIONS: tuple[str, ...] = ("16.16", "32.32")
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
+
+
+class Options(dict):
+    """The resolved options of one invocation, by dest name; also readable as attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def named_configs() -> list[str]:
+    """Names of the configs shipped with the package (``--config NAME``)."""
+    folder = resources.files("ipu_cnn.inference") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _optional_int(text: str) -> int | None:
+    return None if str(text).lower() in ("none", "null", "", "auto") else int(text)
+
+
+def _optional_float(text: str) -> float | None:
+    return None if str(text).lower() in ("none", "null", "") else float(text)
+
+
+def _image_size(text: str) -> int | None:
+    value = _optional_int(text)
+    if value is not None and value < 8:
+        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
+    return value
+
+
+def _crop_pct(text: str) -> float | None:
+    value = _optional_float(text)
+    if value is not None and not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The options every mode shares: config, model and weights, preprocessing, device, precision, IPU."""
+    g = parser.add_argument_group("config")
+    g.add_argument("--config", default=None,
+                   help="named config (" + ", ".join(named_configs()) + ": the Graphcore application's inference "
+                   "defaults) or a YAML file whose keys are these options' names with underscores; flags override it")
+
+    g = parser.add_argument_group("model and weights")
+    g.add_argument("--model", default=None,
+                   help="resnet50, efficientnet-b0, efficientnet-b4, resnet18 or any timm model name (default: the "
+                   "checkpoint's with --weights, else resnet50)")
+    source = g.add_mutually_exclusive_group()
+    source.add_argument("--weights", default=None, metavar="FILE|RUN_DIR",
+                        help="a training checkpoint (restores the model name, classes, image size and eval "
+                        "preprocessing), a run folder (its newest checkpoint), or a plain state dict file")
+    source.add_argument("--random-weights", action="store_true",
+                        help="randomly initialised weights (the benchmark's default; predict and export ask for a "
+                        "choice)")
+    source.add_argument("--pretrained", action="store_true",
+                        help="timm's pretrained ImageNet weights (needs the network or the Hugging Face cache)")
+    g.add_argument("--averaged-weights", action="store_true",
+                   help="with a checkpoint: use its averaged weights (--weight-avg-strategy in training)")
+    g.add_argument("--num-classes", type=_optional_int, default=None,
+                   help="classes of a model without a checkpoint (default: 1000, or what a plain state dict holds)")
+
+    g = parser.add_argument_group("preprocessing (default: the checkpoint's, else the model's timm config)")
+    g.add_argument("--image-size", type=_image_size, default=None,
+                   help="input image side (default: the checkpoint's, else the model's: 224, EfficientNet-B4 380)")
+    g.add_argument("--eval-crop-pct", type=_crop_pct, default=None,
+                   help="centre crop as a fraction of the resized shorter side (0.875 = resize 256, crop 224)")
+    g.add_argument("--interpolation", choices=("bilinear", "bicubic"), default=None,
+                   help="antialiased resize filter (Pillow semantics)")
+
+    g = parser.add_argument_group("device and precision")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda", "ipu"), default="auto",
+                   help="auto: CUDA when available, else CPU; ipu needs PopTorch from the Poplar SDK")
+    g.add_argument("--precision", choices=PRECISIONS, default="32.32",
+                   help="16.16: half precision (CPU: bfloat16 autocast, CUDA: float16 autocast, IPU: half weights "
+                   "and activations); 32.32: float32")
+    g.add_argument("--half-dtype", choices=("auto", "float16", "bfloat16"), default="auto",
+                   help="autocast dtype of 16.16 on CPU/CUDA (auto: bfloat16 on CPU, float16 on CUDA)")
+
+    g = parser.add_argument_group("IPU (PopTorch inferenceModel)")
+    g.add_argument("--replicas", type=_positive_int, default=1, help="IPU replication factor")
+    g.add_argument("--device-iterations", type=_positive_int, default=1,
+                   help="micro-batches the IPU runs per host call (IPU only)")
+    g.add_argument("--half-partial", action="store_true", help="half-precision partials in matmuls and convolutions")
+    g.add_argument("--available-memory-proportion", type=_optional_float, default=None,
+                   help="fraction of tile memory for matmul/convolution temporaries")
+    g.add_argument("--executable-cache-dir", default=os.environ.get("POPTORCH_CACHE_DIR"),
+                   help="folder caching compiled IPU executables (default: $POPTORCH_CACHE_DIR)")
+    g.add_argument("--seed", type=int, default=0, help="seed of random weights and generated data")
+
+
+def _add_benchmark_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("benchmark")
+    g.add_argument("--data", choices=DATA_MODES, default="real",
+                   help="real: JPEG files through the eval transform and ipu_cnn's loader (the generated demo set "
+                   "unless --data-path); generated: one random uint8 host batch, repeated (no decoding); synthetic: "
+                   "random data made once on the device (no host I/O)")
+    g.add_argument("--data-path", default=None,
+                   help="folder of images for --data real (class subfolders or a flat folder, searched recursively)")
+    g.add_argument("--micro-batch-size", "--batch-size", dest="micro_batch_size", type=_positive_int, default=32,
+                   help="samples per forward pass on one replica")
+    g.add_argument("--iterations", type=_positive_int, default=20, help="measured iterations, after the warm-up")
+    g.add_argument("--warmup-iterations", type=_non_negative_int, default=2,
+                   help="iterations run first and left out of the figures (graph compilation, caches, allocator)")
+    g.add_argument("--dataloader-workers", type=_optional_int, default=None,
+                   help="loader threads for --data real (default: the CPUs available to this process, per rank)")
+    g.add_argument("--dataloader-prefetch", type=_positive_int, default=2, help="batches the loader prepares ahead")
+    g.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON to FILE ('-': stdout)")
+
+
+def _add_predict_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("predict")
+    g.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders searched recursively for images")
+    g.add_argument("--topk", type=_positive_int, default=5, help="classes listed per image")
+    g.add_argument("--micro-batch-size", "--batch-size", dest="micro_batch_size", type=_positive_int, default=32,
+                   help="images per forward pass")
+    g.add_argument("--dataloader-workers", type=_optional_int, default=None,
+                   help="decoding threads (default: the CPUs available to this process)")
+    g.add_argument("--exif-orientation", action=argparse.BooleanOptionalAction, default=True,
+                   help="rotate images as their EXIF orientation tag says (photos from phones)")
+    g.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
+                   help="write the results as JSON to FILE, or to stdout when no FILE is given (then nothing else "
+                   "goes to stdout)")
+    g.add_argument("--progress", choices=("auto", "bar", "none"), default="auto",
+                   help="progress bar on stderr while predicting folders: on a terminal (auto), always, or never")
+
+
+def _add_export_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("export")
+    g.add_argument("output", metavar="OUT",
+                   help="file to write (model.onnx, model.pt), or with --triton the model repository folder")
+    g.add_argument("--format", choices=EXPORT_FORMATS, default=None,
+                   help="onnx or torchscript (default: from OUT's extension, .onnx -> onnx, else torchscript)")
+    g.add_argument("--input-layout", choices=("nchw", "nhwc"), default="nchw",
+                   help="layout of the uint8 input: [batch, 3, H, W] (as ipu_cnn's loader yields) or [batch, H, W, 3] "
+                   "(as decoded images come)")
+    g.add_argument("--softmax", action="store_true", help="output probabilities instead of logits")
+    g.add_argument("--opset", type=_optional_int, default=None, help="ONNX opset (default: the exporter's)")
+    g.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
+                   help="run the exported model (onnxruntime when installed, torch.jit.load) on a batch and compare "
+                   "with PyTorch")
+    g.add_argument("--triton", action="store_true",
+                   help="write a Triton Inference Server model repository at OUT: OUT/NAME/config.pbtxt, "
+                   "OUT/NAME/labels.txt, OUT/NAME/1/model.onnx or model.pt")
+    g.add_argument("--triton-name", default=None, help="model name in the Triton repository (default: the model's)")
+    g.add_argument("--max-batch-size", type=_positive_int, default=64,
+                   help="Triton's max_batch_size (the graph itself takes any batch size)")
+
+
+_MODE_OPTIONS = {"benchmark": _add_benchmark_options, "predict": _add_predict_options, "export": _add_export_options}
+
+_DESCRIPTIONS = {
+    "benchmark": "Throughput and latency of a CNN on real, generated or synthetic data (CPU, CUDA or IPU). "
+                 "Other modes: `python -m ipu_cnn.inference predict --help`, `... export --help`.",
+    "predict": "Classify image files or folders: top-k classes with names and probabilities per image.",
+    "export": "Export the model to ONNX or TorchScript with a uint8 input, the normaliser inside the graph and a "
+              "dynamic batch dimension, checked against PyTorch.",
+}
+
+
+def build_parser(mode: str) -> argparse.ArgumentParser:
+    """The parser of `mode`: the shared model options plus the mode's own."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}: use one of {', '.join(MODES)}")
+    prog = "python -m ipu_cnn.inference" + ("" if mode == "benchmark" else f" {mode}")
+    parser = argparse.ArgumentParser(prog=prog, description=_DESCRIPTIONS[mode],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _MODE_OPTIONS[mode](parser)
+    add_model_options(parser)
+    return parser
+
+
+def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+
+
+def _config_text(name_or_path: str) -> tuple[str, str]:
+    """The YAML text and a label for ``--config`` (a shipped name, or a file path)."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path or os.path.isfile(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise SystemExit(f"--config {name_or_path}: no such file (named configs: {', '.join(named_configs())})")
+        return path.read_text(), str(path)
+    resource = resources.files("ipu_cnn.inference") / "configs" / f"{name_or_path}.yaml"
+    if not resource.is_file():
+        close = difflib.get_close_matches(name_or_path, named_configs(), n=3)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise SystemExit(f"--config {name_or_path}: unknown config name; use one of {', '.join(named_configs())} or "
+                         f"a YAML file path.{hint}")
+    return resource.read_text(), name_or_path
+
+
+def _convert(action: argparse.Action, value: Any, where: str) -> Any:
+    """One YAML value checked and converted as argparse would the same text on the command line."""
+    if value is None:
+        return None
+    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
+        if not isinstance(value, bool):
+            raise SystemExit(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(value, (dict, list)):
+        raise SystemExit(f"{where}: expected a single value, got {value!r}")
+    try:
+        convert = action.type
+        converted = convert(str(value)) if callable(convert) else str(value)
+    except (ValueError, TypeError, argparse.ArgumentTypeError) as error:
+        raise SystemExit(f"{where}: invalid value {value!r} ({error})") from None
+    if action.choices is not None and converted not in action.choices:
+        raise SystemExit(f"{where}: {value!r} is not one of {', '.join(map(str, action.choices))}")
+    return converted
+
+
+def load_config_defaults(name_or_path: str, mode: str) -> tuple[dict[str, Any], str]:
+    """The parser defaults that config `name_or_path` sets for `mode`, checked against every mode's options."""
+    text, label = _config_text(name_or_path)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise SystemExit(f"--config {label}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"--config {label}: expected a mapping of option names to values, got {type(data).__name__}")
+    mine = _actions(build_parser(mode))
+    known = {dest for m in MODES for dest in _actions(build_parser(m))} - {"paths", "output"}
+    defaults: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3)
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            raise SystemExit(f"--config {label}: unknown key {raw_key!r}{hint}; keys are the options of "
+                             "`python -m ipu_cnn.inference [predict|export] --help` with underscores")
+        if key in mine:
+            defaults[key] = _convert(mine[key], value, f"--config {label}: {key}")
+    return defaults, label
+
+
+def split_mode(argv: Sequence[str]) -> tuple[str, list[str]]:
+    """The mode named by the first argument (``benchmark`` when there is none) and the remaining arguments."""
+    args = list(argv)
+    if args and args[0] in MODES:
+        return args[0], args[1:]
+    return "benchmark", args
+
+
+def parse_options(argv: Sequence[str]) -> Options:
+    """Parse one invocation: mode, ``--config`` defaults, flags, then the checks argparse cannot express."""
+    mode, rest = split_mode(argv)
+    parser = build_parser(mode)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(rest)
+    label = "none"
+    if known.config is not None:
+        defaults, label = load_config_defaults(known.config, mode)
+        parser.set_defaults(**defaults)
+    options = Options(vars(parser.parse_args(rest)))
+    options["mode"] = mode
+    options["config"] = label
+    check_options(options)
+    return options
+
+
+def options_for(mode: str, **values: Any) -> Options:
+    """`Options` of `mode` from the parser's defaults updated by `values` (for programmatic use and tests)."""
+    parser = build_parser(mode)
+    actions = _actions(parser)
+    required = {"predict": ["x"], "export": ["x"]}.get(mode, [])
+    options = Options(vars(parser.parse_args(required)))
+    options.update({"mode": mode, "config": "none"})
+    for key, value in values.items():
+        if key not in actions:
+            raise ValueError(f"unknown {mode} option {key!r}")
+        options[key] = value
+    check_options(options)
+    return options
+
+
+def check_options(options: Options) -> None:
+    """Cross-option checks; each error says what to change."""
+    chosen = [name for name in ("weights", "random_weights", "pretrained") if options.get(name)]
+    if len(chosen) > 1:
+        flags = " and ".join("--" + name.replace("_", "-") for name in chosen)
+        raise SystemExit(f"{flags} choose different weights: give one of them")
+    if options.get("averaged_weights") and not options.get("weights"):
+        raise SystemExit("--averaged-weights reads a training checkpoint's averaged weights: add --weights CHECKPOINT")
+    if options["mode"] == "benchmark" and options["data_path"] and options["data"] != "real":
+        raise SystemExit(f"--data-path is read by --data real only (got --data {options['data']}): drop one of them")
+    if options["mode"] == "export" and options["device"] == "ipu":
+        raise SystemExit("export writes a device-independent graph (ONNX or TorchScript): use --device cpu or cuda; "
+                         "PopTorch compiles for IPUs from the PyTorch model itself")
+    proportion = options.get("available_memory_proportion")
+    if proportion is not None and not 0.0 < proportion <= 1.0:
+        raise SystemExit(f"--available-memory-proportion must be in (0, 1], got {proportion}")
