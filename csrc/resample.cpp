@@ -2,10 +2,14 @@
 //
 // Both paths share one plan: per-axis coefficients computed in full-image coordinates exactly as Pillow does
 // (box edges rounded to C floats as Pillow parses them, double weights normalised per output pixel, then 22-bit
-// fixed point), a horizontal pass over only the rows the vertical pass reads into an RGB uint8 intermediate, then
-// the vertical pass into dst. The flip is fused by laying the horizontal coefficients out in mirrored order.
-// Recent Pillow (13.0, PR #9549) runs the vertical pass first when H - out_h > 2 * (W - out_w); this file keeps the
-// horizontal-first order for every shape (the interface's contract), which can differ from those versions by 1 there.
+// fixed point) and the order of the two passes, chosen as Pillow >= 13 chooses it (resample_vertical_first):
+//  - horizontal first: a horizontal pass over only the rows the vertical pass reads into an RGB uint8
+//    intermediate (out_w wide), then the vertical pass into dst;
+//  - vertical first: a vertical pass over only the columns the horizontal pass reads ([xbox_first, xbox_last), as
+//    the window's bytes, RGB or RGBX) into a uint8 intermediate of out_h rows, then the horizontal pass into dst.
+// The intermediate is clamped to uint8 between the passes (as in Pillow), so the order changes the result
+// (BICUBIC's overshoot: tens of levels on noise, 26 seen). The flip is fused by laying the horizontal
+// coefficients out in mirrored order.
 //
 // The scalar path is the reference. The fast path (picked once at run time: AVX2, SSE4.1, NEON, or scalar) is
 // bit-exact too:
@@ -16,7 +20,9 @@
 //  - AVX2 vertical: the same split, two source rows interleaved into int16 pairs, 32 bytes of a row at a time;
 //    SSE4.1 and NEON multiply zero-extended pixels by the full weight in int32 lanes.
 // Reads never leave [data, data + (height - 1) * stride + width * channels): rows whose vector loads would run
-// past the end of the buffer are first copied into a padded bounce row.
+// past the end of the buffer are first copied into a padded bounce row (horizontal pass on the window), and a
+// vertical block whose loads would do so is computed by the scalar code (vertical pass on the window). Writes never
+// leave the out_w * 3 bytes of each dst row.
 //
 // IPU_CNN_RESAMPLE_ISA=avx2|sse4.1|neon|scalar (read once) caps the fast path's choice, for testing the
 // narrower paths on a wide CPU; a value the CPU does not support falls back to the best one it does.
@@ -232,8 +238,18 @@ struct Plan {
   int out_w, out_h;
   int kx_size, ky_size;
   int max_count_x;
-  int ybox_first, ybox_last;  // full-image rows the horizontal pass produces
+  int ybox_first, ybox_last;  // full-image rows the vertical pass reads
+  int xbox_first, xbox_last;  // full-image columns the horizontal pass reads
+  bool vertical_first;        // pass order (Pillow >= 13's rule, see resample_vertical_first)
 };
+
+// Pillow >= 13 (python-pillow/Pillow#9549, ImagingResampleInner) resamples vertically first when the image loses
+// more than twice as many rows as columns: the FULL image's size against the output size (not the box), strictly,
+// and only when the height shrinks (H > out_h); an upscale (negative difference) counts as it is.
+inline bool vertical_first_rule(int64_t full_width, int64_t full_height, int64_t out_w, int64_t out_h) {
+  const int64_t dy = full_height - out_h, dx = full_width - out_w;
+  return dy > 0 && dy > 2 * dx;
+}
 
 bool make_plan(const Region& src, const double box_in[4], int out_w, int out_h, Filter filter, bool flip,
                uint8_t* dst, int dst_stride, ResampleScratch& s, Plan* p) {
@@ -264,48 +280,110 @@ bool make_plan(const Region& src, const double box_in[4], int out_w, int out_h, 
   // Pillow: first bound of the first output row to the end of the last one's.
   p->ybox_first = s.by[0];
   p->ybox_last = s.by[size_t(out_h - 1) * 2] + s.by[size_t(out_h - 1) * 2 + 1];
+  p->xbox_first = xlo;  // the union (bx is stored mirrored under a flip)
+  p->xbox_last = xhi;
+  p->vertical_first = vertical_first_rule(src.full_width, src.full_height, out_w, out_h);
   return true;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Scalar reference
 
-void horizontal_scalar(const Plan& p, const ResampleScratch& s, uint8_t* tmp, ptrdiff_t tmp_stride) {
-  const int ch = p.ch;
-  for (int y = p.ybox_first; y < p.ybox_last; y++) {
-    const uint8_t* row = p.data + (y - p.wy0) * p.stride;
-    uint8_t* out = tmp + (y - p.ybox_first) * tmp_stride;
-    for (int i = 0; i < p.out_w; i++) {
-      const uint8_t* px = row + ptrdiff_t(s.bx[size_t(i) * 2] - p.wx0) * ch;
-      const int count = s.bx[size_t(i) * 2 + 1];
-      const int32_t* k = &s.kx[size_t(i) * size_t(p.kx_size)];
-      int32_t a0 = kBias, a1 = kBias, a2 = kBias;
-      for (int t = 0; t < count; t++) {
-        a0 += px[t * ch + 0] * k[t];
-        a1 += px[t * ch + 1] * k[t];
-        a2 += px[t * ch + 2] * k[t];
-      }
-      out[i * 3 + 0] = clip8(a0);
-      out[i * 3 + 1] = clip8(a1);
-      out[i * 3 + 2] = clip8(a2);
+// One horizontal output row: `row` holds full-image column `origin_x` at its start (CH bytes per pixel).
+// Everything the loop reads is in locals: the uint8 stores may alias anything, so members would be reloaded.
+template <int CH>
+void h_row_scalar_t(const Plan& p, const ResampleScratch& s, const uint8_t* row, int origin_x, uint8_t* out) {
+  const int out_w = p.out_w;
+  const size_t ksize = size_t(p.kx_size);
+  const int32_t* bx = s.bx.data();
+  const int32_t* kx = s.kx.data();
+  for (int i = 0; i < out_w; i++) {
+    const uint8_t* px = row + ptrdiff_t(bx[size_t(i) * 2] - origin_x) * CH;
+    const int count = bx[size_t(i) * 2 + 1];
+    const int32_t* k = kx + size_t(i) * ksize;
+    int32_t a0 = kBias, a1 = kBias, a2 = kBias;
+    for (int t = 0; t < count; t++) {
+      a0 += px[t * CH + 0] * k[t];
+      a1 += px[t * CH + 1] * k[t];
+      a2 += px[t * CH + 2] * k[t];
     }
+    out[i * 3 + 0] = clip8(a0);
+    out[i * 3 + 1] = clip8(a1);
+    out[i * 3 + 2] = clip8(a2);
   }
 }
 
-void vertical_scalar(const Plan& p, const ResampleScratch& s, const uint8_t* tmp, ptrdiff_t tmp_stride, uint8_t* dst,
-                     ptrdiff_t dst_stride) {
-  const int nbytes = p.out_w * 3;
-  for (int yy = 0; yy < p.out_h; yy++) {
-    const uint8_t* base = tmp + (s.by[size_t(yy) * 2] - p.ybox_first) * tmp_stride;
-    const int count = s.by[size_t(yy) * 2 + 1];
-    const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
-    uint8_t* out = dst + yy * dst_stride;
-    for (int b = 0; b < nbytes; b++) {
-      int32_t a = kBias;
-      for (int t = 0; t < count; t++) a += base[t * tmp_stride + b] * k[t];
-      out[b] = clip8(a);
+inline void h_row_scalar(const Plan& p, const ResampleScratch& s, const uint8_t* row, int origin_x, uint8_t* out) {
+  if (p.ch == 4)
+    h_row_scalar_t<4>(p, s, row, origin_x, out);
+  else
+    h_row_scalar_t<3>(p, s, row, origin_x, out);
+}
+
+// Bytes [b0, b1) of one vertical output row: `base` is the row of the first tap, taps `stride` bytes apart.
+// Tap by tap over a chunk of int32 sums (the same exact integer sums as byte by byte, in a loop compilers
+// vectorise); reads only bytes [b0, b1) of each tap row.
+inline void v_bytes_scalar(const uint8_t* base, ptrdiff_t stride, const int32_t* k, int count, int b0, int b1,
+                           uint8_t* out) {
+  constexpr int kChunk = 256;
+  int32_t acc[kChunk];
+  for (int c0 = b0; c0 < b1; c0 += kChunk) {
+    const int n = std::min(kChunk, b1 - c0);
+    for (int i = 0; i < n; i++) acc[i] = kBias;
+    for (int t = 0; t < count; t++) {
+      const uint8_t* r = base + t * stride + c0;
+      const int32_t kt = k[t];
+      for (int i = 0; i < n; i++) acc[i] += r[i] * kt;
     }
+    for (int i = 0; i < n; i++) out[c0 + i] = clip8(acc[i]);
   }
+}
+
+// Where a vertical pass reads and writes: full-image row r of its input is at src + (r - row0) * src_stride, and
+// output row yy (nbytes bytes) at dst + yy * dst_stride. The kernels take it by value: a local copy, which the
+// byte stores cannot alias, so its fields stay in registers.
+struct VertIO {
+  const uint8_t* src;
+  ptrdiff_t src_stride;
+  int row0;
+  int nbytes;
+  uint8_t* dst;
+  ptrdiff_t dst_stride;
+  // null: the input is the padded intermediate (whole-vector loads past nbytes are fine); otherwise a vector
+  // load must end at or before src_end, and blocks that cannot are computed by the scalar code.
+  const uint8_t* src_end;
+  bool dst_padded;  // whole-vector stores past nbytes are fine (the output is the padded intermediate)
+};
+
+inline const uint8_t* v_base(const VertIO& io, const ResampleScratch& s, int yy) {
+  return io.src + ptrdiff_t(s.by[size_t(yy) * 2] - io.row0) * io.src_stride;
+}
+
+// The vector block of `width` bytes at byte b of output row yy can be loaded without leaving the source buffer.
+inline bool v_block_readable(const VertIO& io, const uint8_t* base, int count, int b, int width) {
+  return !io.src_end || io.src_end - (base + ptrdiff_t(count - 1) * io.src_stride + b) >= width;
+}
+
+void vertical_scalar(const Plan& p, const ResampleScratch& s, const VertIO io) {
+  const int32_t* by = s.by.data();
+  const int32_t* ky = s.ky.data();
+  const size_t ksize = size_t(p.ky_size);
+  for (int yy = 0, out_h = p.out_h; yy < out_h; yy++)
+    v_bytes_scalar(io.src + ptrdiff_t(by[size_t(yy) * 2] - io.row0) * io.src_stride, io.src_stride,
+                   ky + size_t(yy) * ksize, by[size_t(yy) * 2 + 1], 0, io.nbytes, io.dst + yy * io.dst_stride);
+}
+
+// The two orders' vertical pass: over the horizontal intermediate (out_w * 3 bytes of rows ybox_first..), or over
+// the window's bytes of columns [xbox_first, xbox_last) into the vertical intermediate.
+inline VertIO vertical_io_second(const Plan& p, const uint8_t* tmp, ptrdiff_t tmp_stride, uint8_t* dst,
+                                 ptrdiff_t dst_stride) {
+  return VertIO{tmp, tmp_stride, p.ybox_first, p.out_w * 3, dst, dst_stride, nullptr, false};
+}
+
+inline VertIO vertical_io_first(const Plan& p, uint8_t* vtmp, ptrdiff_t vtmp_stride, bool padded) {
+  const uint8_t* end = p.data + (p.wh - 1) * p.stride + ptrdiff_t(p.ww) * p.ch;
+  return VertIO{p.data + ptrdiff_t(p.xbox_first - p.wx0) * p.ch, p.stride, p.wy0, (p.xbox_last - p.xbox_first) * p.ch,
+                vtmp, vtmp_stride, end, padded};
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -317,17 +395,17 @@ inline ptrdiff_t fast_tmp_stride(int out_w) {
   return (w4 * 3 + 16 + 63) & ~ptrdiff_t(63);
 }
 
-// Byte offsets (into a window row) of each output pixel's first tap, padded to a multiple of 4 pixels with
-// the offset of pixel 0 (padded pixels have zero weights; their results land in the row padding).
-// Stored in bx after the 2 * out_w bounds entries. Returns a pointer to them.
-const int32_t* fast_offsets(const Plan& p, ResampleScratch& s) {
+// Byte offsets (into a row starting at full-image column origin_x) of each output pixel's first tap, padded to a
+// multiple of 4 pixels with the offset of pixel 0 (padded pixels have zero weights; their results land in the row
+// padding). Stored in bx after the 2 * out_w bounds entries. Returns a pointer to them.
+const int32_t* fast_offsets(const Plan& p, ResampleScratch& s, int origin_x) {
   const size_t w4 = (size_t(p.out_w) + 3) & ~size_t(3);
   const size_t need = size_t(p.out_w) * 2 + w4;
   if (s.bx.size() < need) s.bx.resize(need);
   int32_t* off = &s.bx[size_t(p.out_w) * 2];
   for (size_t i = 0; i < w4; i++) {
     const size_t j = i < size_t(p.out_w) ? i : 0;
-    off[i] = (s.bx[j * 2] - p.wx0) * p.ch;
+    off[i] = (s.bx[j * 2] - origin_x) * p.ch;
   }
   return off;
 }
@@ -427,6 +505,47 @@ uint8_t* fast_tmp(const Plan& p, ResampleScratch& s, ptrdiff_t tmp_stride, ptrdi
                       size_t(std::max<ptrdiff_t>(max_read, ptrdiff_t(p.ww) * p.ch)) + 64;
   if (s.tmp.size() < need) s.tmp.resize(need);
   return s.tmp.data();
+}
+
+// Vertical-first layout of tmp: out_h rows of the column span, each padded to a whole number of 32-byte vertical
+// blocks (so the vertical kernels store whole vectors), then room for the horizontal kernels' over-read of the last
+// row (up to max_read bytes from a row start), then an output bounce row of out_bytes.
+struct VFirstTmp {
+  uint8_t* rows;
+  ptrdiff_t stride;
+  uint8_t* bounce;
+};
+
+VFirstTmp fast_tmp_vfirst(const Plan& p, ResampleScratch& s, ptrdiff_t max_read, ptrdiff_t out_bytes) {
+  const ptrdiff_t span = ptrdiff_t(p.xbox_last - p.xbox_first) * p.ch;
+  const ptrdiff_t stride = (span + 32 + 31) & ~ptrdiff_t(31);  // past the end of the last (whole) block
+  const ptrdiff_t tail = std::max<ptrdiff_t>(max_read, stride) + 64;
+  const size_t need = size_t(p.out_h) * size_t(stride) + size_t(tail) + size_t(out_bytes) + 64;
+  if (s.tmp.size() < need) s.tmp.resize(need);
+  uint8_t* rows = s.tmp.data();
+  return VFirstTmp{rows, stride, rows + size_t(p.out_h) * size_t(stride) + size_t(tail)};
+}
+
+// Runs `row_fn(intermediate_row, out_row)` for the vertical-first horizontal pass. A kernel that writes
+// `out_write` bytes (more than the out_w * 3 of a dst row) writes straight into dst only where the excess falls on
+// the next dst row, which is written afterwards (contiguous rows, not the last row); elsewhere into a bounce row,
+// then copied.
+template <class RowFn>
+void for_each_vfirst_row(const Plan& p, const VFirstTmp& t, uint8_t* dst, ptrdiff_t dst_stride, ptrdiff_t out_write,
+                         RowFn row_fn) {
+  const ptrdiff_t row_bytes = ptrdiff_t(p.out_w) * 3;
+  const bool fits = out_write <= row_bytes;
+  const bool spill_ok = dst_stride == row_bytes && out_write <= 2 * row_bytes;
+  for (int yy = 0; yy < p.out_h; yy++) {
+    const uint8_t* row = t.rows + yy * t.stride;
+    uint8_t* out = dst + yy * dst_stride;
+    if (fits || (spill_ok && yy + 1 < p.out_h)) {
+      row_fn(row, out);
+    } else {
+      row_fn(row, t.bounce);
+      std::memcpy(out, t.bounce, size_t(row_bytes));
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -530,37 +649,41 @@ __attribute__((target("avx2"))) inline __m256i v_block_avx2(const uint8_t* base,
   return _mm256_packus_epi16(_mm256_packs_epi32(s0, s1), _mm256_packs_epi32(s2, s3));
 }
 
-__attribute__((target("avx2"))) void vertical_avx2(const Plan& p, const ResampleScratch& s, const uint8_t* tmp,
-                                                   ptrdiff_t tmp_stride, uint8_t* dst, ptrdiff_t dst_stride) {
-  const int nbytes = p.out_w * 3;
+__attribute__((target("avx2"))) void vertical_avx2(const Plan& p, const ResampleScratch& s, const VertIO io) {
+  const int nbytes = io.nbytes;
   const size_t pairs = size_t(p.ky_size + 1) / 2;
   const int16_t* kw_all = s.ky16.data();
   for (int yy = 0; yy < p.out_h; yy++) {
-    const uint8_t* base = tmp + (s.by[size_t(yy) * 2] - p.ybox_first) * tmp_stride;
+    const uint8_t* base = v_base(io, s, yy);
     const int count = s.by[size_t(yy) * 2 + 1];
     const int16_t* kw = kw_all + size_t(yy) * pairs * 4;
-    uint8_t* out = dst + yy * dst_stride;
+    uint8_t* out = io.dst + yy * io.dst_stride;
     int b = 0;
     for (; b + 32 <= nbytes; b += 32)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, tmp_stride, kw, count));
-    if (b < nbytes) {  // the intermediate row is padded: compute a whole block, store only what belongs to dst
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, kw, count));
+    if (b == nbytes) continue;
+    // The last, partial block: a whole block where it can be read, stored whole where the output is padded.
+    if (!v_block_readable(io, base, count, b, 32)) {
+      v_bytes_scalar(base, io.src_stride, &s.ky[size_t(yy) * size_t(p.ky_size)], count, b, nbytes, out);
+    } else if (io.dst_padded) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, kw, count));
+    } else {
       alignas(32) uint8_t last[32];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(last), v_block_avx2(base + b, tmp_stride, kw, count));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(last), v_block_avx2(base + b, io.src_stride, kw, count));
       std::memcpy(out + b, last, size_t(nbytes - b));
     }
   }
 }
 
-template <int CH>
-void horizontal_avx2(const Plan& p, ResampleScratch& s, uint8_t* tmp, ptrdiff_t tmp_stride, const int32_t* off,
-                     int groups, ptrdiff_t max_read) {
+// The horizontal passes run the row kernel over the rows `rows(row_fn)` hands out (for_each_source_row or
+// for_each_vfirst_row).
+template <int CH, class Rows>
+void horizontal_avx2(const Plan& p, const ResampleScratch& s, const int32_t* off, int groups, Rows rows) {
   const int w4 = (p.out_w + 3) & ~3;
   const int16_t* kw = s.kx16.data();
   auto run = [&](auto gfix) {
     constexpr int G = decltype(gfix)::value;
-    for_each_source_row(p, tmp, tmp_stride, max_read, [&](const uint8_t* row, uint8_t* out) {
-      h_row_avx2<CH, G>(row, out, off, kw, w4, groups);
-    });
+    rows([&](const uint8_t* row, uint8_t* out) { h_row_avx2<CH, G>(row, out, off, kw, w4, groups); });
   };
   if (groups == 1)
     run(std::integral_constant<int, 1>());
@@ -617,33 +740,34 @@ __attribute__((target("sse4.1"))) inline __m128i v_block_sse41(const uint8_t* ba
   return _mm_packus_epi16(_mm_packs_epi32(a0, a1), _mm_packs_epi32(a2, a3));
 }
 
-__attribute__((target("sse4.1"))) void vertical_sse41(const Plan& p, const ResampleScratch& s, const uint8_t* tmp,
-                                                      ptrdiff_t tmp_stride, uint8_t* dst, ptrdiff_t dst_stride) {
-  const int nbytes = p.out_w * 3;
+__attribute__((target("sse4.1"))) void vertical_sse41(const Plan& p, const ResampleScratch& s, const VertIO io) {
+  const int nbytes = io.nbytes;
   for (int yy = 0; yy < p.out_h; yy++) {
-    const uint8_t* base = tmp + (s.by[size_t(yy) * 2] - p.ybox_first) * tmp_stride;
+    const uint8_t* base = v_base(io, s, yy);
     const int count = s.by[size_t(yy) * 2 + 1];
     const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
-    uint8_t* out = dst + yy * dst_stride;
+    uint8_t* out = io.dst + yy * io.dst_stride;
     int b = 0;
     for (; b + 16 <= nbytes; b += 16)
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b), v_block_sse41(base + b, tmp_stride, k, count));
-    if (b < nbytes) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b), v_block_sse41(base + b, io.src_stride, k, count));
+    if (b == nbytes) continue;
+    if (!v_block_readable(io, base, count, b, 16)) {
+      v_bytes_scalar(base, io.src_stride, k, count, b, nbytes, out);
+    } else if (io.dst_padded) {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + b), v_block_sse41(base + b, io.src_stride, k, count));
+    } else {
       alignas(16) uint8_t last[16];
-      _mm_store_si128(reinterpret_cast<__m128i*>(last), v_block_sse41(base + b, tmp_stride, k, count));
+      _mm_store_si128(reinterpret_cast<__m128i*>(last), v_block_sse41(base + b, io.src_stride, k, count));
       std::memcpy(out + b, last, size_t(nbytes - b));
     }
   }
 }
 
-template <int CH>
-void horizontal_sse41(const Plan& p, ResampleScratch& s, uint8_t* tmp, ptrdiff_t tmp_stride, const int32_t* off,
-                      int groups, ptrdiff_t max_read) {
+template <int CH, class Rows>
+void horizontal_sse41(const Plan& p, const ResampleScratch& s, const int32_t* off, int groups, Rows rows) {
   const int w4 = (p.out_w + 3) & ~3;
   const int16_t* kw = s.kx16.data();
-  for_each_source_row(p, tmp, tmp_stride, max_read, [&](const uint8_t* row, uint8_t* out) {
-    h_row_sse41<CH>(row, out, off, kw, w4, groups);
-  });
+  rows([&](const uint8_t* row, uint8_t* out) { h_row_sse41<CH>(row, out, off, kw, w4, groups); });
 }
 
 #endif  // IPU_RESAMPLE_X86
@@ -687,18 +811,22 @@ void h_row_neon(const uint8_t* row, uint8_t* out, const int32_t* off, const int3
   }
 }
 
-void vertical_neon(const Plan& p, const ResampleScratch& s, const uint8_t* tmp, ptrdiff_t tmp_stride, uint8_t* dst,
-                   ptrdiff_t dst_stride) {
-  const int nbytes = p.out_w * 3;
+void vertical_neon(const Plan& p, const ResampleScratch& s, const VertIO io) {
+  const int nbytes = io.nbytes;
+  const ptrdiff_t stride = io.src_stride;
   for (int yy = 0; yy < p.out_h; yy++) {
-    const uint8_t* base = tmp + (s.by[size_t(yy) * 2] - p.ybox_first) * tmp_stride;
+    const uint8_t* base = v_base(io, s, yy);
     const int count = s.by[size_t(yy) * 2 + 1];
     const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
-    uint8_t* out = dst + yy * dst_stride;
+    uint8_t* out = io.dst + yy * io.dst_stride;
     for (int b = 0; b < nbytes; b += 16) {
+      if (b + 16 > nbytes && !v_block_readable(io, base, count, b, 16)) {
+        v_bytes_scalar(base, stride, k, count, b, nbytes, out);
+        break;
+      }
       int32x4_t a0 = vdupq_n_s32(kBias), a1 = a0, a2 = a0, a3 = a0;
       for (int t = 0; t < count; t++) {
-        const uint8x16_t v = vld1q_u8(base + t * tmp_stride + b);
+        const uint8x16_t v = vld1q_u8(base + t * stride + b);
         const uint16x8_t l = vmovl_u8(vget_low_u8(v)), h = vmovl_u8(vget_high_u8(v));
         a0 = vmlaq_n_s32(a0, vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(l))), k[t]);
         a1 = vmlaq_n_s32(a1, vreinterpretq_s32_u32(vmovl_u16(vget_high_u16(l))), k[t]);
@@ -710,7 +838,7 @@ void vertical_neon(const Plan& p, const ResampleScratch& s, const uint8_t* tmp, 
       const int16x8_t hi16 = vcombine_s16(vqmovn_s32(vshrq_n_s32(a2, kPrecisionBits)),
                                           vqmovn_s32(vshrq_n_s32(a3, kPrecisionBits)));
       const uint8x16_t r = vcombine_u8(vqmovun_s16(lo16), vqmovun_s16(hi16));
-      if (b + 16 <= nbytes) {
+      if (b + 16 <= nbytes || io.dst_padded) {
         vst1q_u8(out + b, r);
       } else {
         uint8_t last[16];
@@ -757,49 +885,71 @@ Isa chosen_isa() {
   return isa;
 }
 
+// The horizontal pass reads up to max_read bytes from the start of a row (the vector loads of its last group).
 bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_t dst_stride) {
-  const ptrdiff_t tmp_stride = fast_tmp_stride(p.out_w);
+  const bool vf = p.vertical_first;
+  const int origin_x = vf ? p.xbox_first : p.wx0;  // the column a horizontal input row starts at
 #if defined(IPU_RESAMPLE_X86)
   if (isa == Isa::Avx2 || isa == Isa::Sse41) {
-    const int32_t* off = fast_offsets(p, s);
+    const bool avx2 = isa == Isa::Avx2;
+    const int32_t* off = fast_offsets(p, s, origin_x);
     const int w4 = (p.out_w + 3) & ~3;
     ptrdiff_t max_off = 0;
     for (int i = 0; i < w4; i++) max_off = std::max<ptrdiff_t>(max_off, off[i]);
-    const int taps = isa == Isa::Avx2 ? 4 : 2;
+    const int taps = avx2 ? 4 : 2;
     const int groups = (p.max_count_x + taps - 1) / taps;
-    const ptrdiff_t load = isa == Isa::Avx2 ? 16 : 8;
+    const ptrdiff_t load = avx2 ? 16 : 8;
     const ptrdiff_t max_read = max_off + ptrdiff_t(groups - 1) * taps * p.ch + load;
-    fast_split_weights(p, s, groups, isa == Isa::Avx2);
-    uint8_t* tmp = fast_tmp(p, s, tmp_stride, max_read);
-    if (isa == Isa::Avx2) {
-      fast_split_vertical(p, s);
-      if (p.ch == 4)
-        horizontal_avx2<4>(p, s, tmp, tmp_stride, off, groups, max_read);
-      else
-        horizontal_avx2<3>(p, s, tmp, tmp_stride, off, groups, max_read);
-      vertical_avx2(p, s, tmp, tmp_stride, dst, dst_stride);
+    fast_split_weights(p, s, groups, avx2);
+    if (avx2) fast_split_vertical(p, s);
+    auto vertical = [&](const VertIO& io) { avx2 ? vertical_avx2(p, s, io) : vertical_sse41(p, s, io); };
+    auto horizontal = [&](auto rows) {
+      if (avx2) {
+        if (p.ch == 4)
+          horizontal_avx2<4>(p, s, off, groups, rows);
+        else
+          horizontal_avx2<3>(p, s, off, groups, rows);
+      } else {
+        if (p.ch == 4)
+          horizontal_sse41<4>(p, s, off, groups, rows);
+        else
+          horizontal_sse41<3>(p, s, off, groups, rows);
+      }
+    };
+    if (!vf) {
+      const ptrdiff_t tmp_stride = fast_tmp_stride(p.out_w);
+      uint8_t* tmp = fast_tmp(p, s, tmp_stride, max_read);
+      horizontal([&](auto&& row_fn) { for_each_source_row(p, tmp, tmp_stride, max_read, row_fn); });
+      vertical(vertical_io_second(p, tmp, tmp_stride, dst, dst_stride));
     } else {
-      if (p.ch == 4)
-        horizontal_sse41<4>(p, s, tmp, tmp_stride, off, groups, max_read);
-      else
-        horizontal_sse41<3>(p, s, tmp, tmp_stride, off, groups, max_read);
-      vertical_sse41(p, s, tmp, tmp_stride, dst, dst_stride);
+      const ptrdiff_t out_write = ptrdiff_t(w4) * 3 + 4;  // the last 16-byte store of a row ends there
+      const VFirstTmp t = fast_tmp_vfirst(p, s, max_read, out_write);
+      vertical(vertical_io_first(p, t.rows, t.stride, true));
+      horizontal([&](auto&& row_fn) { for_each_vfirst_row(p, t, dst, dst_stride, out_write, row_fn); });
     }
     return true;
   }
 #elif defined(IPU_RESAMPLE_NEON)
   if (isa == Isa::Neon) {
-    const int32_t* off = fast_offsets(p, s);
-    // The NEON row kernel reads only the taps' own pixels: no bounce row is ever needed.
-    const ptrdiff_t max_read = ptrdiff_t(p.ww) * p.ch;
-    uint8_t* tmp = fast_tmp(p, s, tmp_stride, max_read);
-    for_each_source_row(p, tmp, tmp_stride, max_read, [&](const uint8_t* row, uint8_t* out) {
+    const int32_t* off = fast_offsets(p, s, origin_x);
+    auto row_fn = [&](const uint8_t* row, uint8_t* out) {
       if (p.ch == 4)
         h_row_neon<4>(row, out, off, s.bx.data(), s.kx.data(), p.kx_size, p.out_w);
       else
         h_row_neon<3>(row, out, off, s.bx.data(), s.kx.data(), p.kx_size, p.out_w);
-    });
-    vertical_neon(p, s, tmp, tmp_stride, dst, dst_stride);
+    };
+    // The NEON row kernel reads only the taps' own pixels and writes only out_w * 3 bytes: no bounce rows.
+    if (!vf) {
+      const ptrdiff_t tmp_stride = fast_tmp_stride(p.out_w);
+      const ptrdiff_t max_read = ptrdiff_t(p.ww) * p.ch;
+      uint8_t* tmp = fast_tmp(p, s, tmp_stride, max_read);
+      for_each_source_row(p, tmp, tmp_stride, max_read, row_fn);
+      vertical_neon(p, s, vertical_io_second(p, tmp, tmp_stride, dst, dst_stride));
+    } else {
+      const VFirstTmp t = fast_tmp_vfirst(p, s, 0, 0);
+      vertical_neon(p, s, vertical_io_first(p, t.rows, t.stride, true));
+      for (int yy = 0; yy < p.out_h; yy++) row_fn(t.rows + yy * t.stride, dst + yy * dst_stride);
+    }
     return true;
   }
 #endif
@@ -808,15 +958,28 @@ bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_
   (void)s;
   (void)dst;
   (void)dst_stride;
+  (void)vf;
+  (void)origin_x;
   return false;
 }
 
 bool run_scalar(const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_t dst_stride) {
-  const ptrdiff_t tmp_stride = ptrdiff_t(p.out_w) * 3;
-  const size_t need = size_t(p.ybox_last - p.ybox_first) * size_t(tmp_stride);
-  if (s.tmp.size() < need) s.tmp.resize(need);
-  horizontal_scalar(p, s, s.tmp.data(), tmp_stride);
-  vertical_scalar(p, s, s.tmp.data(), tmp_stride, dst, dst_stride);
+  if (!p.vertical_first) {
+    const ptrdiff_t tmp_stride = ptrdiff_t(p.out_w) * 3;
+    const size_t need = size_t(p.ybox_last - p.ybox_first) * size_t(tmp_stride);
+    if (s.tmp.size() < need) s.tmp.resize(need);
+    uint8_t* tmp = s.tmp.data();
+    for (int y = p.ybox_first; y < p.ybox_last; y++)
+      h_row_scalar(p, s, p.data + (y - p.wy0) * p.stride, p.wx0, tmp + (y - p.ybox_first) * tmp_stride);
+    vertical_scalar(p, s, vertical_io_second(p, tmp, tmp_stride, dst, dst_stride));
+  } else {
+    const ptrdiff_t tmp_stride = ptrdiff_t(p.xbox_last - p.xbox_first) * p.ch;
+    const size_t need = size_t(p.out_h) * size_t(tmp_stride);
+    if (s.tmp.size() < need) s.tmp.resize(need);
+    uint8_t* tmp = s.tmp.data();
+    vertical_scalar(p, s, vertical_io_first(p, tmp, tmp_stride, false));
+    for (int yy = 0; yy < p.out_h; yy++) h_row_scalar(p, s, tmp + yy * tmp_stride, p.xbox_first, dst + yy * dst_stride);
+  }
   return true;
 }
 
@@ -879,5 +1042,9 @@ bool resize_box(const Region& src, const double box[4], int out_w, int out_h, Fi
 }
 
 const char* resample_simd_path() { return isa_name(chosen_isa()); }
+
+bool resample_vertical_first(int full_width, int full_height, int out_w, int out_h) {
+  return vertical_first_rule(full_width, full_height, out_w, out_h);
+}
 
 }  // namespace ipu

@@ -1,7 +1,7 @@
-// Antialiased resampling with Pillow's semantics (Resample.c): separable, horizontal pass first into a
-// uint8 intermediate, then vertical; triangle (BILINEAR) or cubic a=-0.5 (BICUBIC) filters stretched
-// by the downscale factor; weights normalised per output pixel and turned into fixed point.
-// The crop box (fractional, source pixels) and an optional horizontal flip are fused into the resize.
+// Antialiased resampling with Pillow's semantics (Resample.c): separable, one pass into a uint8 intermediate,
+// then the other, in the order Pillow >= 13 picks (resample_vertical_first); triangle (BILINEAR) or cubic a=-0.5
+// (BICUBIC) filters stretched by the downscale factor; weights normalised per output pixel and turned into fixed
+// point. The crop box (fractional, source pixels) and an optional horizontal flip are fused into the resize.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -35,8 +35,17 @@ struct ResampleScratch {
   std::vector<int16_t> kx16, ky16;
 };
 
+// Whether resizing a full_width x full_height image (any box) to out_w x out_h runs the vertical pass first:
+// Pillow >= 13 (python-pillow/Pillow#9549) does so iff H > out_h and H - out_h > 2 * (W - out_w), with the FULL
+// image's W x H (not the box), a strict inequality, and upscales' negative differences taken as they are.
+// Older Pillow always runs the horizontal pass first; the two orders differ (the intermediate is clamped to uint8
+// between the passes), BICUBIC by tens of levels on noise (26 seen), BILINEAR by 1.
+bool resample_vertical_first(int full_width, int full_height, int out_w, int out_h);
+
 // Resize box = (left, top, right, bottom) in full-image coordinates to out_w x out_h RGB, written at dst
-// (row stride dst_stride bytes, 3 bytes per pixel). flip mirrors the output left-right.
+// (row stride dst_stride bytes, 3 bytes per pixel; nothing else of dst is written). flip mirrors the output
+// left-right. The passes run in Pillow 13's order for the Region's full_width x full_height
+// (resample_vertical_first), so the result equals Pillow 13's Image.resize(..., box=box) on that image.
 // Coefficients are computed in full-image coordinates exactly as Pillow does, so the result does not
 // depend on where the window starts. Returns false (writing nothing) if the window does not cover
 // resample_support(...).
