@@ -89,3 +89,17 @@ def pil_rgb(source: Path | bytes) -> np.ndarray:
     fp = io.BytesIO(source) if isinstance(source, bytes) else source
     with Image.open(fp) as im:
         return np.asarray(im.convert("RGB"))
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a child Python that must import the same ipu_cnn as this process (the installed package in CI,
+    or a source tree with the extension built in place). Run such children with a cwd outside the source tree: a
+    checkout without the built extension would otherwise shadow the installed package."""
+    import os
+
+    import ipu_cnn
+
+    where = os.path.dirname(os.path.dirname(os.path.abspath(ipu_cnn.__file__)))
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (where, env.get("PYTHONPATH")) if p)
+    return env

@@ -60,7 +60,7 @@ def test_train_crop_distribution_equals_torchvision(w: int, h: int) -> None:
     (120, 100, (1.0, 1.0)),  # square of the whole area never fits: height-bound fallback at the max ratio
 ])
 def test_fallback_path_is_exact(w: int, h: int, ratio: tuple[float, float]) -> None:
-    """With scale (1, 1) these shapes fail all 10 tries, so torchvision's answer is deterministic: ours must equal it."""
+    """With scale (1, 1) these shapes fail all 10 tries: torchvision's answer is deterministic, ours must equal it."""
     t = TrainTransform(32, scale=(1.0, 1.0), ratio=ratio, flip_prob=0.0)
     i, j, hh, ww = T.RandomResizedCrop.get_params(torch.empty(3, h, w), [1.0, 1.0], list(ratio))
     for index in range(20):

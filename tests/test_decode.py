@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from conftest import VARIANTS, corpora_dir, encode_jpeg, photo_like, pil_rgb
+from conftest import VARIANTS, corpora_dir, encode_jpeg, photo_like, pil_rgb, subprocess_env
 from ipu_cnn import _C
 from ipu_cnn.data import DecodeError, EvalTransform, TrainTransform, decode_image, read_header
 
@@ -211,8 +211,9 @@ def test_corrupt_data_warning_decodes_unless_strict(variant_files: dict[str, Pat
     assert "extraneous bytes before marker" in err.reason and "strict" in err.reason
 
 
-def test_cli_version_names_the_jpeg_library() -> None:
-    out = subprocess.run([sys.executable, "-m", "ipu_cnn", "--version"], check=True, capture_output=True, text=True)
+def test_cli_version_names_the_jpeg_library(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "ipu_cnn", "--version"], check=True, capture_output=True, text=True,
+                         cwd=tmp_path, env=subprocess_env())
     assert "libjpeg-turbo" in out.stdout and "resampler_simd" in out.stdout and "torch" in out.stdout
 
 

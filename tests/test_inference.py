@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from conftest import subprocess_env
 import torch
 from PIL import Image
 
@@ -394,10 +396,10 @@ def test_benchmark_under_torchrun_reduces_over_ranks(tmp_path: Path) -> None:
     if torchrun is None:
         pytest.skip("torchrun is not on PATH")
     report = tmp_path / "figures.json"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = subprocess_env()
     result = subprocess.run([torchrun, "--nproc-per-node", "2", "-m", "ipu_cnn.inference", *TINY, "--data",
                              "synthetic", "--micro-batch-size", "2", "--iterations", "3", "--json", str(report)],
-                            capture_output=True, text=True, env=env, timeout=300, check=False)
+                            capture_output=True, text=True, env=env, timeout=300, check=False, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert len(THROUGHPUT.findall(result.stdout)) == 1  # rank 0 prints the reduction, once
     figures = json.loads(report.read_text())

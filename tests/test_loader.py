@@ -16,6 +16,7 @@ import torch
 from ipu_cnn.data import (DecodeError, EvalTransform, FileList, ImageFolder, Loader, TrainTransform, WorkerDiedError,
                           make_generated_dataset)
 from ipu_cnn.data.sampling import rank_batches
+from conftest import subprocess_env
 from test_decode_batch import decode_index, index_image
 
 NUM_CLASSES = 5
@@ -218,7 +219,8 @@ def test_nothing_left_in_dev_shm(indexed_folder: ImageFolder, ending: str, worke
             time.sleep(60)
     """)
     before = _shm_entries()
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path, env=subprocess_env())
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "running"
     if ending == "sigkill":

@@ -34,6 +34,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import subprocess_env
+
 _C = pytest.importorskip("ipu_cnn._C")
 
 BILINEAR, BICUBIC = 0, 1
@@ -360,12 +362,12 @@ print(_C.simd_path())
 
 
 @pytest.mark.parametrize("isa", ["sse4.1", "scalar"])
-def test_narrower_dispatch_paths(isa: str) -> None:
+def test_narrower_dispatch_paths(isa: str, tmp_path: Path) -> None:
     """IPU_CNN_RESAMPLE_ISA caps the run-time choice, so the SSE4.1 and scalar fallbacks run on an AVX2 machine too
     (each bit-exact with the scalar reference, in both pass orders)."""
-    env = dict(os.environ, IPU_CNN_RESAMPLE_ISA=isa, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env = subprocess_env(IPU_CNN_RESAMPLE_ISA=isa)
     script = [sys.executable, "-c", _NARROW_PATH_SCRIPT]
-    res = subprocess.run(script, env=env, capture_output=True, text=True, check=False, timeout=120)
+    res = subprocess.run(script, env=env, capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     path = res.stdout.strip()
     if isa == "scalar":

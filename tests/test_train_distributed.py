@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import subprocess_env
+
 from ipu_cnn.train.__main__ import main
 from ipu_cnn.train.checkpoint import resolve_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+
 # test_convnext has no BatchNorm, so per-rank batch statistics cannot make the two runs differ
 ARGS = ["--data", "generated", "--model", "test_convnext", "--image-size", "32", "--num-classes", "4",
         "--generated-samples", "64", "--epoch", "2", "--lr", "0.05", "--warmup-epoch", "0.5", "--progress", "lines",
@@ -26,9 +28,9 @@ def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("this torch build has no gloo backend")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = subprocess_env()
     proc = subprocess.run([*torchrun, "-m", "ipu_cnn.train", *ARGS, "--micro-batch-size", "4", "--output-dir",
-                           str(tmp_path), "--run-name", "ddp"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           str(tmp_path), "--run-name", "ddp"], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("\nvalidation accuracy:") == 1  # rank 0 logs, rank 1 does not

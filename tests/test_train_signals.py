@@ -14,20 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import subprocess_env
+
 from ipu_cnn.train.__main__ import main
 from ipu_cnn.train.checkpoint import list_checkpoints, resolve_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
+
 ARGS = ["--data", "generated", "--model", "test_resnet", "--image-size", "32", "--num-classes", "4",
         "--generated-samples", "64", "--micro-batch-size", "8", "--progress", "lines", "--no-plot",
         "--validation-mode", "none"]
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
+    return subprocess_env(OMP_NUM_THREADS="1")
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
@@ -47,7 +46,7 @@ def test_sigterm_checkpoints_and_exits_cleanly(tmp_path: Path, capsys: pytest.Ca
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "ipu_cnn.train", *ARGS, "--epoch", "1000", "--output-dir",
                              str(tmp_path), "--run-name", "run", "--logs-per-epoch", "8"],
-                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = run / "metrics.jsonl"
     _wait_for(lambda: metrics.is_file() and len(metrics.read_text().splitlines()) >= 3, proc)
     proc.send_signal(signal.SIGTERM)
@@ -89,7 +88,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_previous_one(tmp_path: Path
     ckpts = tmp_path / "run" / "checkpoints"
     proc = subprocess.Popen([sys.executable, "-c", KILLER, str(marker), *ARGS, "--epoch", "3", "--output-dir",
                              str(tmp_path), "--run-name", "run"],
-                            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _wait_for(marker.exists, proc)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=60)

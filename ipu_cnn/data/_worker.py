@@ -7,7 +7,6 @@ a time and only slots it was given, so the consumer never reads a slot that is b
 """
 from __future__ import annotations
 
-import sys
 import traceback
 from collections import deque
 from typing import Any, Callable
@@ -48,7 +47,7 @@ def command_loop(producer: Producer, recv: Callable[[], Message], send: Callable
 
 
 def process_main(sock_fd: int, ring_fd: int) -> None:
-    """Entry point of the loader's child process: ``python -m ipu_cnn.data._worker SOCK_FD RING_FD``."""
+    """Entry point of the loader's child process, given its end of the socket pair and the ring's descriptor."""
     from multiprocessing.connection import Connection
 
     from ipu_cnn.data._ring import SharedRing
@@ -69,6 +68,3 @@ def process_main(sock_fd: int, ring_fd: int) -> None:
             ring.close()
         conn.close()
 
-
-if __name__ == "__main__":
-    process_main(int(sys.argv[1]), int(sys.argv[2]))

@@ -83,19 +83,20 @@ class _ThreadChannel:
 
 
 class _ProcessChannel:
-    """The producer in a child process: a fresh interpreter (``python -m ipu_cnn.data._worker``), so no threads or
-    locks are inherited (forking a process that has threads is unsafe) and the user's main module is not re-run, as
+    """The producer in a child process: a fresh interpreter running ipu_cnn.data._worker, so no threads or locks are
+    inherited (forking a process that has threads is unsafe) and the user's main module is not re-run, as
     multiprocessing's spawn would. It gets the ring's descriptor and one end of a socket pair, nothing else."""
 
     def __init__(self, ring: SharedRing, paths: list[str], labels: np.ndarray, transform: Transform, plan: Plan,
                  num_threads: int | None) -> None:
         parent_sock, child_sock = socket.socketpair()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.dirname(os.path.dirname(os.path.dirname(
-            os.path.abspath(__file__)))), env.get("PYTHONPATH")) if p)  # this very ipu_cnn, wherever it is imported from
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ipu_cnn.data._worker", str(child_sock.fileno()), str(ring.fd)],
-            pass_fds=(child_sock.fileno(), ring.fd), env=env, stdin=subprocess.DEVNULL)
+        # A fresh interpreter that imports this very ipu_cnn, wherever it came from, ahead of the working directory
+        # (a source checkout there would otherwise shadow it); the working directory itself is kept for relative paths.
+        package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        bootstrap = (f"import sys; sys.path.insert(0, {package_parent!r}); "
+                     f"from ipu_cnn.data._worker import process_main; process_main({child_sock.fileno()}, {ring.fd})")
+        self.proc = subprocess.Popen([sys.executable, "-c", bootstrap], pass_fds=(child_sock.fileno(), ring.fd),
+                                     stdin=subprocess.DEVNULL)
         child_sock.close()
         self.conn = Connection(parent_sock.detach())
         shape = (ring.slots, ring.batch_size, ring.height, ring.width)
