@@ -331,21 +331,27 @@ bool is_cmyk(const jpeg_decompress_struct& c) {
 
 }  // namespace
 
-DecodeReport JpegDecoder::decode_full(const uint8_t* data, size_t size, const DecodeOptions& opts,
-                                      std::vector<uint8_t>* pixels, int* width, int* height) {
-  JpegInfo info;
-  DecodeReport r = read_header(data, size, opts.apply_exif_orientation, &info, opts.strict);
+DecodeReport JpegDecoder::begin(const uint8_t* data, size_t size, const DecodeOptions& opts, JpegInfo* info) {
+  DecodeReport r = read_header(data, size, opts.apply_exif_orientation, info, opts.strict);
   if (r.status != Status::Ok) return r;
-  jpeg_decompress_struct& c = st_->cinfo;
-  std::string bad = check_header(c, opts);
+  std::string bad = check_header(st_->cinfo, opts);
   if (!bad.empty()) {
-    jpeg_abort_decompress(&c);
+    jpeg_abort_decompress(&st_->cinfo);
     r.status = Status::Error;
     r.message = bad;
     return r;
   }
   st_->strict = opts.strict;
   st_->max_scans = opts.max_scans;
+  return r;
+}
+
+DecodeReport JpegDecoder::decode_full(const uint8_t* data, size_t size, const DecodeOptions& opts,
+                                      std::vector<uint8_t>* pixels, int* width, int* height) {
+  JpegInfo info;
+  DecodeReport r = begin(data, size, opts, &info);
+  if (r.status != Status::Ok) return r;
+  jpeg_decompress_struct& c = st_->cinfo;
   const int w = info.width, h = info.height;
   const bool cmyk = is_cmyk(c);
   std::vector<uint8_t>& raw = (cmyk || info.orientation != 1) ? region_ : *pixels;
@@ -376,16 +382,9 @@ DecodeReport JpegDecoder::decode_transform(const uint8_t* data, size_t size, con
                                            uint64_t seed, uint64_t epoch, uint64_t index, const DecodeOptions& opts,
                                            uint8_t* dst) {
   JpegInfo info;
-  DecodeReport r = read_header(data, size, opts.apply_exif_orientation, &info, opts.strict);
+  DecodeReport r = begin(data, size, opts, &info);
   if (r.status != Status::Ok) return r;
   jpeg_decompress_struct& c = st_->cinfo;
-  std::string bad = check_header(c, opts);
-  if (!bad.empty()) {
-    jpeg_abort_decompress(&c);
-    r.status = Status::Error;
-    r.message = bad;
-    return r;
-  }
 
   if (info.orientation != 1) {
     // Rare (photos from phones, when asked): orient the full frame, then crop it like any decoded image.
@@ -400,8 +399,6 @@ DecodeReport JpegDecoder::decode_transform(const uint8_t* data, size_t size, con
     return r;
   }
 
-  st_->strict = opts.strict;
-  st_->max_scans = opts.max_scans;
   const int W = info.width, H = info.height;
   const Crop cr = sample_crop(crop, W, H, seed, epoch, index);
   const int out_w = crop.mode == CropMode::None ? W : crop.out_w;

@@ -68,6 +68,9 @@ class JpegDecoder {
   struct State;  // libjpeg objects and the error bridge (defined in the .cpp)
 
  private:
+  // Header, then the checks every decode makes (pixel limit, colour space); arms strict mode and the scan cap.
+  DecodeReport begin(const uint8_t* data, size_t size, const DecodeOptions& opts, JpegInfo* info);
+
   State* st_;
   std::vector<uint8_t> region_;  // decoded window (RGBX)
   std::vector<uint8_t> full_;    // oriented full frame when EXIF orientation must be applied

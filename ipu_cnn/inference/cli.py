@@ -7,14 +7,9 @@ import sys
 import traceback
 from typing import Sequence
 
+from ipu_cnn._cli import cpu_threads_per_process
 
-def _cpu_threads_per_process() -> int | None:
-    """Torch threads per process when several share one machine's CPUs under torchrun (cores / local processes)."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    if local <= 1:
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // local)
+
 
 
 def _raised_by_us(error: BaseException) -> bool:
@@ -30,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ipu_cnn.inference.config import parse_options
 
     options = parse_options(sys.argv[1:] if argv is None else argv)
-    threads = _cpu_threads_per_process()
+    threads = cpu_threads_per_process()
     if threads is not None and options["device"] in ("cpu", "auto"):
         import torch
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-from importlib import resources
-from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
+
+from ipu_cnn import _cli
+from ipu_cnn._cli import AttrDict
 
 MODES: tuple[str, ...] = ("benchmark", "predict", "export")
 DATA_MODES: tuple[str, ...] = ("real", "generated", "synthetic")
@@ -27,53 +28,24 @@ PRECISIONS: tuple[str, ...] = ("16.16", "32.32")
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 
 
-class Options(dict):
+class Options(AttrDict):
     """The resolved options of one invocation, by dest name; also readable as attributes."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 def named_configs() -> list[str]:
     """Names of the configs shipped with the package (``--config NAME``)."""
-    folder = resources.files("ipu_cnn.inference") / "configs"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _optional_int(text: str) -> int | None:
-    return None if str(text).lower() in ("none", "null", "", "auto") else int(text)
-
-
-def _optional_float(text: str) -> float | None:
-    return None if str(text).lower() in ("none", "null", "") else float(text)
+    return _cli.named_configs("ipu_cnn.inference")
 
 
 def _image_size(text: str) -> int | None:
-    value = _optional_int(text)
+    value = _cli.optional_int(text)
     if value is not None and value < 8:
         raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
     return value
 
 
 def _crop_pct(text: str) -> float | None:
-    value = _optional_float(text)
+    value = _cli.optional_float(text)
     if value is not None and not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
     return value
@@ -101,7 +73,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="timm's pretrained ImageNet weights (needs the network or the Hugging Face cache)")
     g.add_argument("--averaged-weights", action="store_true",
                    help="with a checkpoint: use its averaged weights (--weight-avg-strategy in training)")
-    g.add_argument("--num-classes", type=_optional_int, default=None,
+    g.add_argument("--num-classes", type=_cli.optional_int, default=None,
                    help="classes of a model without a checkpoint (default: 1000, or what a plain state dict holds)")
 
     g = parser.add_argument_group("preprocessing (default: the checkpoint's, else the model's timm config)")
@@ -122,11 +94,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                    help="autocast dtype of 16.16 on CPU/CUDA (auto: bfloat16 on CPU, float16 on CUDA)")
 
     g = parser.add_argument_group("IPU (PopTorch inferenceModel)")
-    g.add_argument("--replicas", type=_positive_int, default=1, help="IPU replication factor")
-    g.add_argument("--device-iterations", type=_positive_int, default=1,
+    g.add_argument("--replicas", type=_cli.positive_int, default=1, help="IPU replication factor")
+    g.add_argument("--device-iterations", type=_cli.positive_int, default=1,
                    help="micro-batches the IPU runs per host call (IPU only)")
     g.add_argument("--half-partial", action="store_true", help="half-precision partials in matmuls and convolutions")
-    g.add_argument("--available-memory-proportion", type=_optional_float, default=None,
+    g.add_argument("--available-memory-proportion", type=_cli.optional_float, default=None,
                    help="fraction of tile memory for matmul/convolution temporaries")
     g.add_argument("--executable-cache-dir", default=os.environ.get("POPTORCH_CACHE_DIR"),
                    help="folder caching compiled IPU executables (default: $POPTORCH_CACHE_DIR)")
@@ -141,24 +113,24 @@ def _add_benchmark_options(parser: argparse.ArgumentParser) -> None:
                    "random data made once on the device (no host I/O)")
     g.add_argument("--data-path", default=None,
                    help="folder of images for --data real (class subfolders or a flat folder, searched recursively)")
-    g.add_argument("--micro-batch-size", "--batch-size", dest="micro_batch_size", type=_positive_int, default=32,
+    g.add_argument("--micro-batch-size", "--batch-size", dest="micro_batch_size", type=_cli.positive_int, default=32,
                    help="samples per forward pass on one replica")
-    g.add_argument("--iterations", type=_positive_int, default=20, help="measured iterations, after the warm-up")
-    g.add_argument("--warmup-iterations", type=_non_negative_int, default=2,
+    g.add_argument("--iterations", type=_cli.positive_int, default=20, help="measured iterations, after the warm-up")
+    g.add_argument("--warmup-iterations", type=_cli.non_negative_int, default=2,
                    help="iterations run first and left out of the figures (graph compilation, caches, allocator)")
-    g.add_argument("--dataloader-workers", type=_optional_int, default=None,
+    g.add_argument("--dataloader-workers", type=_cli.optional_int, default=None,
                    help="loader threads for --data real (default: the CPUs available to this process, per rank)")
-    g.add_argument("--dataloader-prefetch", type=_positive_int, default=2, help="batches the loader prepares ahead")
+    g.add_argument("--dataloader-prefetch", type=_cli.positive_int, default=2, help="batches the loader prepares ahead")
     g.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON to FILE ('-': stdout)")
 
 
 def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("predict")
     g.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders searched recursively for images")
-    g.add_argument("--topk", type=_positive_int, default=5, help="classes listed per image")
-    g.add_argument("--micro-batch-size", "--batch-size", dest="micro_batch_size", type=_positive_int, default=32,
+    g.add_argument("--topk", type=_cli.positive_int, default=5, help="classes listed per image")
+    g.add_argument("--micro-batch-size", "--batch-size", dest="micro_batch_size", type=_cli.positive_int, default=32,
                    help="images per forward pass")
-    g.add_argument("--dataloader-workers", type=_optional_int, default=None,
+    g.add_argument("--dataloader-workers", type=_cli.optional_int, default=None,
                    help="decoding threads (default: the CPUs available to this process)")
     g.add_argument("--exif-orientation", action=argparse.BooleanOptionalAction, default=True,
                    help="rotate images as their EXIF orientation tag says (photos from phones)")
@@ -179,7 +151,7 @@ def _add_export_options(parser: argparse.ArgumentParser) -> None:
                    help="layout of the uint8 input: [batch, 3, H, W] (as ipu_cnn's loader yields) or [batch, H, W, 3] "
                    "(as decoded images come)")
     g.add_argument("--softmax", action="store_true", help="output probabilities instead of logits")
-    g.add_argument("--opset", type=_optional_int, default=None, help="ONNX opset (default: the exporter's)")
+    g.add_argument("--opset", type=_cli.optional_int, default=None, help="ONNX opset (default: the exporter's)")
     g.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
                    help="run the exported model (onnxruntime when installed, torch.jit.load) on a batch and compare "
                    "with PyTorch")
@@ -187,7 +159,7 @@ def _add_export_options(parser: argparse.ArgumentParser) -> None:
                    help="write a Triton Inference Server model repository at OUT: OUT/NAME/config.pbtxt, "
                    "OUT/NAME/labels.txt, OUT/NAME/1/model.onnx or model.pt")
     g.add_argument("--triton-name", default=None, help="model name in the Triton repository (default: the model's)")
-    g.add_argument("--max-batch-size", type=_positive_int, default=64,
+    g.add_argument("--max-batch-size", type=_cli.positive_int, default=64,
                    help="Triton's max_batch_size (the graph itself takes any batch size)")
 
 
@@ -218,22 +190,6 @@ def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
 
 
-def _config_text(name_or_path: str) -> tuple[str, str]:
-    """The YAML text and a label for ``--config`` (a shipped name, or a file path)."""
-    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path or os.path.isfile(name_or_path):
-        path = Path(name_or_path).expanduser()
-        if not path.is_file():
-            raise SystemExit(f"--config {name_or_path}: no such file (named configs: {', '.join(named_configs())})")
-        return path.read_text(), str(path)
-    resource = resources.files("ipu_cnn.inference") / "configs" / f"{name_or_path}.yaml"
-    if not resource.is_file():
-        close = difflib.get_close_matches(name_or_path, named_configs(), n=3)
-        hint = f" Did you mean {' or '.join(close)}?" if close else ""
-        raise SystemExit(f"--config {name_or_path}: unknown config name; use one of {', '.join(named_configs())} or "
-                         f"a YAML file path.{hint}")
-    return resource.read_text(), name_or_path
-
-
 def _convert(action: argparse.Action, value: Any, where: str) -> Any:
     """One YAML value checked and converted as argparse would the same text on the command line."""
     if value is None:
@@ -256,7 +212,7 @@ def _convert(action: argparse.Action, value: Any, where: str) -> Any:
 
 def load_config_defaults(name_or_path: str, mode: str) -> tuple[dict[str, Any], str]:
     """The parser defaults that config `name_or_path` sets for `mode`, checked against every mode's options."""
-    text, label = _config_text(name_or_path)
+    text, label = _cli.config_text("ipu_cnn.inference", name_or_path)
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:

@@ -9,14 +9,9 @@ import sys
 import traceback
 from typing import Sequence
 
+from ipu_cnn._cli import cpu_threads_per_process
 
-def _cpu_threads_per_process() -> int | None:
-    """Torch threads per process when several share one machine's CPUs under torchrun (cores / local processes)."""
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    if local <= 1:
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // local)
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ipu_cnn.train.config import parse_config
 
     config = parse_config(argv)
-    threads = _cpu_threads_per_process()
+    threads = cpu_threads_per_process()
     if threads is not None and config["device"] in ("cpu", "auto"):
         import torch
 

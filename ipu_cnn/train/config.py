@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import os
-from importlib import resources
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
+from ipu_cnn import _cli
+from ipu_cnn._cli import AttrDict
 from ipu_cnn.backends.precision import PRECISIONS
 
 DATA_MODES = ("demo", "generated", "synthetic", "imagenet", "folder", "filelist")
@@ -28,58 +27,13 @@ VALIDATION_MODES = ("none", "during", "after")
 _RECORD_KEYS = ("derived",)
 
 
-class Config(dict):
+class Config(AttrDict):
     """The resolved run configuration: option values by dest name, plus derived values; also readable as attributes."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 def named_configs() -> list[str]:
     """Names of the configs shipped in the package (``--config NAME``)."""
-    folder = resources.files("ipu_cnn.train") / "configs"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def _config_text(name_or_path: str) -> tuple[str, str]:
-    """The YAML text and a label for ``--config`` (a shipped name, or a file path)."""
-    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path or os.path.isfile(name_or_path):
-        path = Path(name_or_path).expanduser()
-        if not path.is_file():
-            raise SystemExit(f"--config {name_or_path}: no such file (named configs: {', '.join(named_configs())})")
-        return path.read_text(), str(path)
-    resource = resources.files("ipu_cnn.train") / "configs" / f"{name_or_path}.yaml"
-    if not resource.is_file():
-        close = difflib.get_close_matches(name_or_path, named_configs(), n=3)
-        hint = f" Did you mean {' or '.join(close)}?" if close else ""
-        raise SystemExit(f"--config {name_or_path}: unknown config name; use one of {', '.join(named_configs())} or "
-                         f"a YAML file path.{hint}")
-    return resource.read_text(), name_or_path
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _optional_float(text: str) -> float | None:
-    return None if str(text).lower() in ("none", "null", "") else float(text)
-
-
-def _optional_int(text: str) -> int | None:
-    return None if str(text).lower() in ("none", "null", "", "auto") else int(text)
+    return _cli.named_configs("ipu_cnn.train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,16 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "(+ --val-data-path); filelist: a path,label list at DATA_PATH (+ --val-data-path)")
     g.add_argument("--data-path", default=None, help="dataset root (imagenet, folder) or list file (filelist)")
     g.add_argument("--val-data-path", default=None, help="validation ImageFolder (folder) or list file (filelist)")
-    g.add_argument("--num-classes", type=_optional_int, default=None,
+    g.add_argument("--num-classes", type=_cli.optional_int, default=None,
                    help="classes (default: the dataset's; 1000 for generated and synthetic)")
-    g.add_argument("--demo-classes", type=_positive_int, default=10, help="classes of the demo dataset")
-    g.add_argument("--demo-images-per-class", type=_positive_int, default=100,
+    g.add_argument("--demo-classes", type=_cli.positive_int, default=10, help="classes of the demo dataset")
+    g.add_argument("--demo-images-per-class", type=_cli.positive_int, default=100,
                    help="training images per class of the demo dataset (validation: a fifth of that)")
-    g.add_argument("--generated-samples", type=_positive_int, default=4096,
+    g.add_argument("--generated-samples", type=_cli.positive_int, default=4096,
                    help="samples per epoch for --data generated and synthetic")
-    g.add_argument("--dataloader-worker", type=_optional_int, default=None,
+    g.add_argument("--dataloader-worker", type=_cli.optional_int, default=None,
                    help="loader threads (default: the CPUs available to this process, per rank)")
-    g.add_argument("--dataloader-prefetch", type=_positive_int, default=2, help="batches the loader prepares ahead")
+    g.add_argument("--dataloader-prefetch", type=_cli.positive_int, default=2, help="batches the loader prepares ahead")
     g.add_argument("--on-bad-sample", choices=("raise", "replace"), default="raise",
                    help="an undecodable image stops the run (raise) or is replaced by another sample, reported once")
     g.add_argument("--eight-bit-io", action=argparse.BooleanOptionalAction, default=True,
@@ -125,34 +79,35 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--flip-prob", type=float, default=0.5, help="horizontal flip probability in training")
     g.add_argument("--interpolation", choices=("bilinear", "bicubic"), default="bilinear",
                    help="antialiased resize filter (Pillow semantics)")
-    g.add_argument("--eval-crop-pct", type=_optional_float, default=None,
+    g.add_argument("--eval-crop-pct", type=_cli.optional_float, default=None,
                    help="evaluation centre crop as a fraction of the resized shorter side (default: the model's, "
                    "0.875 for ResNet and EfficientNet)")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="resnet50",
                    help="resnet50, efficientnet-b0, efficientnet-b4, resnet18 or any timm model name")
-    g.add_argument("--image-size", type=_optional_int, default=None,
+    g.add_argument("--image-size", type=_cli.optional_int, default=None,
                    help="training and evaluation image side (default: the model's: 224, EfficientNet-B4 380)")
     g.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs network)")
     g.add_argument("--weights", default=None, help="start from a local state dict or ipu_cnn checkpoint file")
-    g.add_argument("--dropout", type=_optional_float, default=None, help="classifier dropout (default: timm's)")
-    g.add_argument("--drop-path", type=_optional_float, default=None, help="stochastic depth rate (default: timm's)")
+    g.add_argument("--dropout", type=_cli.optional_float, default=None, help="classifier dropout (default: timm's)")
+    g.add_argument("--drop-path", type=_cli.optional_float, default=None,
+                   help="stochastic depth rate (default: timm's)")
     g.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=None,
                    help="zero-initialise the last BatchNorm gamma of each residual block (ResNets; default: timm's)")
 
     g = p.add_argument_group("batching and schedule")
-    g.add_argument("--micro-batch-size", type=_positive_int, default=32,
+    g.add_argument("--micro-batch-size", type=_cli.positive_int, default=32,
                    help="samples per forward/backward pass on one replica")
-    g.add_argument("--gradient-accumulation", type=_positive_int, default=1,
+    g.add_argument("--gradient-accumulation", type=_cli.positive_int, default=1,
                    help="micro-batches accumulated per optimizer step")
-    g.add_argument("--replicas", type=_positive_int, default=1,
+    g.add_argument("--replicas", type=_cli.positive_int, default=1,
                    help="data-parallel replicas: IPU replication factor; on CPU/CUDA the torchrun process count "
                    "(launch with torchrun --nproc-per-node N)")
-    g.add_argument("--device-iterations", type=_positive_int, default=1,
+    g.add_argument("--device-iterations", type=_cli.positive_int, default=1,
                    help="optimizer steps the IPU runs per host call (IPU only; CPU/CUDA feed every step)")
-    g.add_argument("--epoch", "--epochs", dest="epoch", type=_positive_int, default=10, help="training epochs")
-    g.add_argument("--max-steps", type=_optional_int, default=None,
+    g.add_argument("--epoch", "--epochs", dest="epoch", type=_cli.positive_int, default=10, help="training epochs")
+    g.add_argument("--max-steps", type=_cli.optional_int, default=None,
                    help="stop after this many optimizer steps, writing a checkpoint as on SIGTERM (the schedule "
                    "still spans --epoch, so --resume continues the same run)")
     g.add_argument("--seed", type=int, default=0, help="seed of weights, data order, augmentation and mixing")
@@ -163,10 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "tensors; identical maths on CPU/CUDA); adamw; rmsprop; rmsprop_tf: TensorFlow-style RMSprop "
                    "(epsilon inside the root, as EfficientNet was trained)")
     g.add_argument("--lr", type=float, default=0.1, help="peak learning rate (see --lr-reference-batch)")
-    g.add_argument("--lr-reference-batch", type=_optional_int, default=None,
+    g.add_argument("--lr-reference-batch", type=_cli.optional_int, default=None,
                    help="if set, --lr is for a global batch of this size and is scaled linearly to the actual one")
     g.add_argument("--momentum", type=float, default=0.9, help="momentum (sgd, rmsprop)")
-    g.add_argument("--weight-decay", type=_non_negative_float, default=1e-4,
+    g.add_argument("--weight-decay", type=_cli.non_negative_float, default=1e-4,
                    help="weight decay, never applied to 1-D parameters (biases, norm scales)")
     g.add_argument("--optimizer-eps", type=float, default=1e-8, help="epsilon of adamw / rmsprop")
     g.add_argument("--rmsprop-decay", type=float, default=0.9, help="RMSprop squared-gradient decay (alpha)")
@@ -176,13 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine",
                    help="step: x lr-decay at each --lr-epoch-decay epoch; cosine: to --lr-min-ratio at the end; "
                    "exponential: x lr-decay every --lr-decay-period epochs (continuously)")
-    g.add_argument("--warmup-epoch", type=_non_negative_float, default=0.0,
+    g.add_argument("--warmup-epoch", type=_cli.non_negative_float, default=0.0,
                    help="epochs of linear warm-up from 0 to the peak learning rate")
     g.add_argument("--lr-decay", type=float, default=0.1, help="decay factor of the step and exponential schedules")
     g.add_argument("--lr-epoch-decay", type=float, nargs="*", default=[30.0, 60.0, 80.0],
                    help="epochs at which the step schedule decays")
     g.add_argument("--lr-decay-period", type=float, default=1.0, help="epochs per decay of the exponential schedule")
-    g.add_argument("--lr-min-ratio", type=_non_negative_float, default=0.0,
+    g.add_argument("--lr-min-ratio", type=_cli.non_negative_float, default=0.0,
                    help="final learning rate of the cosine schedule, as a fraction of the peak")
 
     g = p.add_argument_group("precision")
@@ -191,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights; IPU: half weights for 16.16), 32.32 = float32")
     g.add_argument("--half-dtype", choices=("auto", "float16", "bfloat16"), default="auto",
                    help="autocast dtype for 16.x on CPU/CUDA (auto: float16 on CUDA, bfloat16 on CPU)")
-    g.add_argument("--loss-scaling", type=_optional_float, default=None,
+    g.add_argument("--loss-scaling", type=_cli.optional_float, default=None,
                    help="static loss scale (default: dynamic scaling for float16, none otherwise)")
     g.add_argument("--auto-loss-scaling", action="store_true",
                    help="dynamic loss scaling (GradScaler / PopTorch automatic), starting at --loss-scaling")
@@ -199,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--enable-stochastic-rounding", action="store_true", help="IPU: stochastic rounding of half values")
 
     g = p.add_argument_group("regularisation")
-    g.add_argument("--mixup-alpha", type=_non_negative_float, default=0.0,
+    g.add_argument("--mixup-alpha", type=_cli.non_negative_float, default=0.0,
                    help="mixup: blend pairs with weight ~ Beta(alpha, alpha); 0 disables")
     g.add_argument("--cutmix-lambda-low", type=float, default=0.0,
                    help="cutmix: kept-area fraction ~ U(low, high); low == high == 0 disables")
@@ -210,19 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "and saved beside the trained weights")
     g.add_argument("--weight-avg-exp-decay", type=float, default=0.9999,
                    help="decay per step of the exponential average")
-    g.add_argument("--weight-avg-start-epoch", type=_non_negative_float, default=0.0,
+    g.add_argument("--weight-avg-start-epoch", type=_cli.non_negative_float, default=0.0,
                    help="epoch from which the mean average collects weights")
 
     g = p.add_argument_group("validation")
     g.add_argument("--validation-mode", choices=VALIDATION_MODES, default="during",
                    help="validate after every --validation-freq epochs (during), once at the end (after), or never")
-    g.add_argument("--validation-freq", type=_positive_int, default=1, help="epochs between validations (during)")
-    g.add_argument("--validation-batch-size", type=_optional_int, default=None,
+    g.add_argument("--validation-freq", type=_cli.positive_int, default=1, help="epochs between validations (during)")
+    g.add_argument("--validation-batch-size", type=_cli.optional_int, default=None,
                    help="validation micro-batch (default: --micro-batch-size)")
 
     g = p.add_argument_group("checkpoints")
     g.add_argument("--checkpoint-output-dir", default=None, help="where checkpoints go (default: RUN_DIR/checkpoints)")
-    g.add_argument("--checkpoint-save-freq", type=_positive_int, default=1, help="epochs between checkpoints")
+    g.add_argument("--checkpoint-save-freq", type=_cli.positive_int, default=1, help="epochs between checkpoints")
     g.add_argument("--resume", "--checkpoint-input-dir", dest="resume", default=None,
                    help="continue from a checkpoint file, or from the newest one in a folder")
 
@@ -235,14 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.distributed backend under torchrun (auto: NCCL on CUDA, gloo on CPU)")
     g.add_argument("--recompute-mode", choices=("none", "auto", "manual"), default="none",
                    help="IPU: recomputation of activations in the backward pass")
-    g.add_argument("--available-memory-proportion", type=_optional_float, default=None,
+    g.add_argument("--available-memory-proportion", type=_cli.optional_float, default=None,
                    help="IPU: fraction of tile memory for matmul/conv temporaries")
     g.add_argument("--executable-cache-dir", default=None, help="IPU: folder caching compiled executables")
 
     g = p.add_argument_group("logging")
     g.add_argument("--output-dir", default="runs", help="parent folder of run folders")
     g.add_argument("--run-name", default=None, help="run folder name (default: time stamp, config and model)")
-    g.add_argument("--logs-per-epoch", type=_positive_int, default=10,
+    g.add_argument("--logs-per-epoch", type=_cli.positive_int, default=10,
                    help="log lines (loss, accuracy, lr, throughput) per epoch")
     g.add_argument("--progress", choices=("auto", "bar", "lines"), default="auto",
                    help="tqdm bar on a terminal (auto), always, or plain lines only")
@@ -291,7 +246,7 @@ def load_config_defaults(name_or_path: str, parser: argparse.ArgumentParser) -> 
     """The parser defaults that config `name_or_path` sets, checked against the schema, and its label."""
     if name_or_path == "none":
         return {}, "none"
-    text, label = _config_text(name_or_path)
+    text, label = _cli.config_text("ipu_cnn.train", name_or_path)
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:

@@ -1,0 +1,82 @@
+"""Plumbing shared by the applications' command lines: YAML config lookup, argparse value types, thread budgets."""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class AttrDict(dict):
+    """A resolved set of options by dest name, also readable as attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def named_configs(package: str) -> list[str]:
+    """Names of the YAML configs shipped in ``package``'s ``configs`` folder (``--config NAME``)."""
+    folder = resources.files(package) / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def config_text(package: str, name_or_path: str) -> tuple[str, str]:
+    """The YAML text and a label for ``--config``: a config shipped in ``package``, or a file path."""
+    names = named_configs(package)
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path or os.path.isfile(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise SystemExit(f"--config {name_or_path}: no such file (named configs: {', '.join(names)})")
+        return path.read_text(), str(path)
+    resource = resources.files(package) / "configs" / f"{name_or_path}.yaml"
+    if not resource.is_file():
+        close = difflib.get_close_matches(name_or_path, names, n=3)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise SystemExit(f"--config {name_or_path}: unknown config name; use one of {', '.join(names)} or "
+                         f"a YAML file path.{hint}")
+    return resource.read_text(), name_or_path
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def optional_int(text: str) -> int | None:
+    """An int, or None for none / null / auto / empty."""
+    return None if str(text).lower() in ("none", "null", "", "auto") else int(text)
+
+
+def optional_float(text: str) -> float | None:
+    """A float, or None for none / null / empty."""
+    return None if str(text).lower() in ("none", "null", "") else float(text)
+
+
+def cpu_threads_per_process() -> int | None:
+    """Torch threads per process when several share one machine's CPUs under torchrun (cores / local processes)."""
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if local <= 1:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // local)
