@@ -7,7 +7,6 @@ file — never crash, hang or leak.
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest

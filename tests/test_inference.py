@@ -6,7 +6,6 @@ a few seconds on a CPU), so the tests also hold the two applications to one chec
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket

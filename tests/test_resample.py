@@ -25,10 +25,10 @@ So the references are:
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """torchrun: two gloo processes with micro-batch b train like one process with micro-batch 2b (same global batch)."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -28,7 +28,8 @@ def _filter_code(interpolation: str) -> int:
         return INTERPOLATIONS[interpolation]
     except KeyError:
         raise ValueError(
-            f"interpolation must be one of {sorted(INTERPOLATIONS)} (antialiased, Pillow semantics), got {interpolation!r}"
+            f"interpolation must be one of {sorted(INTERPOLATIONS)} (antialiased, Pillow semantics), "
+            f"got {interpolation!r}"
         ) from None
 
 
