@@ -42,6 +42,21 @@ def config_text(package: str, name_or_path: str) -> tuple[str, str]:
     return resource.read_text(), name_or_path
 
 
+def load_config_mapping(package: str, name_or_path: str) -> tuple[dict[str, Any], str]:
+    """The YAML mapping of ``--config`` (a config shipped in ``package``, or a file) and its label; a clear error when
+    it is not YAML or not a mapping."""
+    import yaml
+
+    text, label = config_text(package, name_or_path)
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise SystemExit(f"--config {label}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise SystemExit(f"--config {label}: expected a mapping of option names to values, got {type(data).__name__}")
+    return data, label
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

@@ -17,7 +17,6 @@ import difflib
 import os
 from typing import Any, Sequence
 
-import yaml
 
 from ipu_cnn import _cli
 from ipu_cnn._cli import AttrDict
@@ -212,13 +211,7 @@ def _convert(action: argparse.Action, value: Any, where: str) -> Any:
 
 def load_config_defaults(name_or_path: str, mode: str) -> tuple[dict[str, Any], str]:
     """The parser defaults that config `name_or_path` sets for `mode`, checked against every mode's options."""
-    text, label = _cli.config_text("ipu_cnn.inference", name_or_path)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        raise SystemExit(f"--config {label}: not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise SystemExit(f"--config {label}: expected a mapping of option names to values, got {type(data).__name__}")
+    data, label = _cli.load_config_mapping("ipu_cnn.inference", name_or_path)
     mine = _actions(build_parser(mode))
     known = {dest for m in MODES for dest in _actions(build_parser(m))} - {"paths", "output"}
     defaults: dict[str, Any] = {}

@@ -9,6 +9,8 @@ from typing import Any, Iterator, Mapping, Protocol
 import numpy as np
 import torch
 
+from ipu_cnn.data.sampling import num_batches, rank_batches
+
 
 class BatchDataset(Protocol):
     """A dataset that makes whole batches itself (`ipu_cnn.data.datasets.RandomImages`)."""
@@ -19,11 +21,8 @@ class BatchDataset(Protocol):
 
 
 class HostBatches:
-    """Batches from ``dataset.batch(indices)``, in a seeded order per epoch, sharded by rank like the loader.
-
-    Rank ``r`` of ``w`` takes positions ``r::w`` of the epoch's order. With ``drop_last`` every rank gets the same
-    number of full batches; without it the last batch may be short and every sample is delivered once.
-    """
+    """Batches from ``dataset.batch(indices)``, planned exactly as the loader plans its epochs
+    (`ipu_cnn.data.sampling.rank_batches`: seeded order, rank ``r`` of ``w`` takes positions ``r::w``)."""
 
     def __init__(self, dataset: BatchDataset, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = True, rank: int = 0, world_size: int = 1, pin_memory: bool = False) -> None:
@@ -39,28 +38,21 @@ class HostBatches:
         self.epoch = 0
         self._position = 0  # batches already delivered in this epoch
 
-    def _indices(self) -> np.ndarray:
-        n = len(self.dataset)
-        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
-        if self.drop_last:
-            per_rank = n // self.world_size
-            order = order[: per_rank * self.world_size]
-        return order[self.rank:: self.world_size]
+    def _batches(self) -> list[np.ndarray]:
+        return rank_batches(len(self.dataset), self.batch_size, self.seed, self.epoch, self.shuffle, self.rank,
+                            self.world_size, self.drop_last)
 
     def __len__(self) -> int:
-        n = len(self._indices())
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return num_batches(len(self.dataset), self.batch_size, self.rank, self.world_size, self.drop_last)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
         self._position = 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        indices = self._indices()
-        total = len(self)
-        while self._position < total:
-            chunk = indices[self._position * self.batch_size:(self._position + 1) * self.batch_size]
-            images, labels = self.dataset.batch(chunk)
+        batches = self._batches()
+        while self._position < len(batches):
+            images, labels = self.dataset.batch(batches[self._position])
             self._position += 1
             x = torch.from_numpy(images).permute(0, 3, 1, 2)  # NHWC memory = channels_last NCHW view
             y = torch.from_numpy(np.asarray(labels, dtype=np.int64))

@@ -246,13 +246,7 @@ def load_config_defaults(name_or_path: str, parser: argparse.ArgumentParser) -> 
     """The parser defaults that config `name_or_path` sets, checked against the schema, and its label."""
     if name_or_path == "none":
         return {}, "none"
-    text, label = _cli.config_text("ipu_cnn.train", name_or_path)
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        raise SystemExit(f"--config {label}: not valid YAML: {error}") from None
-    if not isinstance(data, dict):
-        raise SystemExit(f"--config {label}: expected a mapping of option names to values, got {type(data).__name__}")
+    data, label = _cli.load_config_mapping("ipu_cnn.train", name_or_path)
     actions = _option_actions(parser)
     defaults: dict[str, Any] = {}
     for raw_key, value in data.items():
