@@ -5,19 +5,15 @@ The same code runs in a thread of the training process (``workers="thread"``) an
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ipu_cnn.data._ring import SharedRing
-from ipu_cnn.data.decode import decode_batch, decode_image
-from ipu_cnn.data.decode import DecodeError
+from ipu_cnn.data.decode import DecodeError, decode_batch, decode_image
 from ipu_cnn.data.sampling import rank_batches
 from ipu_cnn.data.transforms import Transform
-
-log = logging.getLogger("ipu_cnn.data")
 
 #: How many other samples "replace" tries before giving up on a bad one.
 _MAX_SUBSTITUTES = 16
@@ -50,9 +46,7 @@ class BatchReport:
     slot: int
     count: int
     bad: list[tuple[int, str, str]]  # (dataset index, path, reason) met while filling it
-    error: str | None = None  # on_error="raise": the DecodeError message (source: reason)
-    error_source: str | None = None
-    error_reason: str | None = None
+    error: tuple[str, str] | None = None  # on_error="raise": (source, reason) of the batch's first bad sample
 
 
 class Producer:
@@ -77,9 +71,8 @@ class Producer:
         failures = decode_batch([self.paths[i] for i in indices], images, self.transform, seed=self.plan.seed,
                                 epoch=epoch, indices=indices, num_threads=self.num_threads, on_error="report")
         if failures and self.plan.on_error == "raise":
-            pos, source, reason = failures[0]
-            report.error_source, report.error_reason = source, reason
-            report.error = f"{source}: {reason}"
+            _, source, reason = failures[0]
+            report.error = (source, reason)
         else:
             for pos, source, reason in failures:
                 report.bad.append((int(indices[pos]), source, reason))

@@ -21,7 +21,7 @@ import threading
 import time
 import weakref
 from multiprocessing.connection import Connection
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -284,9 +284,9 @@ class Loader:
             self.bad_samples = []
         self._position = first
         self._channel.send(("start", gen, epoch, first, list(range(self._ring.slots))))
-        return self._iterate(gen, epoch, first)
+        return self._iterate(gen, first)
 
-    def _iterate(self, gen: int, epoch: int, first: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _iterate(self, gen: int, first: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         held: int | None = None  # the slot behind the batch the consumer holds; freed when it asks for the next
         for _ in range(first, self._len):
             if held is not None:
@@ -299,7 +299,7 @@ class Loader:
                     self._logged_bad.add(path)
                     log.warning("bad sample %d replaced (on_error='replace'): %s: %s", index, path, reason)
             if report.error is not None:
-                raise DecodeError(report.error_source or "?", report.error_reason or report.error)
+                raise DecodeError(*report.error)
             slot, n = report.slot, report.count
             self.last_indices = self._ring.indices[slot][:n].copy()
             labels = torch.from_numpy(self._ring.labels[slot][:n].copy())
@@ -338,12 +338,3 @@ class Loader:
         return (f"Loader({len(self.paths)} samples, batch_size={p.batch_size}, {len(self)} batches, "
                 f"rank {p.rank}/{p.world_size}, workers={self.workers!r}, transform={self.transform})")
 
-
-def to_device(batch: Sequence[torch.Tensor], device: torch.device | str) -> tuple[torch.Tensor, ...]:
-    """Copy a batch to a device, non-blocking (overlaps when the loader was built with pin_memory=True).
-
-    Images stay uint8 in channels_last: normalisation happens on the device, in the model's first op."""
-    device = torch.device(device)
-    if device.type == "cpu":
-        return tuple(batch)
-    return tuple(t.to(device, non_blocking=True) for t in batch)
