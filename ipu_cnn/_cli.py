@@ -57,6 +57,41 @@ def load_config_mapping(package: str, name_or_path: str) -> tuple[dict[str, Any]
     return data, label
 
 
+def option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """The parser's options by dest name, as config files name them (without help and --config itself)."""
+    return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+
+
+def convert_config_value(action: argparse.Action, value: Any, where: str) -> Any:
+    """Check and convert one YAML value as argparse would the same text on the command line; ``where`` names it in
+    errors (e.g. ``--config resnet50: lr``)."""
+    if value is None:
+        return None
+    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
+        if not isinstance(value, bool):
+            raise SystemExit(f"{where} must be true or false, got {value!r}")
+        return value
+
+    def one(item: Any) -> Any:
+        if isinstance(item, (dict, list)):
+            raise SystemExit(f"{where}: expected a single value, got {item!r}")
+        text = str(item)
+        try:
+            converted = action.type(text) if callable(action.type) else text
+        except (ValueError, TypeError, argparse.ArgumentTypeError) as error:
+            raise SystemExit(f"{where}: invalid value {item!r} ({error})") from None
+        if action.choices is not None and converted not in action.choices:
+            raise SystemExit(f"{where}: {item!r} is not one of {', '.join(map(str, action.choices))}")
+        return converted
+
+    if action.nargs in ("*", "+") or isinstance(action.nargs, int):
+        items = value if isinstance(value, list) else [value]
+        if isinstance(action.nargs, int) and len(items) != action.nargs:
+            raise SystemExit(f"{where}: expected {action.nargs} values, got {value!r}")
+        return [one(v) for v in items]
+    return one(value)
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

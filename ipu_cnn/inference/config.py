@@ -185,35 +185,11 @@ def build_parser(mode: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
-
-
-def _convert(action: argparse.Action, value: Any, where: str) -> Any:
-    """One YAML value checked and converted as argparse would the same text on the command line."""
-    if value is None:
-        return None
-    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
-        if not isinstance(value, bool):
-            raise SystemExit(f"{where} must be true or false, got {value!r}")
-        return value
-    if isinstance(value, (dict, list)):
-        raise SystemExit(f"{where}: expected a single value, got {value!r}")
-    try:
-        convert = action.type
-        converted = convert(str(value)) if callable(convert) else str(value)
-    except (ValueError, TypeError, argparse.ArgumentTypeError) as error:
-        raise SystemExit(f"{where}: invalid value {value!r} ({error})") from None
-    if action.choices is not None and converted not in action.choices:
-        raise SystemExit(f"{where}: {value!r} is not one of {', '.join(map(str, action.choices))}")
-    return converted
-
-
 def load_config_defaults(name_or_path: str, mode: str) -> tuple[dict[str, Any], str]:
     """The parser defaults that config `name_or_path` sets for `mode`, checked against every mode's options."""
     data, label = _cli.load_config_mapping("ipu_cnn.inference", name_or_path)
-    mine = _actions(build_parser(mode))
-    known = {dest for m in MODES for dest in _actions(build_parser(m))} - {"paths", "output"}
+    mine = _cli.option_actions(build_parser(mode))
+    known = {dest for m in MODES for dest in _cli.option_actions(build_parser(m))} - {"paths", "output"}
     defaults: dict[str, Any] = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
@@ -223,7 +199,7 @@ def load_config_defaults(name_or_path: str, mode: str) -> tuple[dict[str, Any], 
             raise SystemExit(f"--config {label}: unknown key {raw_key!r}{hint}; keys are the options of "
                              "`python -m ipu_cnn.inference [predict|export] --help` with underscores")
         if key in mine:
-            defaults[key] = _convert(mine[key], value, f"--config {label}: {key}")
+            defaults[key] = _cli.convert_config_value(mine[key], value, f"--config {label}: {key}")
     return defaults, label
 
 
@@ -256,7 +232,7 @@ def parse_options(argv: Sequence[str]) -> Options:
 def options_for(mode: str, **values: Any) -> Options:
     """`Options` of `mode` from the parser's defaults updated by `values` (for programmatic use and tests)."""
     parser = build_parser(mode)
-    actions = _actions(parser)
+    actions = _cli.option_actions(parser)
     required = {"predict": ["x"], "export": ["x"]}.get(mode, [])
     options = Options(vars(parser.parse_args(required)))
     options.update({"mode": mode, "config": "none"})

@@ -68,16 +68,8 @@ class NormalizedModel(nn.Module):
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The plain network inside DDP, ``torch.compile`` and `NormalizedModel` wrappers (whose state dict is saved)."""
-    while True:
-        compiled = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule wraps the module
-        if isinstance(model, NormalizedModel):
-            model = model.model
-        elif isinstance(compiled, nn.Module):
-            model = compiled
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
+    inner = unwrap_normalized(model)
+    return unwrap_normalized(inner.model) if isinstance(inner, NormalizedModel) else inner
 
 
 def unwrap_normalized(model: nn.Module) -> NormalizedModel | nn.Module:

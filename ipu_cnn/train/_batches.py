@@ -20,7 +20,29 @@ class BatchDataset(Protocol):
     def batch(self, indices: Any, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-class HostBatches:
+class _EpochPosition:
+    """The loader interface's epoch bookkeeping: ``set_epoch``, mid-epoch ``state_dict`` / ``load_state_dict``,
+    ``close``. ``_position`` counts the batches already delivered in this epoch."""
+
+    epoch = 0
+    _position = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self._position = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "position": self._position}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.epoch = int(state["epoch"])
+        self._position = int(state["position"])
+
+    def close(self) -> None:
+        return None
+
+
+class HostBatches(_EpochPosition):
     """Batches from ``dataset.batch(indices)``, planned exactly as the loader plans its epochs
     (`ipu_cnn.data.sampling.rank_batches`: seeded order, rank ``r`` of ``w`` takes positions ``r::w``)."""
 
@@ -35,8 +57,6 @@ class HostBatches:
         self.drop_last = drop_last
         self.rank, self.world_size = rank, world_size
         self.pin_memory = pin_memory
-        self.epoch = 0
-        self._position = 0  # batches already delivered in this epoch
 
     def _batches(self) -> list[np.ndarray]:
         return rank_batches(len(self.dataset), self.batch_size, self.seed, self.epoch, self.shuffle, self.rank,
@@ -44,10 +64,6 @@ class HostBatches:
 
     def __len__(self) -> int:
         return num_batches(len(self.dataset), self.batch_size, self.rank, self.world_size, self.drop_last)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self._position = 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batches = self._batches()
@@ -61,18 +77,8 @@ class HostBatches:
             yield x, y
         self._position = 0
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self._position}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.epoch = int(state["epoch"])
-        self._position = int(state["position"])
-
-    def close(self) -> None:
-        return None
-
-
-class DeviceBatches:
+class DeviceBatches(_EpochPosition):
     """Random uint8 images and labels made once on the device and served `steps` times per epoch: no host I/O at all
     (the Graphcore app's ``synthetic`` data, for measuring the device alone)."""
 
@@ -84,28 +90,12 @@ class DeviceBatches:
         self.images = images.to(device).permute(0, 3, 1, 2)
         self.labels = labels.to(device)
         self.steps = steps
-        self.epoch = 0
-        self._position = 0
 
     def __len__(self) -> int:
         return self.steps
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self._position = 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while self._position < self.steps:
             self._position += 1
             yield self.images, self.labels
         self._position = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "position": self._position}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.epoch = int(state["epoch"])
-        self._position = int(state["position"])
-
-    def close(self) -> None:
-        return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -209,45 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
-
-
-def _convert(action: argparse.Action, key: str, value: Any, source: str) -> Any:
-    """Check and convert one YAML value as argparse would the same text on the command line."""
-    where = f"{source}: {key}"
-    if value is None:
-        return None
-    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
-        if not isinstance(value, bool):
-            raise SystemExit(f"{where} must be true or false, got {value!r}")
-        return value
-    def one(item: Any) -> Any:
-        if isinstance(item, (dict, list)):
-            raise SystemExit(f"{where}: expected a single value, got {item!r}")
-        text = str(item)
-        try:
-            convert: Callable[[str], Any] | None = action.type  # type: ignore[assignment]
-            converted = convert(text) if convert is not None else text
-        except (ValueError, TypeError, argparse.ArgumentTypeError) as error:
-            raise SystemExit(f"{where}: invalid value {item!r} ({error})") from None
-        if action.choices is not None and converted not in action.choices:
-            raise SystemExit(f"{where}: {item!r} is not one of {', '.join(map(str, action.choices))}")
-        return converted
-    if action.nargs in ("*", "+") or isinstance(action.nargs, int):
-        items = value if isinstance(value, list) else [value]
-        if isinstance(action.nargs, int) and len(items) != action.nargs:
-            raise SystemExit(f"{where}: expected {action.nargs} values, got {value!r}")
-        return [one(v) for v in items]
-    return one(value)
-
-
 def load_config_defaults(name_or_path: str, parser: argparse.ArgumentParser) -> tuple[dict[str, Any], str]:
     """The parser defaults that config `name_or_path` sets, checked against the schema, and its label."""
     if name_or_path == "none":
         return {}, "none"
     data, label = _cli.load_config_mapping("ipu_cnn.train", name_or_path)
-    actions = _option_actions(parser)
+    actions = _cli.option_actions(parser)
     defaults: dict[str, Any] = {}
     for raw_key, value in data.items():
         key = str(raw_key).replace("-", "_")
@@ -258,7 +225,7 @@ def load_config_defaults(name_or_path: str, parser: argparse.ArgumentParser) -> 
             hint = f" (did you mean {' or '.join(close)}?)" if close else ""
             raise SystemExit(f"--config {label}: unknown key {raw_key!r}{hint}; keys are the options of "
                              f"`python -m ipu_cnn.train --help` with underscores")
-        defaults[key] = _convert(actions[key], key, value, f"--config {label}")
+        defaults[key] = _cli.convert_config_value(actions[key], value, f"--config {label}: {key}")
     return defaults, label
 
 
@@ -284,7 +251,7 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
 def config_from_mapping(values: Mapping[str, Any]) -> Config:
     """A `Config` from the schema's defaults updated by `values` (for programmatic use and tests)."""
     parser = build_parser()
-    actions = _option_actions(parser)
+    actions = _cli.option_actions(parser)
     config = Config(vars(parser.parse_args([])))
     config["config"] = "none"
     for key, value in values.items():
@@ -327,7 +294,7 @@ def check_config(config: Mapping[str, Any]) -> None:
 def config_to_yaml(config: Mapping[str, Any], derived: Mapping[str, Any] | None = None) -> str:
     """The config as YAML that ``--config FILE`` reads back (derived values under ``derived``, ignored on load)."""
     parser = build_parser()
-    keys = list(_option_actions(parser))
+    keys = list(_cli.option_actions(parser))
     data: dict[str, Any] = {k: config[k] for k in keys if k in config}
     if derived:
         data["derived"] = dict(derived)
