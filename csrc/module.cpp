@@ -290,6 +290,8 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("jpeg_version", &jpeg_library_version);
   m.def("is_libjpeg_turbo", &is_libjpeg_turbo);
+  // What the build recorded of csrc/ (see CMakeLists.txt): a source checkout compares it with its own csrc/.
+  m.def("source_digest", []() { return std::string(IPU_CNN_SOURCE_DIGEST); });
   m.def("simd_path", []() { return std::string(resample_simd_path()); });
   m.def("available_cpus", &ThreadPool::available_cpus);
 }

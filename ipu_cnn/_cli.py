@@ -6,7 +6,7 @@ import difflib
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 
 class AttrDict(dict):
@@ -60,6 +60,15 @@ def load_config_mapping(package: str, name_or_path: str) -> tuple[dict[str, Any]
 def option_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """The parser's options by dest name, as config files name them (without help and --config itself)."""
     return {a.dest: a for a in parser._actions if a.dest not in ("help", "config")}
+
+
+def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict[str, Any]:
+    """The options `argv` gives explicitly, by dest, converted as `parser` converts them (`parser` is spent: its
+    defaults are suppressed, so build a fresh one; build it without -h so that a help request parses too)."""
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    namespace, _ = parser.parse_known_args(list(argv))
+    return vars(namespace)
 
 
 def convert_config_value(action: argparse.Action, value: Any, where: str) -> Any:

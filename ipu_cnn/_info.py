@@ -17,6 +17,7 @@ def info() -> dict[str, object]:
         "libjpeg_turbo": _C.is_libjpeg_turbo(),
         "resampler_simd": _C.simd_path(),
         "cpus_available": _C.available_cpus(),
+        "core": _C.__file__,
     }
     try:
         import torch

@@ -184,6 +184,30 @@ def test_bad_samples_replaced_deterministically_and_reported(folder_with_bad_fil
         assert sum("truncated.jpg" in r.message for r in caplog.records) == 1, "each bad path logged once"
 
 
+@pytest.mark.parametrize("workers", ["thread", "process"])
+def test_each_bad_file_reported_once_and_substitutes_are_good(tmp_path: Path, indexed_folder: ImageFolder,
+                                                              workers: str) -> None:
+    """Half the files bad: substitutes are drawn among bad files too, yet each bad file is listed once per epoch and
+    every delivered sample is a good one."""
+    rows, bad_indices = [], set()
+    for i, (p, lab) in enumerate(zip(indexed_folder.paths[:40], indexed_folder.labels[:40])):
+        if i % 2:
+            bad = tmp_path / f"bad_{i:02d}.jpg"
+            bad.write_bytes(Path(p).read_bytes()[:200])
+            p, _ = str(bad), bad_indices.add(i)
+        rows.append(f"{p},{lab}")
+    listing = tmp_path / "half_bad.csv"
+    listing.write_text("\n".join(rows) + "\n")
+    kwargs = dict(shuffle=True, seed=3, rank=0, world_size=1, drop_last=False, on_error="replace", workers=workers)
+    with Loader(FileList(listing), 8, EvalTransform(16), **kwargs) as loader:
+        for epoch in range(2):
+            loader.set_epoch(epoch)
+            indices = np.concatenate([b[2] for b in collect(loader)])
+            reported = [i for i, _, _ in loader.bad_samples]
+            assert sorted(reported) == sorted(bad_indices), "each bad file exactly once"
+            assert len(indices) == 40 and not set(indices.tolist()) & bad_indices, "substitutes are good samples"
+
+
 def test_worker_process_death_raises_quickly(indexed_folder: ImageFolder) -> None:
     loader = Loader(indexed_folder, 4, EvalTransform(16), workers="process", rank=0, world_size=1, prefetch=1)
     try:

@@ -80,7 +80,7 @@ def test_unknown_config_name_suggests() -> None:
 
 @pytest.mark.parametrize("argv, message", [
     (["--data", "imagenet"], "needs --data-path"),
-    (["--normalization-location", "host"], "--no-eight-bit-io"),
+    (["--normalization-location", "host", "--eight-bit-io"], "--eight-bit-io and --normalization-location host"),
     (["--cutmix-lambda-low", "0.8", "--cutmix-lambda-high", "0.2"], "cutmix needs"),
     (["--auto-loss-scaling"], "needs half precision"),
     (["--train-crop-scale", "0", "1"], "0 < LO"),

@@ -231,6 +231,7 @@ class Loader:
         self._position = 0  # batches of the current epoch handed to the consumer
         self._generation = 0
         self.bad_samples: list[tuple[int, str, str]] = []
+        self._bad_indices: set[int] = set()  # this epoch's bad samples, each reported once
         self._logged_bad: set[str] = set()
         self.last_indices = np.empty(0, dtype=np.int64)
         self.wait_time = 0.0  # seconds the consumer spent waiting for batches (for data-stall measurements)
@@ -282,6 +283,7 @@ class Loader:
         self._resume_at = 0
         if first == 0:
             self.bad_samples = []
+            self._bad_indices = set()
         self._position = first
         self._channel.send(("start", gen, epoch, first, list(range(self._ring.slots))))
         return self._iterate(gen, first)
@@ -294,6 +296,9 @@ class Loader:
                 held = None
             report = self._next_report(gen)
             for index, path, reason in report.bad:
+                if index in self._bad_indices:  # met again, e.g. drawn as another bad sample's substitute
+                    continue
+                self._bad_indices.add(index)
                 self.bad_samples.append((index, path, reason))
                 if path not in self._logged_bad:
                     self._logged_bad.add(path)

@@ -87,7 +87,7 @@ def _benchmark(options: Mapping[str, Any], dist: DistContext) -> Figures:
               f"(host batch {host_batch}), precision {options['precision']}, {options['warmup_iterations']} warm-up + "
               f"{options['iterations']} measured iterations", file=out, flush=True)
     stream = benchmark_stream(options["data"], host_batch, loaded.preprocessing.eval_transform(), runner.device,
-                              data_path=options.get("data_path"), num_threads=options.get("dataloader_workers"),
+                              data_path=options.get("data_path"), num_threads=options.get("dataloader_worker"),
                               prefetch=int(options.get("dataloader_prefetch") or 2), rank=dist.rank,
                               world_size=dist.world_size, seed=int(options.get("seed") or 0))
     try:

@@ -117,8 +117,8 @@ def _add_benchmark_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--iterations", type=_cli.positive_int, default=20, help="measured iterations, after the warm-up")
     g.add_argument("--warmup-iterations", type=_cli.non_negative_int, default=2,
                    help="iterations run first and left out of the figures (graph compilation, caches, allocator)")
-    g.add_argument("--dataloader-workers", type=_cli.optional_int, default=None,
-                   help="loader threads for --data real (default: the CPUs available to this process, per rank)")
+    g.add_argument("--dataloader-worker", "--dataloader-workers", dest="dataloader_worker", type=_cli.optional_int,
+                   default=None, help="loader threads for --data real (default: the CPUs available to this process, per rank)")
     g.add_argument("--dataloader-prefetch", type=_cli.positive_int, default=2, help="batches the loader prepares ahead")
     g.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON to FILE ('-': stdout)")
 
@@ -129,8 +129,8 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--topk", type=_cli.positive_int, default=5, help="classes listed per image")
     g.add_argument("--micro-batch-size", "--batch-size", dest="micro_batch_size", type=_cli.positive_int, default=32,
                    help="images per forward pass")
-    g.add_argument("--dataloader-workers", type=_cli.optional_int, default=None,
-                   help="decoding threads (default: the CPUs available to this process)")
+    g.add_argument("--dataloader-worker", "--dataloader-workers", dest="dataloader_worker", type=_cli.optional_int,
+                   default=None, help="decoding threads (default: the CPUs available to this process)")
     g.add_argument("--exif-orientation", action=argparse.BooleanOptionalAction, default=True,
                    help="rotate images as their EXIF orientation tag says (photos from phones)")
     g.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",

@@ -130,7 +130,7 @@ def run_predict(options: Mapping[str, Any]) -> int:
         for results in predict_files(loaded, runner, files, topk=int(options["topk"]),
                                      batch_size=runner.host_batch or micro,
                                      apply_exif_orientation=bool(options.get("exif_orientation", True)),
-                                     num_threads=options.get("dataloader_workers")):
+                                     num_threads=options.get("dataloader_worker")):
             for result in results:
                 if isinstance(result, Failure):
                     failures.append(result)

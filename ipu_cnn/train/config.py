@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
+import sys
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
@@ -23,6 +26,10 @@ OPTIMIZERS = ("sgd", "sgd_combined", "adamw", "rmsprop", "rmsprop_tf")
 LR_SCHEDULES = ("step", "cosine", "exponential")
 WEIGHT_AVG = ("none", "mean", "exponential")
 VALIDATION_MODES = ("none", "during", "after")
+NORMALIZATION_LOCATIONS = ("device", "host", "none")
+#: Options of one invocation, never carried over from a checkpoint by --resume: where to resume from, when to stop
+#: this time, and initial weights (the checkpoint holds the weights).
+_PER_INVOCATION = ("resume", "max_steps", "weights", "pretrained")
 #: Keys a config file may carry that are not options: what the run derived (saved for the record, ignored on load).
 _RECORD_KEYS = ("derived",)
 
@@ -36,13 +43,15 @@ def named_configs() -> list[str]:
     return _cli.named_configs("ipu_cnn.train")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.ArgumentParser:
     """The full option schema, in argument groups, with types, defaults and help."""
     p = argparse.ArgumentParser(
         prog="python -m ipu_cnn.train",
         description="Train an image classifier (ResNet, EfficientNet or any timm model) on CPU, CUDA or Graphcore "
-        "IPUs, fed by ipu_cnn's compiled JPEG loader. With no arguments: a short demo run on generated JPEGs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "IPUs, fed by ipu_cnn's compiled JPEG loader. With no arguments: a short demo run on generated JPEGs "
+        "(the demo config, see the end). The defaults shown are the schema's, or a --config file's when one is given "
+        "with --help.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help, epilog=epilog,
     )
     g = p.add_argument_group("config")
     g.add_argument("--config", default=None,
@@ -65,15 +74,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training images per class of the demo dataset (validation: a fifth of that)")
     g.add_argument("--generated-samples", type=_cli.positive_int, default=4096,
                    help="samples per epoch for --data generated and synthetic")
-    g.add_argument("--dataloader-worker", type=_cli.optional_int, default=None,
-                   help="loader threads (default: the CPUs available to this process, per rank)")
+    g.add_argument("--dataloader-worker", "--dataloader-workers", dest="dataloader_worker", type=_cli.optional_int,
+                   default=None, help="loader threads (default: the CPUs available to this process, per rank)")
     g.add_argument("--dataloader-prefetch", type=_cli.positive_int, default=2, help="batches the loader prepares ahead")
     g.add_argument("--on-bad-sample", choices=("raise", "replace"), default="raise",
                    help="an undecodable image stops the run (raise) or is replaced by another sample, reported once")
-    g.add_argument("--eight-bit-io", action=argparse.BooleanOptionalAction, default=True,
-                   help="ship uint8 images to the device and normalise there (needs --normalization-location device)")
-    g.add_argument("--normalization-location", choices=("host", "device"), default="device",
-                   help="where uint8 pixels become normalised floats: the model's first op (device) or the host")
+    g.add_argument("--eight-bit-io", action=argparse.BooleanOptionalAction, default=None,
+                   help="ship uint8 images to the device and normalise there (default: on, off with "
+                   "--normalization-location host)")
+    g.add_argument("--normalization-location", type=normalization_location, choices=NORMALIZATION_LOCATIONS,
+                   default="device", metavar="{device,ipu,host,none}",
+                   help="where uint8 pixels become normalised floats: the model's first op on the device (device; "
+                   "ipu is Graphcore's name for it, and means the same on CPU and CUDA: the model's first op on that "
+                   "device), on the host before the batch moves (host), or nowhere: pixels scaled to [0, 1] without "
+                   "the mean/std step (none)")
     g.add_argument("--train-crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("LO", "HI"),
                    help="RandomResizedCrop area fraction range")
     g.add_argument("--flip-prob", type=float, default=0.5, help="horizontal flip probability in training")
@@ -229,23 +243,87 @@ def load_config_defaults(name_or_path: str, parser: argparse.ArgumentParser) -> 
     return defaults, label
 
 
+def normalization_location(text: str) -> str:
+    """``--normalization-location``: Graphcore's ``ipu`` is our ``device`` (the model's first op, on any device)."""
+    return "device" if text == "ipu" else text
+
+
+def _asks_for_help(argv: Sequence[str]) -> bool:
+    return any(a == "-h" or (len(a) > 3 and "--help".startswith(a)) for a in argv)
+
+
+def _demo_epilog() -> str:
+    demo, _ = _cli.load_config_mapping("ipu_cnn.train", "demo")
+    values = ", ".join(f"{k}={v}" for k, v in demo.items())
+    return ("Which values apply: the defaults above, then a --config file's values, then the flags given. Without "
+            f"--config, --data demo (the default) applies the demo config: {values}; any other --data applies no "
+            "config. --resume PATH takes every option from the checkpoint (except --max-steps and --weights); flags "
+            "given with it override them.")
+
+
+def _checkpoint_options(state: Mapping[str, Any], actions: Mapping[str, argparse.Action]) -> tuple[dict[str, Any], str]:
+    """The options a checkpoint's run was started with (older checkpoints: their resolved config), minus the
+    per-invocation ones, and its config label."""
+    saved = state.get("options") or state.get("config") or {}
+    if not isinstance(saved, Mapping):
+        raise SystemExit("--resume: the checkpoint holds no option record; start a new run from it with --weights")
+    options = {k: v for k, v in saved.items() if k in actions and k not in _PER_INVOCATION}
+    label = (state.get("config") or {}).get("config", "none") if isinstance(state.get("config"), Mapping) else "none"
+    return options, str(label)
+
+
 def parse_config(argv: Sequence[str] | None = None) -> Config:
-    """Parse `argv` (default ``sys.argv[1:]``) into a `Config`: config file defaults, then flags, then checks."""
-    parser = build_parser()
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    pre.add_argument("--data", default=None)
-    known, _ = pre.parse_known_args(argv)
-    config_name = known.config
-    if config_name is None:
-        config_name = "demo" if known.data in (None, "demo") else "none"
-    defaults, label = load_config_defaults(config_name, parser)
-    parser.set_defaults(**defaults)
+    """Parse `argv` (default ``sys.argv[1:]``) into a `Config`: defaults, then a config file (or with ``--resume``,
+    the checkpoint's options), then the flags given, then cross-option checks."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    explicit = _cli.explicit_options(build_parser(add_help=False), argv)
+    asks_help = _asks_for_help(argv)
+    parser = build_parser(epilog=_demo_epilog())
+    actions = _cli.option_actions(parser)
+    resumed_from: Path | None = None
+    restored: dict[str, Any] = {}
+    file_values: dict[str, Any] = {}
+    if explicit.get("resume") and not asks_help:
+        from ipu_cnn.train.checkpoint import resolve_checkpoint
+
+        try:
+            resumed_from, state = resolve_checkpoint(explicit["resume"])
+        except (OSError, ValueError) as error:
+            raise SystemExit(str(error)) from None
+        restored, label = _checkpoint_options(state, actions)
+        parser.set_defaults(**restored)
+    if explicit.get("config") is not None:
+        file_values, label = load_config_defaults(explicit["config"], parser)
+    elif resumed_from is None:
+        implicit = "demo" if explicit.get("data", "demo") == "demo" and not asks_help else "none"
+        file_values, label = load_config_defaults(implicit, parser)
+    parser.set_defaults(**file_values)
     args = parser.parse_args(argv)
     config = Config(vars(args))
     config["config"] = label
+    _resolve_eight_bit_io(config)
     check_config(config)
+    if resumed_from is not None:
+        config["resume"] = str(resumed_from)
+        _report_resume(resumed_from, restored, config, {*explicit, *file_values})
     return config
+
+
+def _resolve_eight_bit_io(config: Config) -> None:
+    if config["eight_bit_io"] is None:  # not asked for: uint8 to the device unless the host normalises
+        config["eight_bit_io"] = config["normalization_location"] != "host"
+
+
+def _report_resume(path: Path, restored: Mapping[str, Any], config: Mapping[str, Any], given: set[str]) -> None:
+    """Say what --resume restored and which options the command line changed (once, on the first rank)."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    changed = [f"{k} {restored[k]!r} -> {config[k]!r}" for k in sorted(given)
+               if k in restored and k not in _PER_INVOCATION and restored[k] != config[k]]
+    added = [f"{k} {config[k]!r}" for k in sorted(given) if k not in restored and k not in _PER_INVOCATION
+             and k != "config"]
+    note = f"; changed on the command line: {', '.join(changed + added)}" if changed or added else ""
+    print(f"resuming {path} with the options it was started with{note}", flush=True)
 
 
 def config_from_mapping(values: Mapping[str, Any]) -> Config:
@@ -258,8 +336,17 @@ def config_from_mapping(values: Mapping[str, Any]) -> Config:
         if key not in actions and key != "config":
             raise ValueError(f"unknown config key {key!r}")
         config[key] = value
+    if config["normalization_location"] == "ipu":
+        config["normalization_location"] = "device"
+    _resolve_eight_bit_io(config)
     check_config(config)
     return config
+
+
+def run_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of `config` (what the user asked, before anything is derived): what checkpoints record for
+    --resume."""
+    return {k: config[k] for k in _cli.option_actions(build_parser()) if k in config}
 
 
 def check_config(config: Mapping[str, Any]) -> None:
@@ -267,8 +354,9 @@ def check_config(config: Mapping[str, Any]) -> None:
     if config["data"] in ("imagenet", "folder", "filelist") and not config["data_path"]:
         raise SystemExit(f"--data {config['data']} needs --data-path")
     if config["eight_bit_io"] and config["normalization_location"] == "host":
-        raise SystemExit("--eight-bit-io ships uint8 images, which the device must normalise: use "
-                         "--normalization-location device, or --no-eight-bit-io to normalise on the host")
+        raise SystemExit("--eight-bit-io and --normalization-location host contradict each other: eight-bit IO ships "
+                         "uint8 images for the device to normalise; drop --eight-bit-io to normalise on the host, or "
+                         "use --normalization-location device")
     lo, hi = config["cutmix_lambda_low"], config["cutmix_lambda_high"]
     if not 0.0 <= lo <= hi <= 1.0:
         raise SystemExit(f"cutmix needs 0 <= --cutmix-lambda-low <= --cutmix-lambda-high <= 1, got {lo} and {hi}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ from ipu_cnn.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from ipu_cnn.train.config import Config, config_to_yaml
+from ipu_cnn.train.config import Config, config_to_yaml, run_options
 from ipu_cnn.train.engine import EvalResult, TrainState, evaluate, train_one_epoch
 from ipu_cnn.train.logs import RunLogger
 from ipu_cnn.train.mixing import mixing_from_config
@@ -64,12 +65,14 @@ def derive(config: Config, dist: DistContext) -> dict[str, Any]:
     loader_batch = micro * accumulation * replicas * device_iterations
     global_batch = micro * accumulation * replicas * dist.world_size
     val_micro = int(config["validation_batch_size"] or micro)
+    # --normalization-location none: pixels scaled to [0, 1], no mean/std step (an identity mean and std)
+    plain = config["normalization_location"] == "none"
     return {
         "timm_model": spec.name,
         "image_size": int(config["image_size"] or spec.image_size),
         "eval_crop_pct": float(config["eval_crop_pct"] or spec.crop_pct),
-        "mean": list(spec.mean),
-        "std": list(spec.std),
+        "mean": [0.0, 0.0, 0.0] if plain else list(spec.mean),
+        "std": [1.0, 1.0, 1.0] if plain else list(spec.std),
         "world_size": dist.world_size,
         "loader_batch_size": loader_batch,
         "validation_loader_batch_size": val_micro * replicas * device_iterations,
@@ -87,7 +90,7 @@ def _run_dir(config: Config, dist: DistContext, resumed: Mapping[str, Any] | Non
             return Path(previous)
     name = config["run_name"] or f"{time.strftime('%Y%m%d-%H%M%S')}-{config['config']}-{config['model']}"
     name = dist.gather_objects(name)[0]
-    return Path(config["output_dir"]).expanduser() / name
+    return Path(config["output_dir"]).expanduser().absolute() / name
 
 
 def _seed_everything(seed: int) -> None:
@@ -118,6 +121,7 @@ class _Trainer:
 
     def __init__(self, config: Config, loaders: Loaders | None) -> None:
         self.config = config
+        self.options = run_options(config)  # what the user asked, before anything is derived: --resume restores it
         config["device"] = resolve_device_type(config["device"])
         self.dist = init_distributed(config["device"], config["dist_backend"])
         config.update(derive(config, self.dist))
@@ -142,7 +146,8 @@ class _Trainer:
             config["model"], self.num_classes, pretrained=bool(config["pretrained"]), weights=config["weights"],
             drop_rate=config["dropout"], drop_path_rate=config["drop_path"],
             zero_init_residual=config["zero_init_residual"],
-            normalize=config["normalization_location"] == "device", channels_last=config["device"] != "ipu")
+            normalize=config["normalization_location"] != "host", mean=config["mean"], std=config["std"],
+            channels_last=config["device"] != "ipu")
         self.host_normalizer = None
         if config["normalization_location"] == "host":
             from ipu_cnn.models import InputNormalizer
@@ -255,7 +260,7 @@ class _Trainer:
                 "epoch": epoch, "step": self.state.step, "epoch_step": epoch_step, "samples": self.state.samples,
                 "loader": [r["loader"] for r in per_rank] if epoch_step else None,
                 "rng": [r["rng"] for r in per_rank],
-                "config": dict(self.config), "metrics": self.last_validation,
+                "config": dict(self.config), "options": dict(self.options), "metrics": self.last_validation,
                 **_inference_metadata(self.config, self.num_classes, self.class_names),
             }
             path = save_checkpoint(state, self.checkpoint_dir / checkpoint_name(epoch, self.state.step, tag))
@@ -331,7 +336,10 @@ class _Trainer:
                 if result.completed:
                     if val_mode == "during" and ((epoch + 1) % int(config["validation_freq"]) == 0 or last_epoch):
                         self.validate()
-                    if (epoch + 1) % int(config["checkpoint_save_freq"]) == 0 or last_epoch or result.stopped:
+                    # with --validation-mode after, the final checkpoint is written once, after that validation
+                    final_later = last_epoch and val_mode == "after"
+                    if not final_later and ((epoch + 1) % int(config["checkpoint_save_freq"]) == 0 or last_epoch
+                                            or result.stopped):
                         last_checkpoint = self.save("final" if last_epoch else None)
                     self.state.epoch += 1
                     self.state.epoch_step = 0
@@ -367,7 +375,8 @@ class _Trainer:
             if plot_path:
                 logger.print(f"plot: {plot_path}")
             if stopped:
-                logger.print(f"continue with: python -m ipu_cnn.train --resume {self.checkpoint_dir}")
+                logger.print(f"continue with: python -m ipu_cnn.train --resume "
+                             f"{shlex.quote(str(self.checkpoint_dir.absolute()))}")
         return summary
 
     def _after_step(self, state: TrainState) -> None:

@@ -88,7 +88,10 @@ def create_scheduler(optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> 
 
 def load_scheduler_state(scheduler: torch.optim.lr_scheduler.LambdaLR, state: dict[str, Any]) -> None:
     """Restore a scheduler's step count and put the learning rates of that step back into its optimizer
-    (``LambdaLR.load_state_dict`` alone leaves the optimizer's rates as they were)."""
-    scheduler.load_state_dict(state)
-    for group, lr in zip(scheduler.optimizer.param_groups, scheduler.get_last_lr()):
+    (``LambdaLR.load_state_dict`` alone leaves the optimizer's rates as they were). The schedule's shape comes from
+    this run's options, not from the saved state, so that ``--resume ... --epoch N`` stretches it to N epochs."""
+    scheduler.load_state_dict({**state, "lr_lambdas": [None] * len(scheduler.lr_lambdas)})
+    rates = [base * fn(scheduler.last_epoch) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(scheduler.optimizer.param_groups, rates):
         group["lr"] = lr
+    scheduler._last_lr = rates  # what get_last_lr() reports

@@ -83,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--val-data-path", default=None, help="validation folder or list (default: the run's)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "ipu"), default=None, help="default: the run's")
     g.add_argument("--validation-batch-size", type=int, default=None, help="default: the run's")
-    g.add_argument("--dataloader-worker", type=int, default=None, help="loader threads")
+    g.add_argument("--dataloader-worker", "--dataloader-workers", dest="dataloader_worker", type=int, default=None,
+                   help="loader threads")
     args = parser.parse_args(argv)
     overrides = {k: getattr(args, k) for k in _OVERRIDABLE if getattr(args, k) is not None}
     results = []
