@@ -6,6 +6,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from test_checkpoint_safety import complete_state
 
 from ipu_cnn.train.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -21,7 +22,7 @@ from ipu_cnn.train.checkpoint import (
 
 
 def _state(step: int) -> dict:
-    return {"format": CHECKPOINT_FORMAT, "version": 1, "step": step, "weights": torch.full((3,), float(step))}
+    return {**complete_state(step), "format": CHECKPOINT_FORMAT, "weights": torch.full((3,), float(step))}
 
 
 def test_names_sort_by_step(tmp_path) -> None:

@@ -18,9 +18,10 @@ from urllib.parse import urlparse
 
 import torch
 
+from ipu_cnn._serialization import load_weights_only
 from ipu_cnn.inference.classes import IMAGENET_CLASSES, class_names_for
 from ipu_cnn.models import NormalizedModel, create_model, model_spec, resolve_model_name, unwrap_model
-from ipu_cnn.train.checkpoint import load_checkpoint, resolve_checkpoint
+from ipu_cnn.train.checkpoint import NotACheckpointError, load_checkpoint, resolve_checkpoint
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,10 @@ def find_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]
                                 "(RUN_DIR/checkpoints/checkpoint-*.pt), a run folder, or a state dict file")
     try:
         return path, load_checkpoint(path)
-    except ValueError as error:
-        if error.__cause__ is not None:  # torch.load itself failed: a truncated or foreign file, not a state dict
-            raise ValueError(f"--weights {error}") from error
+    except NotACheckpointError:
         return None  # a readable file that is not one of ours: create_model loads it as a plain state dict
+    except ValueError as error:  # refused (it would run code), corrupt, truncated or incomplete
+        raise ValueError(f"--weights {error}") from error
 
 
 def _classifier_outputs(path: Path, timm_name: str) -> int | None:
@@ -97,7 +98,7 @@ def _classifier_outputs(path: Path, timm_name: str) -> int | None:
     classifier = getattr(cfg, "classifier", None) if cfg is not None else None
     if not classifier:
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_weights_only(path)
     for wrapper in ("model", "state_dict"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]

@@ -17,6 +17,7 @@ import timm.models
 import torch
 from torch import nn
 
+from ipu_cnn._serialization import CHECKSUMS_KEY, UnsafeFileError, load_weights_only, verify_checksums
 from ipu_cnn.models.normalize import IMAGENET_MEAN, IMAGENET_STD, InputNormalizer, NormalizedModel
 
 #: Image sides of the published recipes (the EfficientNet paper's resolutions), where they differ from timm's.
@@ -71,11 +72,20 @@ def model_spec(name: str) -> ModelSpec:
 
 
 def _load_weights_file(path: str) -> dict[str, torch.Tensor]:
-    """A state dict from `path`: a plain ``state_dict`` file or one of this project's checkpoints."""
+    """A state dict from `path`: a plain ``state_dict`` file or one of this project's checkpoints, loaded
+    weights-only (a crafted file cannot run code) and, for a checkpoint with checksums, verified."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"--weights {path!r}: no such file; give a state dict saved by torch.save or an "
                                 "ipu_cnn checkpoint (.pt)")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        obj = load_weights_only(path)
+    except UnsafeFileError as error:
+        raise ValueError(f"--weights {error}") from None
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"--weights {path!r}: not a readable state dict or checkpoint ({type(error).__name__}: "
+                         f"{error})") from error
+    if isinstance(obj, Mapping) and CHECKSUMS_KEY in obj:
+        verify_checksums(obj, f"--weights {path}")
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     elif isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):

@@ -3,11 +3,12 @@
 `train` is what ``python -m ipu_cnn.train`` runs. It takes optional ready-made loaders so tests can drive the whole
 application with in-memory data.
 
-Checkpoint contents (``torch.save`` dict, format ``ipu_cnn.checkpoint`` v1): ``model`` (the plain timm state dict),
+Checkpoint contents (``torch.save`` dict of tensors and plain values, format ``ipu_cnn.checkpoint`` v2, see
+`ipu_cnn.train.checkpoint`): ``model`` (the plain timm state dict),
 ``optimizer``, ``scheduler``, ``scaler``, ``weight_average``, ``mixing``, ``epoch`` (the epoch in progress, 0-based),
 ``step``, ``epoch_step``, ``samples``, ``loader`` and ``rng`` (one entry per rank), ``config`` (the resolved config),
 ``metrics`` (the last validation), and for inference on its own: ``model_name``, ``num_classes``, ``class_names``,
-``image_size``, ``eval`` (crop fraction, interpolation, mean, std).
+``image_size``, ``eval`` (crop fraction, interpolation, mean, std); `save_checkpoint` adds ``checksums``.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from ipu_cnn.train.checkpoint import (
     CHECKPOINT_VERSION,
     capture_rng_state,
     checkpoint_name,
+    prepare_checkpoint_dir,
     remove_partials,
     resolve_checkpoint,
     restore_rng_state,
@@ -137,6 +139,8 @@ class _Trainer:
             ckpt_dir = str(self.resumed_from.parent)
         self.checkpoint_dir = Path(ckpt_dir or self.run_dir / "checkpoints").expanduser()
         config["checkpoint_dir"] = str(self.checkpoint_dir)
+        if self.dist.is_main:  # a folder that cannot be written fails now, not at the first checkpoint
+            prepare_checkpoint_dir(self.checkpoint_dir)
         _seed_everything(int(config["seed"]))
 
         self.train_loader, self.val_loader, self.num_classes, self.class_names = (
