@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from PIL import Image, JpegImagePlugin
 
-from ipu_cnn.data import generated
 from ipu_cnn.data.datasets import ImageFolder
 from ipu_cnn.data.generated import (
     MANIFEST_NAME,
@@ -21,6 +20,7 @@ from ipu_cnn.data.generated import (
     default_generated_root,
     make_generated_dataset,
 )
+from ipu_cnn.data.generated import dataset as generated
 
 # Small images and few of them keep every test well under a second of generation.
 SMALL: dict[str, Any] = dict(num_classes=3, images_per_class=4, seed=1, val_images_per_class=2, min_size=32,
@@ -157,7 +157,7 @@ def test_publish_loser_discards_its_copy(tmp_path: Path) -> None:
     staging.mkdir()
     generated._write_set(GeneratedSpec(**SMALL), staging, False)
     before = mtimes_of(target)
-    assert generated._publish(staging, target) is False
+    assert generated._KIND.publish(staging, target) is False
     assert not staging.exists() and mtimes_of(target) == before
 
 

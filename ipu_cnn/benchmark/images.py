@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from ipu_cnn.data._cache import cache_dir, publish_file
 
 __all__ = ["IMAGE_SUFFIXES", "generated_folder", "load_images", "photo_jpeg"]
 
@@ -82,39 +83,19 @@ def photo_jpeg(index: int, seed: int = 0, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def _default_cache() -> Path:
-    """The package's cache folder (shared with the generated dataset when that module is present)."""
-    try:
-        from ipu_cnn.data.generated import cache_dir
-
-        return Path(cache_dir())
-    except ImportError:
-        base = os.environ.get("IPU_CNN_CACHE") or os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ipu_cnn"
-        )
-        return Path(base)
-
-
 def generated_folder(count: int, root: PathLike | None = None) -> Path:
     """A folder holding at least ``count`` photo-like JPEGs (``photo_00000.jpg``, ...), made where missing.
 
-    The default ``root`` is ``<ipu_cnn cache>/benchmark-photos-v<PHOTO_VERSION>``. Each file is written to a temporary
-    name and renamed into place, so an interrupted or concurrent run never leaves a partial file behind.
+    The default ``root`` is ``<ipu_cnn cache>/benchmark-photos-v<PHOTO_VERSION>``. Each file is published whole by the
+    cache (`publish_file`: a temporary name, then an atomic rename), so an interrupted or concurrent run never leaves a
+    partial file behind.
     """
-    folder = Path(root) if root is not None else _default_cache() / f"benchmark-photos-v{PHOTO_VERSION}"
+    folder = Path(root) if root is not None else cache_dir() / f"benchmark-photos-v{PHOTO_VERSION}"
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         target = folder / f"photo_{i:05d}.jpg"
-        if target.exists():
-            continue
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(photo_jpeg(i))
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if not target.exists():
+            publish_file(target, photo_jpeg(i))
     return folder
 
 
