@@ -12,13 +12,17 @@ from typing import Sequence
 from ipu_cnn._cli import cpu_threads_per_process
 
 
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options, train, and return the exit status (0 also after a SIGTERM/SIGINT checkpoint)."""
     from ipu_cnn.train.config import parse_config
 
-    config = parse_config(argv)
+    try:
+        config = parse_config(argv)
+    except SystemExit as stop:  # our config errors carry their message; argparse's have printed theirs already
+        if not isinstance(stop.code, str):
+            raise
+        print(f"error: {stop.code}", file=sys.stderr)
+        return 2
     threads = cpu_threads_per_process()
     if threads is not None and config["device"] in ("cpu", "auto"):
         import torch
