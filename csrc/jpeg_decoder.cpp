@@ -16,16 +16,20 @@ namespace ipu {
 // The error bridge. libjpeg calls error_exit on fatal errors and must not return; we longjmp back to the
 // guarded_* function that called into libjpeg. Those functions hold only trivially destructible locals, so the jump
 // skips no destructor. Warnings (msg_level -1) are counted; premature end of data, and every warning in strict mode,
-// are turned into errors the same way.
+// are turned into errors the same way. The progress monitor enforces the scan limits while libjpeg absorbs the scans.
 struct JpegDecoder::State {
   jpeg_decompress_struct cinfo;
   jpeg_error_mgr jerr;
   jpeg_progress_mgr progress;
   jmp_buf jump;
-  char message[JMSG_LENGTH_MAX + 64];
+  char message[JMSG_LENGTH_MAX + 160];
   int warnings;
   bool strict;
   int max_scans;
+  bool multi_scan;          // progressive or non-interleaved: every scan is absorbed before any output
+  int charged_scan;         // the last scan whose blocks were added to scan_blocks
+  int64_t scan_blocks;      // coefficient blocks of the scans started so far
+  int64_t max_scan_blocks;  // 0 = no limit
 };
 
 namespace {
@@ -52,6 +56,18 @@ void on_emit_message(j_common_ptr c, int level) {
   }
 }
 
+// Coefficient blocks one scan decodes: every block of each component it lists, whatever data it holds.
+int64_t blocks_of_scan(const jpeg_decompress_struct& d) {
+  int64_t blocks = 0;
+  for (int i = 0; i < d.comps_in_scan; ++i) {
+    blocks += int64_t(d.cur_comp_info[i]->width_in_blocks) * int64_t(d.cur_comp_info[i]->height_in_blocks);
+  }
+  return blocks;
+}
+
+// Called by libjpeg before each row of MCUs it absorbs, so a new scan is charged before any of its blocks is decoded.
+// The walk in check_scans refuses floods before anything is allocated; this is the exact count, should a file's
+// markers be read differently by libjpeg than by that walk.
 void on_progress(j_common_ptr c) {
   State* s = state_of(c);
   if (!c->is_decompressor) return;
@@ -61,6 +77,18 @@ void on_progress(j_common_ptr c) {
                   "progressive JPEG with more than %d scans refused (pathological file; real images have ~20)",
                   s->max_scans);
     longjmp(s->jump, 1);
+  }
+  if (s->multi_scan && d->input_scan_number != s->charged_scan) {
+    s->charged_scan = d->input_scan_number;
+    s->scan_blocks += blocks_of_scan(*d);
+    if (s->max_scan_blocks > 0 && s->scan_blocks > s->max_scan_blocks) {
+      std::snprintf(s->message, sizeof(s->message),
+                    "JPEG whose first %d scans decode %lld coefficient blocks, above the limit of %lld (scan-flood "
+                    "guard; raise max_scan_blocks to allow it)",
+                    d->input_scan_number, static_cast<long long>(s->scan_blocks),
+                    static_cast<long long>(s->max_scan_blocks));
+      longjmp(s->jump, 1);
+    }
   }
 }
 
@@ -226,7 +254,119 @@ void set_failure(const char* message, DecodeReport* r) {
 
 constexpr int kMargin = 4;  // pixels beyond the filter support: iMCU snap and chroma upsampling at region edges
 
+// The next marker at or after *pos, found as libjpeg's marker reader finds it: skip to a 0xFF, skip fill 0xFF bytes,
+// take the code that follows; stuffed zeros, restart markers and TEM (no payload, part of entropy-coded data) are
+// passed over. On success *pos is just past the code.
+bool next_marker(const uint8_t* data, size_t size, size_t* pos, uint8_t* code) {
+  size_t p = *pos;
+  while (p < size) {
+    const void* ff = std::memchr(data + p, 0xFF, size - p);
+    if (ff == nullptr) return false;
+    p = size_t(static_cast<const uint8_t*>(ff) - data) + 1;
+    while (p < size && data[p] == 0xFF) ++p;
+    if (p >= size) return false;
+    const uint8_t c = data[p++];
+    if (c == 0x00 || c == 0x01 || (c >= 0xD0 && c <= 0xD7)) continue;
+    *code = c;
+    *pos = p;
+    return true;
+  }
+  return false;
+}
+
+uint32_t be16(const uint8_t* p) { return (uint32_t(p[0]) << 8) | p[1]; }
+
+bool is_sof(uint8_t code) {
+  return code >= 0xC0 && code <= 0xCF && code != 0xC4 && code != 0xC8 && code != 0xCC;
+}
+
+// Scans in the file and the coefficient blocks they decode, from their SOS headers: marker segments are skipped by
+// their length (an EXIF thumbnail's scans are not counted), entropy-coded data up to the next marker.
+struct ScanTally {
+  int scans = 0;
+  int64_t blocks = 0;
+};
+
+ScanTally tally_scans(const uint8_t* data, size_t size, const jpeg_decompress_struct& c) {
+  ScanTally t;
+  size_t p = 2;
+  uint8_t code = 0;
+  while (next_marker(data, size, &p, &code)) {
+    if (code == 0xD9) break;     // EOI: libjpeg reads no further
+    if (code == 0xD8) continue;  // SOI has no length
+    if (p + 2 > size) break;
+    const size_t len = be16(data + p);
+    if (len < 2) break;
+    if (code == 0xDA && p + 3 <= size) {
+      const int ns = data[p + 2];
+      t.scans += 1;
+      for (int k = 0; k < ns && p + 3 + 2 * size_t(k) < size; ++k) {
+        const int id = data[p + 3 + 2 * size_t(k)];
+        for (int ci = 0; ci < c.num_components; ++ci) {
+          if (c.comp_info[ci].component_id == id) {
+            t.blocks += int64_t(c.comp_info[ci].width_in_blocks) * int64_t(c.comp_info[ci].height_in_blocks);
+            break;
+          }
+        }
+      }
+    }
+    p += len;
+  }
+  return t;
+}
+
+// A multi-scan file's scans are all absorbed (each over every block of its components, however little data it holds)
+// before the first row comes out, so a few bytes of scan headers can ask for unbounded work. Refuse, before anything
+// is allocated, a file whose scans exceed max_scans or decode more than max_scan_blocks blocks in all.
+std::string check_scans(const uint8_t* data, size_t size, const jpeg_decompress_struct& c, const DecodeOptions& opts) {
+  const ScanTally t = tally_scans(data, size, c);
+  char buf[320];
+  if (t.scans > opts.max_scans) {
+    std::snprintf(buf, sizeof(buf),
+                  "progressive JPEG with %d scans: more than %d scans refused (scan-flood guard; real images have up "
+                  "to ~20; raise max_scans to allow it)",
+                  t.scans, opts.max_scans);
+    return buf;
+  }
+  if (opts.max_scan_blocks > 0 && t.blocks > opts.max_scan_blocks) {
+    int64_t pass = 0;
+    for (int ci = 0; ci < c.num_components; ++ci) {
+      pass += int64_t(c.comp_info[ci].width_in_blocks) * int64_t(c.comp_info[ci].height_in_blocks);
+    }
+    std::snprintf(buf, sizeof(buf),
+                  "JPEG of %ux%u whose %d scans decode %lld coefficient blocks (%.1f full passes), above the limit of "
+                  "%lld (scan-flood guard; raise max_scan_blocks to allow it)",
+                  c.image_width, c.image_height, t.scans, static_cast<long long>(t.blocks),
+                  pass > 0 ? double(t.blocks) / double(pass) : 0.0, static_cast<long long>(opts.max_scan_blocks));
+    return buf;
+  }
+  return "";
+}
+
 }  // namespace
+
+FrameSearch find_frame_header(const uint8_t* data, size_t size, FrameHeader* frame) {
+  if (!looks_like_jpeg(data, size)) return FrameSearch::Absent;
+  size_t p = 2;
+  uint8_t code = 0;
+  while (next_marker(data, size, &p, &code)) {
+    if (code == 0xD8) continue;
+    if (code == 0xD9 || code == 0xDA) return FrameSearch::Absent;
+    if (p + 2 > size) return FrameSearch::Incomplete;
+    const size_t len = be16(data + p);
+    if (len < 2) return FrameSearch::Absent;
+    if (is_sof(code)) {
+      if (len < 8) return FrameSearch::Absent;
+      if (p + 8 > size) return FrameSearch::Incomplete;
+      frame->height = int(be16(data + p + 3));
+      frame->width = int(be16(data + p + 5));
+      frame->components = data[p + 7];
+      return FrameSearch::Found;
+    }
+    p += len;
+  }
+  return FrameSearch::Incomplete;
+}
 
 bool looks_like_jpeg(const uint8_t* data, size_t size) {
   return size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
@@ -284,6 +424,7 @@ DecodeReport JpegDecoder::read_header(const uint8_t* data, size_t size, bool wit
   }
   st_->warnings = 0;
   st_->strict = strict;
+  st_->multi_scan = false;  // begin() arms the scan budget once the header says how many scans to expect
   if (guarded_read_header(st_, data, size, with_orientation) != 0) {
     set_failure(st_->message, &r);
     return r;
@@ -340,6 +481,20 @@ DecodeReport JpegDecoder::begin(const uint8_t* data, size_t size, const DecodeOp
     r.status = Status::Error;
     r.message = bad;
     return r;
+  }
+  jpeg_decompress_struct& c = st_->cinfo;
+  st_->multi_scan = c.progressive_mode || c.comps_in_scan < c.num_components;
+  st_->charged_scan = 0;
+  st_->scan_blocks = 0;
+  st_->max_scan_blocks = opts.max_scan_blocks;
+  if (st_->multi_scan) {
+    bad = check_scans(data, size, c, opts);
+    if (!bad.empty()) {
+      jpeg_abort_decompress(&c);
+      r.status = Status::Error;
+      r.message = bad;
+      return r;
+    }
   }
   st_->strict = opts.strict;
   st_->max_scans = opts.max_scans;

@@ -15,6 +15,11 @@ namespace ipu {
 struct DecodeOptions {
   int64_t max_pixels = 178956970;  // Pillow's DecompressionBombError threshold (2 x 89,478,485)
   int max_scans = 500;             // progressive scans; real files have up to ~20
+  // 8x8 coefficient blocks the scans of a multi-scan (progressive) file may decode, summed over its scans: what a scan
+  // costs does not depend on how much data it holds, so this bounds the work a few bytes of scan headers can ask for.
+  // 2^26 = 67,108,864: 8 passes over the largest 4:4:4 image max_pixels allows; the usual 10-scan script makes ~5.
+  int64_t max_scan_blocks = int64_t(1) << 26;
+  int64_t max_file_bytes = int64_t(1) << 30;  // files above 1 GiB are refused before they are read (0 = no cap)
   bool strict = false;             // every libjpeg warning is an error
   bool apply_exif_orientation = false;
   bool dct_scaling = true;         // decode at the smallest fast DCT scale that keeps full quality
@@ -83,6 +88,14 @@ bool transform_pixels(const uint8_t* pixels, int width, int height, int channels
 
 // True when the bytes start like a JPEG file (SOI followed by a marker).
 bool looks_like_jpeg(const uint8_t* data, size_t size);
+
+// The frame (SOF) header, read without libjpeg so that the first part of a file can be looked at before the rest is
+// read. The marker segments are walked as libjpeg's marker reader walks them.
+struct FrameHeader {
+  int width = 0, height = 0, components = 0;
+};
+enum class FrameSearch { Found, Absent, Incomplete };  // Absent: a scan or the end of the image came first
+FrameSearch find_frame_header(const uint8_t* data, size_t size, FrameHeader* frame);
 
 // Linked library, e.g. "libjpeg-turbo 2.1.5 (libjpeg API 62)".
 std::string jpeg_library_version();

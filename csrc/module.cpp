@@ -56,21 +56,43 @@ uint8_t* checked_out(const py::object& obj, const std::vector<py::ssize_t>& shap
   return static_cast<uint8_t*>(a.mutable_data());
 }
 
-// A source is a str path (read in the worker thread) or a bytes-like object (read in place; kept alive by `keep`).
-Source to_source(const py::handle& obj, std::vector<py::buffer_info>* keep) {
+std::string type_name(const py::handle& obj) {
+  return std::string(py::str(py::type::of(obj).attr("__module__"))) == "builtins"
+             ? std::string(py::str(py::type::of(obj).attr("__name__")))
+             : std::string(py::str(py::type::of(obj).attr("__module__"))) + "." +
+                   std::string(py::str(py::type::of(obj).attr("__name__")));
+}
+
+// A source is a str path (read in the worker thread) or a buffer of bytes read in place (kept alive by `keep`). The
+// decoder reads size bytes from the start pointer, so only a C-contiguous buffer of one-byte items is taken: a strided
+// view (a[::-1], np.broadcast_to) would be read out of bounds. `what` names the source in the error.
+Source to_source(const py::handle& obj, const std::string& what, std::vector<py::buffer_info>* keep) {
   Source s;
   if (py::isinstance<py::str>(obj)) {
     s.path = obj.cast<std::string>();
     return s;
   }
   if (!PyObject_CheckBuffer(obj.ptr())) {
-    throw py::type_error("a source must be a path (str) or a bytes-like object, got " +
-                         std::string(py::str(py::type::of(obj).attr("__name__"))));
+    throw py::type_error(what + " must be a path (str) or a bytes-like object, got " + type_name(obj));
   }
   keep->push_back(py::reinterpret_borrow<py::buffer>(obj).request());
   const py::buffer_info& info = keep->back();
+  const bool contiguous = PyBuffer_IsContiguous(info.view(), 'C') != 0;
+  if (info.itemsize != 1 || !contiguous) {
+    std::ostringstream m;
+    m << what << " must be a C-contiguous buffer of bytes (bytes, bytearray, memoryview, or a C-contiguous uint8 numpy "
+      << "array), got " << type_name(obj) << " with format '" << info.format << "', itemsize " << info.itemsize
+      << ", shape (";
+    for (size_t d = 0; d < info.shape.size(); ++d) m << (d ? ", " : "") << info.shape[d];
+    m << (info.shape.size() == 1 ? ",), strides (" : "), strides (");
+    for (size_t d = 0; d < info.strides.size(); ++d) m << (d ? ", " : "") << info.strides[d];
+    m << (info.strides.size() == 1 ? ",)" : ")");
+    m << (info.itemsize != 1 ? "; pass its bytes (a.tobytes(), or a.view(np.uint8) when contiguous)"
+                             : "; pass np.ascontiguousarray(a) or bytes(a)");
+    throw py::value_error(m.str());
+  }
   s.data = static_cast<const uint8_t*>(info.ptr);
-  s.size = size_t(info.size) * size_t(info.itemsize);
+  s.size = size_t(info.size);
   return s;
 }
 
@@ -85,11 +107,12 @@ py::tuple decode_batch(const py::list& sources, const py::object& out, const Cro
   const py::ssize_t n = py::ssize_t(sources.size());
   if (crop.out_w < 1 || crop.out_h < 1) throw py::value_error("output size must be positive");
   uint8_t* dst = checked_out(out, {n, crop.out_h, crop.out_w, 3}, "out");
-  std::vector<int64_t> idx(static_cast<size_t>(n));
+  std::vector<uint64_t> idx(static_cast<size_t>(n));
   if (indices.is_none()) {
-    for (py::ssize_t i = 0; i < n; ++i) idx[size_t(i)] = i;
+    for (py::ssize_t i = 0; i < n; ++i) idx[size_t(i)] = uint64_t(i);
   } else {
-    auto arr = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(indices);
+    // The Python wrapper hands a uint64 array checked to hold integers in [0, 2**64).
+    auto arr = py::array_t<uint64_t, py::array::c_style>::ensure(indices);
     if (!arr || arr.ndim() != 1 || arr.shape(0) != n)
       throw py::value_error("indices must be a 1-D sequence of " + std::to_string(n) + " integers (one per source)");
     for (py::ssize_t i = 0; i < n; ++i) idx[size_t(i)] = arr.at(i);
@@ -98,7 +121,9 @@ py::tuple decode_batch(const py::list& sources, const py::object& out, const Cro
   keep.reserve(size_t(n));
   std::vector<Source> srcs;
   srcs.reserve(size_t(n));
-  for (py::ssize_t i = 0; i < n; ++i) srcs.push_back(to_source(sources[size_t(i)], &keep));
+  for (py::ssize_t i = 0; i < n; ++i) {
+    srcs.push_back(to_source(sources[size_t(i)], "sources[" + std::to_string(i) + "]", &keep));
+  }
   std::vector<SampleResult> results;
   {
     py::gil_scoped_release release;
@@ -117,15 +142,15 @@ py::tuple decode_batch(const py::list& sources, const py::object& out, const Cro
   return py::make_tuple(failures, warnings, scales);
 }
 
-// Bytes of a source for the single-image calls (path read here, without the GIL).
+// Bytes of a source for the single-image calls (path read here, without the GIL, under opts' file limits).
 template <typename F>
-auto with_bytes(const py::object& source, F&& fn) {
+auto with_bytes(const py::object& source, const DecodeOptions& opts, F&& fn) {
   std::vector<py::buffer_info> keep;
-  Source s = to_source(source, &keep);
+  Source s = to_source(source, "source", &keep);
   std::vector<uint8_t> buf;
   py::gil_scoped_release release;
   if (s.data == nullptr) {
-    std::string err = read_file(s.path, &buf);
+    std::string err = read_file(s.path, opts, &buf);
     if (!err.empty()) {
       py::gil_scoped_acquire acquire;
       throw py::value_error(err);
@@ -158,6 +183,8 @@ PYBIND11_MODULE(_C, m) {
       .def(py::init<>())
       .def_readwrite("max_pixels", &DecodeOptions::max_pixels)
       .def_readwrite("max_scans", &DecodeOptions::max_scans)
+      .def_readwrite("max_scan_blocks", &DecodeOptions::max_scan_blocks)
+      .def_readwrite("max_file_bytes", &DecodeOptions::max_file_bytes)
       .def_readwrite("strict", &DecodeOptions::strict)
       .def_readwrite("apply_exif_orientation", &DecodeOptions::apply_exif_orientation)
       .def_readwrite("dct_scaling", &DecodeOptions::dct_scaling)
@@ -177,7 +204,7 @@ PYBIND11_MODULE(_C, m) {
       [](const py::object& source, const DecodeOptions& opts) {
         std::vector<uint8_t> pixels;
         int w = 0, h = 0;
-        DecodeReport r = with_bytes(source, [&](const uint8_t* d, size_t n) {
+        DecodeReport r = with_bytes(source, opts, [&](const uint8_t* d, size_t n) {
           return thread_decoder().decode_full(d, n, opts, &pixels, &w, &h);
         });
         check_status(r, "decode failed");
@@ -192,7 +219,7 @@ PYBIND11_MODULE(_C, m) {
       [](const py::object& source, const py::object& out, const CropParams& crop, int filter, uint64_t seed,
          uint64_t epoch, uint64_t index, const DecodeOptions& opts) {
         uint8_t* dst = checked_out(out, {crop.out_h, crop.out_w, 3}, "out");
-        DecodeReport r = with_bytes(source, [&](const uint8_t* d, size_t n) {
+        DecodeReport r = with_bytes(source, opts, [&](const uint8_t* d, size_t n) {
           return thread_decoder().decode_transform(d, n, crop, Filter(filter), seed, epoch, index, opts, dst);
         });
         check_status(r, "decode failed");
@@ -203,9 +230,9 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "read_header",
-      [](const py::object& source, bool with_orientation) {
+      [](const py::object& source, bool with_orientation, const DecodeOptions& opts) {
         JpegInfo info;
-        DecodeReport r = with_bytes(source, [&](const uint8_t* d, size_t n) {
+        DecodeReport r = with_bytes(source, opts, [&](const uint8_t* d, size_t n) {
           DecodeReport rep = thread_decoder().read_header(d, n, with_orientation, &info);
           return rep;
         });
@@ -220,7 +247,9 @@ PYBIND11_MODULE(_C, m) {
         h["orientation"] = info.orientation;
         return h;
       },
-      py::arg("source"), py::arg("with_orientation") = true);
+      py::arg("source"), py::arg("with_orientation") = true, py::arg("options") = DecodeOptions(),
+      "Header only: a dict of width, height, components, colour space, progressive, arithmetic, EXIF orientation. "
+      "options.max_file_bytes caps what a path may be.");
 
   m.def(
       "transform_pixels",

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 
@@ -17,38 +18,103 @@ JpegDecoder& thread_decoder() {
   return decoder;
 }
 
-std::string read_file(const std::string& path, std::vector<uint8_t>* buf) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return std::string("cannot open file: ") + std::strerror(errno);
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int e = errno;
-    ::close(fd);
-    return std::string("cannot stat file: ") + std::strerror(e);
-  }
-  if (S_ISDIR(st.st_mode)) {
-    ::close(fd);
-    return "is a directory, not an image file";
-  }
-  buf->resize(size_t(st.st_size));
-  size_t got = 0;
-  while (got < buf->size()) {
-    const ssize_t n = ::read(fd, buf->data() + got, buf->size() - got);
+namespace {
+
+const char* file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  return "not a regular file";
+}
+
+// Read until buf holds `want` bytes from offset `have`, or the file ends. Returns the bytes held, or -errno.
+// The file was opened O_NONBLOCK (so that opening a FIFO cannot block); that flag means nothing for the regular files
+// read here on local filesystems, so it is cleared only if a read ever says EAGAIN (a network or FUSE filesystem).
+ssize_t read_into(int fd, uint8_t* buf, size_t have, size_t want) {
+  while (have < want) {
+    const ssize_t n = ::read(fd, buf + have, want - have);
     if (n < 0) {
       if (errno == EINTR) continue;
-      const int e = errno;
-      ::close(fd);
-      return std::string("read error: ") + std::strerror(e);
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        const int flags = ::fcntl(fd, F_GETFL);
+        if (flags >= 0 && (flags & O_NONBLOCK) && ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0) continue;
+      }
+      return -errno;
     }
-    if (n == 0) break;  // file shrank while reading
-    got += size_t(n);
+    if (n == 0) break;  // the file shrank while reading
+    have += size_t(n);
   }
-  ::close(fd);
-  buf->resize(got);
+  return ssize_t(have);
+}
+
+std::string mib(uint64_t bytes) {
+  char b[48];
+  std::snprintf(b, sizeof(b), "%.1f MiB", double(bytes) / double(1 << 20));
+  return b;
+}
+
+// Empty when a file of file_bytes whose first `head` bytes are in buf may be read whole, else why not.
+std::string check_head(const uint8_t* buf, size_t head, uint64_t file_bytes) {
+  if (!looks_like_jpeg(buf, head)) return "";  // left to Pillow: only the head is read (see read_file)
+  FrameHeader f;
+  const FrameSearch found = find_frame_header(buf, head, &f);
+  if (found != FrameSearch::Found) {
+    return "JPEG file of " + mib(file_bytes) + " with no frame header in its first " + mib(head) +
+           " (not a plausible image; refused before reading the rest)";
+  }
+  const uint64_t bound = kBytesPerSample * uint64_t(f.width) * uint64_t(f.height) * uint64_t(f.components) +
+                         kPlainReadBytes;
+  if (file_bytes > bound) {
+    char b[320];
+    std::snprintf(b, sizeof(b),
+                  "file of %s is far larger than its %dx%d %d-component JPEG frame can need (at most %s: %d bytes a "
+                  "sample plus %s of metadata); refused before reading it",
+                  mib(file_bytes).c_str(), f.width, f.height, f.components, mib(bound).c_str(),
+                  int(kBytesPerSample), mib(kPlainReadBytes).c_str());
+    return b;
+  }
   return "";
 }
 
-void run_batch(const std::vector<Source>& sources, const int64_t* indices, uint8_t* out, const CropParams& crop,
+}  // namespace
+
+std::string read_file(const std::string& path, const DecodeOptions& opts, std::vector<uint8_t>* buf) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return std::string("cannot open file: ") + std::strerror(errno);
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return std::string("cannot stat file: ") + std::strerror(errno);
+  if (!S_ISREG(st.st_mode)) {
+    return std::string("is ") + file_kind(st.st_mode) + ", not an image file (only regular files are read)";
+  }
+  const uint64_t size = uint64_t(st.st_size);
+  if (opts.max_file_bytes > 0 && size > uint64_t(opts.max_file_bytes)) {
+    return "file of " + mib(size) + " (" + std::to_string(size) + " bytes) is above the limit of " +
+           mib(uint64_t(opts.max_file_bytes)) + " (raise max_file_bytes to allow it)";
+  }
+  size_t want = size_t(size);
+  ssize_t got = 0;
+  if (size > kPlainReadBytes) {
+    buf->resize(kPlainReadBytes);
+    got = read_into(fd, buf->data(), 0, kPlainReadBytes);
+    if (got < 0) return std::string("read error: ") + std::strerror(int(-got));
+    std::string bad = check_head(buf->data(), size_t(got), size);
+    if (!bad.empty()) return bad;
+    if (!looks_like_jpeg(buf->data(), size_t(got))) want = size_t(got);
+  }
+  buf->resize(want);
+  got = read_into(fd, buf->data(), size_t(got), want);
+  if (got < 0) return std::string("read error: ") + std::strerror(int(-got));
+  buf->resize(size_t(got));
+  return "";
+}
+
+void run_batch(const std::vector<Source>& sources, const uint64_t* indices, uint8_t* out, const CropParams& crop,
                Filter filter, uint64_t seed, uint64_t epoch, const DecodeOptions& opts, int num_threads,
                std::vector<SampleResult>* results) {
   const size_t n = sources.size();
@@ -63,7 +129,7 @@ void run_batch(const std::vector<Source>& sources, const int64_t* indices, uint8
       const uint8_t* data = src.data;
       size_t size = src.size;
       if (data == nullptr) {
-        std::string err = read_file(src.path, &file_buf);
+        std::string err = read_file(src.path, opts, &file_buf);
         if (!err.empty()) {
           res.status = Status::Error;
           res.message = err;
@@ -73,7 +139,7 @@ void run_batch(const std::vector<Source>& sources, const int64_t* indices, uint8
       }
       if (res.status == Status::Ok) {
         const DecodeReport r =
-            thread_decoder().decode_transform(data, size, crop, filter, seed, epoch, uint64_t(indices[i]), opts, dst);
+            thread_decoder().decode_transform(data, size, crop, filter, seed, epoch, indices[i], opts, dst);
         res.status = r.status;
         res.message = r.message;
         res.warnings = r.warnings;

@@ -27,12 +27,19 @@ struct SampleResult {
 
 // Decode sources[i] with dataset index indices[i] into out + i * out_h * out_w * 3. Failed and non-JPEG slots are
 // zero-filled and reported in results (never thrown).
-void run_batch(const std::vector<Source>& sources, const int64_t* indices, uint8_t* out, const CropParams& crop,
+void run_batch(const std::vector<Source>& sources, const uint64_t* indices, uint8_t* out, const CropParams& crop,
                Filter filter, uint64_t seed, uint64_t epoch, const DecodeOptions& opts, int num_threads,
                std::vector<SampleResult>* results);
 
-// Read a whole file into buf. Empty string on success, else the reason.
-std::string read_file(const std::string& path, std::vector<uint8_t>* buf);
+// Read an image file into buf. Empty string on success, else the reason. Refused without reading: anything but a
+// regular file (a FIFO would block forever), and files above opts.max_file_bytes. A file above kPlainReadBytes is
+// read header first: it must be a JPEG whose frame header lies in that first part and be no larger than its frame
+// could need (kBytesPerSample per sample of width x height x components, plus kPlainReadBytes for metadata); a
+// larger file that is not a JPEG is read no further than that first part, which is all the decoder looks at before
+// leaving it to Pillow.
+std::string read_file(const std::string& path, const DecodeOptions& opts, std::vector<uint8_t>* buf);
+constexpr size_t kPlainReadBytes = size_t(16) << 20;
+constexpr uint64_t kBytesPerSample = 16;  // worst-case Huffman coding with byte stuffing needs about 6.5
 
 // The calling thread's decoder (one per thread, reused).
 JpegDecoder& thread_decoder();

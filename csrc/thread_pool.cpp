@@ -1,15 +1,32 @@
 #include "thread_pool.h"
 
+#include <pthread.h>
 #include <sched.h>
 
 #include <atomic>
 
 namespace ipu {
 
+namespace {
+std::atomic<ThreadPool*> g_pool{nullptr};
+std::once_flag g_pool_once;
+}  // namespace
+
 ThreadPool& ThreadPool::instance() {
   // Leaked on purpose: joining threads from a static destructor at interpreter exit can deadlock.
-  static ThreadPool* pool = new ThreadPool();
-  return *pool;
+  std::call_once(g_pool_once, [] {
+    g_pool.store(new ThreadPool(), std::memory_order_release);
+    pthread_atfork(nullptr, nullptr, &ThreadPool::after_fork_in_child);
+  });
+  return *g_pool.load(std::memory_order_acquire);
+}
+
+void ThreadPool::after_fork_in_child() {
+  // fork() copies only the calling thread: the workers are gone from the child while the pool still counts them
+  // (and its mutex may have been held by one of them), so a parallel_for would queue work nobody takes and wait
+  // forever. The child starts a fresh pool; the copied one is abandoned, never destroyed (its std::thread objects
+  // name threads that do not exist here, and destroying a joinable std::thread terminates the process).
+  g_pool.store(new ThreadPool(), std::memory_order_release);
 }
 
 ThreadPool::~ThreadPool() {

@@ -1,5 +1,6 @@
 // One persistent pool of worker threads. A parallel_for hands out indices one at a time (dynamic scheduling:
-// images differ in cost), with the calling thread working too. Several callers may use the pool at once.
+// images differ in cost), with the calling thread working too. Several callers may use the pool at once. A child
+// process made by fork() gets a pool of its own (its parent's workers do not exist there).
 #pragma once
 #include <condition_variable>
 #include <cstddef>
@@ -25,6 +26,7 @@ class ThreadPool {
 
  private:
   ThreadPool() = default;
+  static void after_fork_in_child();  // pthread_atfork child handler: replace the pool whose workers fork left behind
   void ensure_workers(int count);
   void worker_loop();
 

@@ -7,6 +7,7 @@ geometry and the random draws are the same either way.
 from __future__ import annotations
 
 import io
+import operator
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -23,6 +24,12 @@ Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.ndarray
 DEFAULT_MAX_PIXELS = 178_956_970
 #: Progressive JPEGs with more scans than this are refused (real files have up to ~20).
 DEFAULT_MAX_SCANS = 500
+#: Coefficient blocks the scans of a progressive JPEG may decode, summed over its scans (each scan costs a pass over
+#: its components' blocks however little data it holds): 2**26 is 8 full passes over the largest 4:4:4 image
+#: DEFAULT_MAX_PIXELS allows; the usual 10-scan progression makes about 5.
+DEFAULT_MAX_SCAN_BLOCKS = 1 << 26
+#: Image files larger than this (1 GiB) are refused before they are read.
+DEFAULT_MAX_FILE_BYTES = 1 << 30
 
 
 class DecodeError(ValueError):
@@ -72,15 +79,59 @@ def _options(
     apply_exif_orientation: bool,
     dct_scaling: bool,
     decode_only: bool = False,
+    *,
+    max_scan_blocks: int | None = DEFAULT_MAX_SCAN_BLOCKS,
+    max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
 ) -> "_C.DecodeOptions":
     o = _C.DecodeOptions()
     o.decode_only = bool(decode_only)
+    o.max_scan_blocks = _limit("max_scan_blocks", max_scan_blocks)
+    o.max_file_bytes = _limit("max_file_bytes", max_file_bytes)
     o.max_pixels = 0 if max_pixels is None else int(max_pixels)
     o.max_scans = int(max_scans)
     o.strict = bool(strict)
     o.apply_exif_orientation = bool(apply_exif_orientation)
     o.dct_scaling = bool(dct_scaling)
     return o
+
+
+def _limit(name: str, value: int | None) -> int:
+    """A limit for the native core: a positive integer, or None for no limit (0 there)."""
+    if value is None:
+        return 0
+    try:
+        v = operator.index(value)
+    except TypeError:
+        v = 0
+    if not 0 < v < 1 << 63:
+        raise ValueError(f"{name} must be a positive integer below 2**63, or None for no limit; got {value!r}")
+    return v
+
+
+def _u64(name: str, value: object) -> int:
+    """value as an int in [0, 2**64), the range of the native core's seeds, epochs and sample indices."""
+    try:
+        v = operator.index(value)  # refuses floats, which int() would truncate
+    except TypeError:
+        raise ValueError(f"{name} must be an integer in [0, 2**64), got {value!r}") from None
+    if not 0 <= v < 1 << 64:
+        raise ValueError(f"{name} must be an integer in [0, 2**64), got {v}")
+    return v
+
+
+def _indices(indices: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Sample indices as a uint64 array, each checked to lie in [0, 2**64)."""
+    seq = indices if isinstance(indices, np.ndarray) else list(indices)
+    arr = np.asarray(seq)
+    if arr.dtype.kind in "iu":
+        if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
+            pos = int(np.argmin(arr.ravel()))
+            raise ValueError(f"indices[{pos}] must be an integer in [0, 2**64), got {int(arr.ravel()[pos])}")
+        return np.ascontiguousarray(arr, dtype=np.uint64)
+    if isinstance(seq, np.ndarray) and arr.dtype.kind != "O":
+        raise ValueError(f"indices must be integers in [0, 2**64), got an array of {arr.dtype}")
+    # Python ints numpy could not hold in one integer dtype (e.g. -1 beside 2**63 makes float64): check each one.
+    return np.array([_u64(f"indices[{i}]", v) for i, v in enumerate(seq)], dtype=np.uint64)
 
 
 def _native_source(source: Source) -> str | bytes | bytearray | memoryview | np.ndarray:
@@ -157,6 +208,8 @@ def decode_batch(
     dct_scaling: bool = True,
     stats: DecodeStats | None = None,
     decode_only: bool = False,
+    max_scan_blocks: int | None = DEFAULT_MAX_SCAN_BLOCKS,
+    max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
 ) -> list[tuple[int, str, str]]:
     """Decode, crop, resize and flip ``sources[i]`` into ``out[i]`` (N, H, W, 3 uint8, C-contiguous, writable).
 
@@ -165,6 +218,9 @@ def decode_batch(
     the whole batch. ``on_error="raise"`` decodes the whole batch, then raises DecodeError for the first bad source;
     ``"report"`` zero-fills bad slots and returns their ``(position, source, reason)``. ``decode_only`` is the
     benchmark floor: JPEGs are decoded (only the region the crop needs) but not resized, and ``out`` is left as is.
+    ``seed``, ``epoch`` and ``indices`` are integers in [0, 2**64). Limits (None lifts one): ``max_pixels`` per image,
+    ``max_scans`` and ``max_scan_blocks`` (8x8 blocks decoded, summed over scans) per progressive JPEG,
+    ``max_file_bytes`` per file read from a path.
     """
     if on_error not in ("raise", "report"):
         raise ValueError(f"on_error must be 'raise' or 'report', got {on_error!r}")
@@ -175,10 +231,12 @@ def decode_batch(
     sources = list(sources)
     native = [_native_source(s) for s in sources]
     crop = transform.native()
-    idx = None if indices is None else np.ascontiguousarray(indices, dtype=np.int64)
-    opts = _options(max_pixels, max_scans, strict, apply_exif_orientation, dct_scaling, decode_only)
+    seed, epoch = _u64("seed", seed), _u64("epoch", epoch)
+    idx = None if indices is None else _indices(indices)
+    opts = _options(max_pixels, max_scans, strict, apply_exif_orientation, dct_scaling, decode_only,
+                    max_scan_blocks=max_scan_blocks, max_file_bytes=max_file_bytes)
     raw_failures, warnings, scales = _C.decode_batch(
-        native, out, crop, transform.filter, int(seed), int(epoch), idx, 0 if num_threads is None else num_threads, opts
+        native, out, crop, transform.filter, seed, epoch, idx, 0 if num_threads is None else num_threads, opts
     )
     failures: list[tuple[int, str, str]] = []
     non_jpeg = 0
@@ -188,7 +246,7 @@ def decode_batch(
             try:
                 pixels = _pil_decode(sources[pos], max_pixels, apply_exif_orientation, name, reason)
                 index = pos if idx is None else int(idx[pos])
-                _C.transform_pixels(pixels, out[pos], crop, transform.filter, int(seed), int(epoch), index)
+                _C.transform_pixels(pixels, out[pos], crop, transform.filter, seed, epoch, index)
                 non_jpeg += 1
                 continue
             except DecodeError as e:
@@ -221,11 +279,16 @@ def decode_image(
     max_scans: int = DEFAULT_MAX_SCANS,
     strict: bool = False,
     dct_scaling: bool = True,
+    max_scan_blocks: int | None = DEFAULT_MAX_SCAN_BLOCKS,
+    max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES,
 ) -> np.ndarray:
     """Decode one image to an (H, W, 3) uint8 array: the full frame when ``transform`` is None (equal to Pillow's
-    decode), else the transform's output for sample ``index`` of ``epoch`` (the same as decode_batch gives it)."""
+    decode), else the transform's output for sample ``index`` of ``epoch`` (the same as decode_batch gives it).
+    Arguments and limits as decode_batch's."""
     name = source_name(source)
-    opts = _options(max_pixels, max_scans, strict, apply_exif_orientation, dct_scaling)
+    seed, epoch, index = _u64("seed", seed), _u64("epoch", epoch), _u64("index", index)
+    opts = _options(max_pixels, max_scans, strict, apply_exif_orientation, dct_scaling,
+                    max_scan_blocks=max_scan_blocks, max_file_bytes=max_file_bytes)
     native = _native_source(source)
     if transform is None:
         try:
@@ -237,20 +300,22 @@ def decode_image(
     h, w = transform.output_hw
     out = np.empty((h, w, 3), dtype=np.uint8)
     try:
-        _C.decode_transform(native, out, transform.native(), transform.filter, int(seed), int(epoch), int(index), opts)
+        _C.decode_transform(native, out, transform.native(), transform.filter, seed, epoch, index, opts)
         return out
     except ValueError as e:
         reason = _fallback_reason(e, name, "decode failed: ")
     pixels = _pil_decode(source, max_pixels, apply_exif_orientation, name, reason)
-    _C.transform_pixels(pixels, out, transform.native(), transform.filter, int(seed), int(epoch), int(index))
+    _C.transform_pixels(pixels, out, transform.native(), transform.filter, seed, epoch, index)
     return out
 
 
-def read_header(source: Source) -> ImageHeader:
+def read_header(source: Source, *, max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES) -> ImageHeader:
     """Width, height and layout from the header only (no pixel decode); EXIF orientation is read, not applied."""
     name = source_name(source)
+    opts = _C.DecodeOptions()
+    opts.max_file_bytes = _limit("max_file_bytes", max_file_bytes)
     try:
-        h = _C.read_header(_native_source(source), True)
+        h = _C.read_header(_native_source(source), True, opts)
         return ImageHeader(h["width"], h["height"], h["components"], "JPEG", h["progressive"], h["orientation"])
     except ValueError as e:
         _fallback_reason(e, name, "cannot read JPEG header: ")
