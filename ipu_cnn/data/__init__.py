@@ -14,7 +14,7 @@ from ipu_cnn.data.datasets import FileList, ImageFolder, ImageNet, RandomImages
 from ipu_cnn.data.generated import GeneratedImages, make_generated_dataset
 from ipu_cnn.data.transforms import EvalTransform, TrainTransform
 
-_LAZY = {"Loader", "WorkerDiedError"}  # import torch only when the loader is used
+_LAZY = {"Loader", "WorkerDiedError", "WorkerTimeoutError"}  # import torch only when the loader is used
 
 
 def __getattr__(name: str) -> object:
@@ -28,6 +28,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "Loader",
     "WorkerDiedError",
+    "WorkerTimeoutError",
     "DEFAULT_MAX_PIXELS",
     "DecodeError",
     "DecodeStats",

@@ -7,6 +7,12 @@ a time and only slots it was given, so the consumer never reads a slot that is b
 """
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
 import traceback
 from collections import deque
 from typing import Any, Callable
@@ -46,12 +52,60 @@ def command_loop(producer: Producer, recv: Callable[[], Message], send: Callable
             send(("failed", gen, traceback.format_exc()))
 
 
-def process_main(sock_fd: int, ring_fd: int) -> None:
-    """Entry point of the loader's child process, given its end of the socket pair and the ring's descriptor."""
+#: How often the worker process checks that the training process is still there (seconds).
+_PARENT_POLL_S = 0.5
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _parent_alive(parent_pid: int, first_ppid: int) -> bool:
+    """Whether the training process still exists: this process has not been re-parented, and the pid answers."""
+    if os.getppid() != first_ppid:
+        return False
+    try:
+        os.kill(parent_pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user (the pid was reused): re-parenting above is the reliable sign
+    return True
+
+
+def die_with_parent(parent_pid: int, use_pdeathsig: bool) -> None:
+    """End this process as soon as the training process ``parent_pid`` is gone, however it ended (SIGKILL included),
+    even while a thread is blocked in a read that never returns; an orphaned worker would otherwise decode on forever.
+
+    On Linux the kernel sends SIGKILL at the parent's death (PR_SET_PDEATHSIG), when ``use_pdeathsig``: the kernel
+    ties that signal to the parent *thread* that started this process, so the loader asks for it only when it was
+    built on the main thread (which lives as long as the process). Always, a daemon thread checks every
+    _PARENT_POLL_S whether the parent is still there: the fallback for other threads and systems, and for a parent
+    that died before the signal was armed.
+    """
+    first_ppid = os.getppid()
+    if use_pdeathsig and sys.platform.startswith("linux") and first_ppid == parent_pid:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl here: the watchdog below still ends the process
+    if not _parent_alive(parent_pid, first_ppid):
+        os._exit(1)
+
+    def watch() -> None:
+        while _parent_alive(parent_pid, first_ppid):
+            time.sleep(_PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="ipu_cnn-parent-watch", daemon=True).start()
+
+
+def process_main(sock_fd: int, ring_fd: int, parent_pid: int, use_pdeathsig: bool) -> None:
+    """Entry point of the loader's child process, given its end of the socket pair, the ring's descriptor, and the
+    training process to live no longer than."""
     from multiprocessing.connection import Connection
 
     from ipu_cnn.data._ring import SharedRing
 
+    die_with_parent(parent_pid, use_pdeathsig)
     conn = Connection(sock_fd)
     ring = None
     try:
@@ -67,4 +121,3 @@ def process_main(sock_fd: int, ring_fd: int) -> None:
         if ring is not None:
             ring.close()
         conn.close()
-

@@ -9,14 +9,18 @@ from __future__ import annotations
 import io
 import operator
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import NamedTuple, Sequence, Union
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple, Sequence, Union
 
 import numpy as np
 
 from ipu_cnn import _C
 from ipu_cnn.data.transforms import EvalTransform, TrainTransform, Transform
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.ndarray]
 
@@ -150,16 +154,75 @@ def source_name(source: Source, position: int | None = None) -> str:
     return f"<in-memory image{where}, {memoryview(source).nbytes} bytes>"
 
 
+#: What a path that is not a regular file is, in the words the native core uses for the same refusal.
+_FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def _refuse_irregular(mode: int, name: str) -> None:
+    """Raise DecodeError unless ``mode`` (an ``st_mode``) is a regular file's. Reading a named pipe would block forever
+    and a device may never end, so only regular files are images."""
+    if not stat.S_ISREG(mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise DecodeError(name, f"is {kind}, not an image file (only regular files are read)")
+
+
+def _check_regular_file(path: str, name: str) -> None:
+    """Refuse a path that is missing or not a regular file before anything opens it (os.stat never blocks)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        raise DecodeError(name, f"cannot open file: {e.strerror or e}") from None
+    _refuse_irregular(mode, name)
+
+
+def _open_regular_file(path: str, name: str) -> BinaryIO:
+    """Open a regular file for reading without ever blocking: checked by path first (so a device is never opened),
+    opened non-blocking (a FIFO swapped in after the check opens at once instead of waiting for a writer), then the
+    descriptor itself is checked, which closes the race."""
+    _check_regular_file(path, name)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise DecodeError(name, f"cannot open file: {e.strerror or e}") from None
+    try:
+        _refuse_irregular(os.fstat(fd).st_mode, name)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
+def _open_source(source: Source, name: str) -> BinaryIO:
+    """A file object over a source for Pillow: the regular file a path names, or the in-memory bytes."""
+    if isinstance(source, (str, os.PathLike)):
+        return _open_regular_file(os.fspath(source), name)
+    return io.BytesIO(memoryview(source).tobytes())
+
+
+def _describe(error: BaseException) -> str:
+    """An exception as a reason: its message, led by its type where the message alone would not say what went wrong
+    (a KeyError's message is only the key; a MemoryError's is often empty)."""
+    text = str(error)
+    if isinstance(error, (OSError, SyntaxError)) or (type(error) is ValueError and text):
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def _pil_decode(
     source: Source, max_pixels: int | None, apply_exif_orientation: bool, name: str, native_reason: str
 ) -> np.ndarray:
     """Decode an image the native core leaves to Pillow (not JPEG, or a JPEG process this libjpeg lacks) into an RGB
-    array, with the same pixel limit. native_reason says why the native core declined it."""
+    array, with the same pixel limit. native_reason says why the native core declined it.
+
+    Raises only DecodeError: whatever Pillow raises for one file (its many exception types, MemoryError included)
+    is a fact about that file, and a batch must be able to go on without it.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        fp = io.BytesIO(memoryview(source).tobytes()) if not isinstance(source, (str, os.PathLike)) else source
-        with Image.open(fp) as im:
+        with _open_source(source, name) as fp, Image.open(fp) as im:
             w, h = im.size
             if max_pixels and w * h > max_pixels:
                 raise DecodeError(
@@ -167,7 +230,7 @@ def _pil_decode(
                     f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels} (decompression bomb guard; "
                     "raise max_pixels to allow it)",
                 )
-            if apply_exif_orientation:
+            if apply_exif_orientation and _exif_orientation(im) != 1:
                 im = ImageOps.exif_transpose(im)
             if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
                 # Composite transparency on black, as convert("RGB") does for RGBA.
@@ -179,8 +242,32 @@ def _pil_decode(
         raise
     except UnidentifiedImageError:
         raise DecodeError(name, f"{native_reason}, and not an image format Pillow can read") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise DecodeError(name, f"{native_reason}, and Pillow could not decode it either: {e}") from None
+    except Exception as e:  # noqa: BLE001 - every failure of this one file becomes its DecodeError
+        raise DecodeError(name, f"{native_reason}, and Pillow could not decode it either: {_describe(e)}") from None
+
+
+def _exif_orientation(im: "Image.Image") -> int:
+    """EXIF orientation 1..8 of an opened image; 1 when absent or malformed, as the native core reads JPEGs."""
+    try:
+        value = int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is metadata to ignore, not a broken image
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _pil_transform(
+    source: Source, out: np.ndarray, transform: Transform, seed: int, epoch: int, index: int,
+    max_pixels: int | None, apply_exif_orientation: bool, name: str, native_reason: str,
+) -> None:
+    """The Pillow path of one sample: decode with Pillow, then crop, resize and flip into out with the native
+    resampler (the same geometry and random draws as a JPEG gets). Raises only DecodeError."""
+    pixels = _pil_decode(source, max_pixels, apply_exif_orientation, name, native_reason)
+    try:
+        _C.transform_pixels(pixels, out, transform.native(), transform.filter, int(seed), int(epoch), int(index))
+    except Exception as e:  # noqa: BLE001 - as in _pil_decode: one sample's failure, not the batch's
+        h, w = pixels.shape[:2]
+        raise DecodeError(name, f"{native_reason}; Pillow decoded it ({w}x{h}), but it cannot be cropped and resized: "
+                                f"{_describe(e)}") from None
 
 
 def _fallback_reason(error: ValueError, name: str, prefix: str) -> str:
@@ -243,14 +330,15 @@ def decode_batch(
     for pos, status, reason in raw_failures:
         name = source_name(sources[pos], pos)
         if status == _C.STATUS_FALLBACK:
+            index = pos if idx is None else int(idx[pos])
             try:
-                pixels = _pil_decode(sources[pos], max_pixels, apply_exif_orientation, name, reason)
-                index = pos if idx is None else int(idx[pos])
-                _C.transform_pixels(pixels, out[pos], crop, transform.filter, seed, epoch, index)
+                _pil_transform(sources[pos], out[pos], transform, seed, epoch, index, max_pixels,
+                               apply_exif_orientation, name, reason)
                 non_jpeg += 1
                 continue
             except DecodeError as e:
                 reason = e.reason
+                out[pos] = 0  # a bad slot is zero-filled, whatever the Pillow path left in it
         failures.append((pos, name, reason))
     if stats is not None:
         stats.images += len(sources) - len(failures)
@@ -284,18 +372,24 @@ def decode_image(
 ) -> np.ndarray:
     """Decode one image to an (H, W, 3) uint8 array: the full frame when ``transform`` is None (equal to Pillow's
     decode), else the transform's output for sample ``index`` of ``epoch`` (the same as decode_batch gives it).
-    Arguments and limits as decode_batch's."""
+    Arguments and limits as decode_batch's. Any image that cannot be decoded raises DecodeError naming it; a path
+    that is not a regular file (a directory, a named pipe, a device) is refused without being opened.
+    """
     name = source_name(source)
     seed, epoch, index = _u64("seed", seed), _u64("epoch", epoch), _u64("index", index)
     opts = _options(max_pixels, max_scans, strict, apply_exif_orientation, dct_scaling,
                     max_scan_blocks=max_scan_blocks, max_file_bytes=max_file_bytes)
     native = _native_source(source)
+    if isinstance(native, str):
+        _check_regular_file(native, name)
     if transform is None:
         try:
             pixels, _warnings = _C.decode_full(native, opts)
             return pixels
         except ValueError as e:
             reason = _fallback_reason(e, name, "decode failed: ")
+        except MemoryError:
+            raise DecodeError(name, "out of memory while decoding it") from None
         return _pil_decode(source, max_pixels, apply_exif_orientation, name, reason)
     h, w = transform.output_hw
     out = np.empty((h, w, 3), dtype=np.uint8)
@@ -304,29 +398,40 @@ def decode_image(
         return out
     except ValueError as e:
         reason = _fallback_reason(e, name, "decode failed: ")
-    pixels = _pil_decode(source, max_pixels, apply_exif_orientation, name, reason)
-    _C.transform_pixels(pixels, out, transform.native(), transform.filter, seed, epoch, index)
+    except MemoryError:
+        raise DecodeError(name, "out of memory while decoding it") from None
+    _pil_transform(source, out, transform, seed, epoch, index, max_pixels, apply_exif_orientation, name, reason)
     return out
 
 
 def read_header(source: Source, *, max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES) -> ImageHeader:
-    """Width, height and layout from the header only (no pixel decode); EXIF orientation is read, not applied."""
+    """Width, height and layout from the header only (no pixel decode); EXIF orientation is read, not applied.
+
+    Raises only DecodeError, naming the source and the reason. A JPEG's header is read whatever the image's size;
+    other formats above Pillow's decompression-bomb limit are refused, as Pillow will not open them. A broken EXIF
+    block reads as orientation 1, as it does for a JPEG.
+    """
     name = source_name(source)
+    native = _native_source(source)
+    if isinstance(native, str):
+        _check_regular_file(native, name)
     opts = _C.DecodeOptions()
     opts.max_file_bytes = _limit("max_file_bytes", max_file_bytes)
     try:
-        h = _C.read_header(_native_source(source), True, opts)
+        h = _C.read_header(native, True, opts)
         return ImageHeader(h["width"], h["height"], h["components"], "JPEG", h["progressive"], h["orientation"])
     except ValueError as e:
-        _fallback_reason(e, name, "cannot read JPEG header: ")
+        native_reason = _fallback_reason(e, name, "cannot read JPEG header: ")
+    except MemoryError:
+        raise DecodeError(name, "out of memory while reading it") from None
     from PIL import Image, UnidentifiedImageError
 
     try:
-        fp = io.BytesIO(memoryview(source).tobytes()) if not isinstance(source, (str, os.PathLike)) else source
-        with Image.open(fp) as im:
-            orientation = int(im.getexif().get(0x0112, 1) or 1)
-            return ImageHeader(im.width, im.height, len(im.getbands()), str(im.format), False, orientation)
+        with _open_source(source, name) as fp, Image.open(fp) as im:
+            return ImageHeader(im.width, im.height, len(im.getbands()), str(im.format), False, _exif_orientation(im))
+    except DecodeError:
+        raise
     except UnidentifiedImageError:
-        raise DecodeError(name, "not a JPEG file, and not an image format Pillow can read") from None
-    except OSError as e:
-        raise DecodeError(name, f"cannot read the header: {e}") from None
+        raise DecodeError(name, f"{native_reason}, and not an image format Pillow can read") from None
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for one bad file; each is this file's DecodeError
+        raise DecodeError(name, f"{native_reason}, and Pillow cannot read its header either: {_describe(e)}") from None

@@ -37,10 +37,53 @@ log = logging.getLogger("ipu_cnn.data")
 
 #: How often a waiting consumer checks that the producer is still alive (seconds).
 _POLL_S = 0.1
+#: The default longest wait for one batch (seconds): far beyond any healthy batch, short of a silent overnight hang.
+DEFAULT_TIMEOUT_S = 600.0
 
 
 class WorkerDiedError(RuntimeError):
     """The loader's producer (thread or child process) stopped without finishing the epoch."""
+
+
+class WorkerTimeoutError(WorkerDiedError):
+    """The loader's producer delivered no batch within the loader's ``timeout``: stopped, stuck, or far too slow. A
+    WorkerDiedError too, so code that handles a lost producer handles this one."""
+
+
+#: Why a producer that is alive and not stopped has delivered nothing.
+_STUCK = ("it is alive, so it is blocked reading a file that never ends (a named pipe, a stalled network filesystem) "
+          "or slower than the timeout")
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _process_state(pid: int, if_running: str = "it is alive") -> str:
+    """What the OS says process pid is doing, as a clause: stopped, in uninterruptible I/O, exited, else if_running
+    (running or sleeping). Read from /proc where there is one (Linux); elsewhere only alive or not is known."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return if_running if _pid_exists(pid) else "it has exited"
+    if state in ("T", "t"):
+        return f"it is stopped (state {state}: SIGSTOP, job control or a debugger); `kill -CONT {pid}` resumes it"
+    if state == "D":
+        return "it is alive but blocked in uninterruptible I/O (a hung network filesystem or device?)"
+    if state in ("Z", "X"):
+        return "it has exited"
+    return if_running
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _paths_and_labels(dataset: Any) -> tuple[list[str], np.ndarray]:
@@ -68,13 +111,23 @@ class _ThreadChannel:
     def send(self, msg: tuple) -> None:
         self.commands.put(msg)
 
-    def recv(self) -> tuple:
+    def recv(self, timeout: float | None) -> tuple | None:
+        """The producer's next message, or None when none came within timeout seconds (None: wait for it)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            left = _remaining(deadline)
             try:
-                return self.results.get(timeout=_POLL_S)
+                return self.results.get(timeout=_POLL_S if left is None else max(0.0, min(_POLL_S, left)))
             except queue.Empty:
                 if not self.thread.is_alive():
                     raise WorkerDiedError("the loader's producer thread stopped unexpectedly") from None
+            if left is not None and left <= _POLL_S:
+                return None
+
+    def stalled(self, timeout: float) -> str:
+        """Why no batch came within timeout seconds, for the consumer's error."""
+        return (f"the loader's producer thread has not delivered a batch for {timeout:g} s; {_STUCK}. Raise the "
+                "loader's timeout= (None waits forever) if batches are legitimately this slow")
 
     def close(self) -> None:
         if self.thread.is_alive():
@@ -93,8 +146,12 @@ class _ProcessChannel:
         # A fresh interpreter that imports this very ipu_cnn, wherever it came from, ahead of the working directory
         # (a source checkout there would otherwise shadow it); the working directory itself is kept for relative paths.
         package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        # It ends with this process, however that ends (see die_with_parent); the kernel's death signal is tied to
+        # the thread that starts it, so it is armed only when that thread is the main one.
+        on_main_thread = threading.current_thread() is threading.main_thread()
         bootstrap = (f"import sys; sys.path.insert(0, {package_parent!r}); "
-                     f"from ipu_cnn.data._worker import process_main; process_main({child_sock.fileno()}, {ring.fd})")
+                     f"from ipu_cnn.data._worker import process_main; "
+                     f"process_main({child_sock.fileno()}, {ring.fd}, {os.getpid()}, {on_main_thread})")
         self.proc = subprocess.Popen([sys.executable, "-c", bootstrap], pass_fds=(child_sock.fileno(), ring.fd),
                                      stdin=subprocess.DEVNULL)
         child_sock.close()
@@ -105,24 +162,50 @@ class _ProcessChannel:
     def send(self, msg: tuple) -> None:
         try:
             self.conn.send(msg)
-        except (BrokenPipeError, ConnectionResetError, OSError):
+        except (BrokenPipeError, ConnectionResetError):
             self._died()
+        except OSError as e:
+            self._lost(e, "sending it a command")
 
-    def recv(self) -> tuple:
+    def recv(self, timeout: float | None) -> tuple | None:
+        """The worker's next message, or None when none came within timeout seconds (None: wait for it)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            left = _remaining(deadline)
             try:
-                if self.conn.poll(_POLL_S):
+                if self.conn.poll(_POLL_S if left is None else max(0.0, min(_POLL_S, left))):
                     return self.conn.recv()
-            except (EOFError, ConnectionResetError, OSError):
+            except (EOFError, BrokenPipeError, ConnectionResetError):
                 self._died()
+            except OSError as e:
+                self._lost(e, "waiting for a batch")
             if self.proc.poll() is not None:
                 self._died()
+            if left is not None and left <= _POLL_S:
+                return None
+
+    def stalled(self, timeout: float) -> str:
+        """Why no batch came within timeout seconds, for the consumer's error: what state the worker is in."""
+        pid = self.proc.pid
+        return (f"the loader's worker process (pid {pid}) has not delivered a batch for {timeout:g} s; "
+                f"{_process_state(pid, _STUCK)}. Raise the loader's timeout= (None waits forever) if batches are "
+                "legitimately this slow")
+
+    def _lost(self, error: OSError, doing: str) -> None:
+        """An OS error on the connection itself (not the worker closing it): report it, and the worker's state."""
+        pid = self.proc.pid
+        state = _process_state(pid) if self.proc.poll() is None else f"it has exited with code {self.proc.returncode}"
+        raise WorkerDiedError(f"lost the connection to the loader's worker process (pid {pid}) while {doing}: "
+                              f"{type(error).__name__}: {error}; {state}") from error
 
     def _died(self) -> None:
         try:
             code = self.proc.wait(timeout=2)
         except subprocess.TimeoutExpired:
-            code = None
+            raise WorkerDiedError(
+                f"the loader's worker process (pid {self.proc.pid}) closed its connection but has not exited; "
+                f"{_process_state(self.proc.pid)}"
+            ) from None
         raise WorkerDiedError(
             f"the loader's worker process died (exit code {code}); it was decoding batches for this loader. Out of "
             "memory or a crash in native code are the usual causes; workers='thread' runs in-process"
@@ -168,6 +251,11 @@ class Loader:
     ``images`` is a torch.uint8 tensor [B, 3, H, W] with channels_last strides, a view of a shared-memory ring slot
     that stays valid until the next batch is requested (``copy=True`` gives owned tensors); ``labels`` is int64 [B].
     ``last_indices`` holds the dataset indices of the batch just yielded. Call ``set_epoch(e)`` before each epoch.
+
+    ``timeout`` is the longest, in seconds, that asking for a batch waits for the producer (None: forever). Past it,
+    WorkerTimeoutError says how long and what state the producer is in (e.g. a worker process stopped by SIGSTOP);
+    a producer that dies raises WorkerDiedError at once, whatever the timeout. The default, 600 s, is far beyond any
+    healthy batch yet ends a stuck run instead of leaving it hanging silently.
     """
 
     def __init__(
@@ -187,6 +275,7 @@ class Loader:
         workers: str = "thread",
         pin_memory: bool = False,
         copy: bool = False,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
         if not isinstance(transform, (TrainTransform, EvalTransform)):
             raise TypeError(f"transform must be a TrainTransform or EvalTransform, got {type(transform).__name__}")
@@ -200,6 +289,8 @@ class Loader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be >= 1 or None (all available CPUs), got {num_threads}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a number of seconds > 0, or None to wait forever, got {timeout}")
         if (rank is None) != (world_size is None):
             raise ValueError("give both rank and world_size, or neither (then they come from torch.distributed, "
                              "popdist or the RANK / WORLD_SIZE environment)")
@@ -214,6 +305,7 @@ class Loader:
         self.batch_size = batch_size
         self.copy = copy
         self.workers = workers
+        self.timeout = None if timeout is None else float(timeout)
         self.plan = Plan(len(self.paths), batch_size, int(seed), bool(shuffle), int(rank), int(world_size),
                          bool(drop_last), on_error)
         self._len = num_batches(len(self.paths), batch_size, int(rank), int(world_size), bool(drop_last))
@@ -319,8 +411,13 @@ class Loader:
 
     def _next_report(self, gen: int) -> BatchReport:
         t0 = time.perf_counter()
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
-            msg = self._channel.recv()
+            left = _remaining(deadline)
+            msg = self._channel.recv(None if left is None else max(0.0, left))
+            if msg is None:
+                assert self.timeout is not None
+                raise WorkerTimeoutError(self._channel.stalled(self.timeout))
             if msg[1] != gen:
                 continue  # from an abandoned iteration
             if msg[0] == "failed":
