@@ -40,6 +40,8 @@ class TrainTransform:
 
     The crop box is sampled exactly as ``RandomResizedCrop.get_params`` does (area fraction uniform in ``scale``,
     log-uniform aspect ``ratio``, 10 tries, centre fallback), from a generator keyed by (seed, epoch, sample index).
+    As torchvision does, the crop is cut out before it is resized, so the filter reads nothing outside it: at full DCT
+    scale the output equals torchvision's on Pillow for the same box and flip, bit for bit.
     """
 
     size: int | tuple[int, int] = 224
