@@ -430,6 +430,14 @@ DecodeReport JpegDecoder::decode_transform(const uint8_t* data, size_t size, con
   const Crop cr = sample_crop(crop, W, H, seed, epoch, index);
   const int out_w = crop.mode == CropMode::None ? W : crop.out_w;
   const int out_h = crop.mode == CropMode::None ? H : crop.out_h;
+  if (cr.off_x < 0 || cr.off_y < 0 || int64_t(cr.off_x) + out_w > cr.grid_w || int64_t(cr.off_y) + out_h > cr.grid_h) {
+    jpeg_abort_decompress(&c);
+    r.status = Status::Error;
+    r.message = "the " + std::to_string(out_w) + "x" + std::to_string(out_h) + " centre crop does not fit in the image "
+                "resized to " + std::to_string(cr.grid_w) + "x" + std::to_string(cr.grid_h) +
+                " (torchvision's CenterCrop would pad it; not supported)";
+    return r;
+  }
 
   // Smallest of the fast DCT scales (1/8, 1/4, 1/2, 1) that keeps the box at least the output size.
   const double bw = cr.box[2] - cr.box[0], bh = cr.box[3] - cr.box[1];

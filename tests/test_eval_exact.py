@@ -178,6 +178,18 @@ def test_png_in_a_batch_equals_torchvision(tmp_path: Path) -> None:
             assert np.array_equal(got, torchvision_eval(im.convert("RGB"), 96, 110, "bicubic")), path.name
 
 
+def test_crop_larger_than_the_resized_image_is_refused_natively() -> None:
+    """EvalTransform refuses parameters where CenterCrop would pad; the native core, given such CropParams directly,
+    refuses the sample with the reason instead of padding or reading outside the image."""
+    params = EvalTransform(32, resize_size=40).native()
+    params.resize_short = 20  # 50x40 -> 25x20, smaller than the 32x32 crop
+    out = np.empty((32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="32x32 centre crop does not fit in the image resized to 25x20"):
+        _C.decode_transform(jpeg_of(50, 40, 0), out, params, 0, 0, 0, 0, _C.DecodeOptions())
+    with pytest.raises(ValueError, match="cannot resize"):
+        _C.transform_pixels(np.zeros((40, 50, 3), np.uint8), out, params, 0, 0, 0, 0)
+
+
 _ISA_SCRIPT = """
 import io, sys
 import numpy as np
