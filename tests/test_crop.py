@@ -119,7 +119,9 @@ def test_eval_transform_validation() -> None:
         EvalTransform((128, 128), resize_size=(100, 200))
     with pytest.raises(ValueError, match="crop_pct must be in"):
         EvalTransform(224, crop_pct=1.5)
-    with pytest.raises(ValueError, match="crop_pct needs a square size.*give resize_size"):
+    with pytest.raises(ValueError, match="crop_pct .*needs a square size.*give resize_size"):
         EvalTransform((224, 160), crop_pct=0.875)
+    with pytest.raises(ValueError, match="crop_pct \\(default 0.875\\) needs a square size"):
+        EvalTransform((224, 160))
     with pytest.raises(ValueError, match="resize_size must be positive"):
         EvalTransform(1, resize_size=0)

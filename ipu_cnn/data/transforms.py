@@ -92,7 +92,8 @@ class EvalTransform:
     (Pillow >= 13, whose pass order it follows) bit for bit, bilinear and bicubic.
 
     Give ``resize_size`` (an int for the shorter side, or (height, width)) or ``crop_pct``, timm's name:
-    ``resize_size = floor(size / crop_pct)``, for a square ``size``; neither means crop_pct 0.875 (224 -> 256).
+    ``resize_size = floor(size / crop_pct)``, for a square ``size``; neither means crop_pct 0.875 (224 -> 256). A
+    non-square ``size`` needs ``resize_size``.
     The crop must lie inside the resized image (torchvision's CenterCrop would pad it with zeros; that is refused).
     """
 
@@ -106,15 +107,14 @@ class EvalTransform:
         _filter_code(self.interpolation)
         if self.resize_size is not None and self.crop_pct is not None:
             raise ValueError("EvalTransform: give resize_size or crop_pct, not both")
-        if self.crop_pct is not None:
-            if not (isinstance(self.crop_pct, (int, float)) and 0 < self.crop_pct <= 1):
-                raise ValueError(f"EvalTransform: crop_pct must be in (0, 1], got {self.crop_pct!r}")
-            if h != w:
-                raise ValueError(
-                    f"EvalTransform: crop_pct needs a square size, got {self.size!r} (timm centre-crops non-square "
-                    "sizes after a ratio-keeping resize that this transform does not implement); give resize_size, "
-                    "an int for the shorter side or (height, width)"
-                )
+        if self.crop_pct is not None and not (isinstance(self.crop_pct, (int, float)) and 0 < self.crop_pct <= 1):
+            raise ValueError(f"EvalTransform: crop_pct must be in (0, 1], got {self.crop_pct!r}")
+        if self.resize_size is None and h != w:
+            raise ValueError(
+                f"EvalTransform: crop_pct (default 0.875) needs a square size, got {self.size!r} (timm centre-crops "
+                "non-square sizes after a ratio-keeping resize that this transform does not implement); give "
+                "resize_size, an int for the shorter side or (height, width)"
+            )
         resize = self.resize
         if isinstance(resize, int):
             if max(h, w) > resize:
