@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace ipu {
 namespace {
@@ -40,18 +41,52 @@ int64_t CounterRng::randint(int64_t lo, int64_t hi) {
   }
 }
 
-Crop sample_crop(const CropParams& p, int width, int height, uint64_t seed, uint64_t epoch, uint64_t index) {
-  Crop c{{0.0, 0.0, double(width), double(height)}, false};
-  if (p.mode == CropMode::Eval) {
-    const double side = std::min(width, height) * p.crop_fraction;
-    const double left = (width - side) / 2.0, top = (height - side) / 2.0;
-    c.box[0] = left;
-    c.box[1] = top;
-    c.box[2] = left + side;
-    c.box[3] = top + side;
-    return c;
+namespace {
+
+// The crop covering the integer rectangle [x0, x1) x [y0, y1) of the source, resized whole to the output.
+Crop box_crop(int64_t x0, int64_t y0, int64_t x1, int64_t y1, int out_w, int out_h) {
+  Crop c{{int(x0), int(y0), int(x1), int(y1)}, out_w, out_h, 0, 0,
+         {double(x0), double(y0), double(x1), double(y1)}, false};
+  return c;
+}
+
+// torchvision Resize(resize) + CenterCrop((out_h, out_w)) on a width x height image, with torchvision's integer
+// arithmetic (transforms/functional.py: _compute_resized_output_size and center_crop): the longer side is
+// int(short_target * long / short) (a correctly rounded double quotient of exact integers, then truncated, the same
+// in C++ as in Python), and the offsets are int(round((resized - crop) / 2.0)) with Python's round (half to even =
+// nearbyint in the default rounding mode).
+Crop eval_crop(const CropParams& p, int width, int height) {
+  int64_t gw, gh;
+  if (p.resize_w > 0 && p.resize_h > 0) {
+    gw = p.resize_w;
+    gh = p.resize_h;
+  } else {
+    const bool w_short = width <= height;
+    const int64_t shorter = w_short ? width : height, longer = w_short ? height : width;
+    const int64_t target = p.resize_short;
+    // Clamped only so that absurd targets stay representable; the resampler refuses grids that large.
+    const int64_t long_target = std::min<int64_t>(static_cast<int64_t>(double(target * longer) / double(shorter)),
+                                                  std::numeric_limits<int>::max());
+    gw = w_short ? target : long_target;
+    gh = w_short ? long_target : target;
   }
-  if (p.mode != CropMode::Train) return c;
+  Crop c = box_crop(0, 0, width, height, p.out_w, p.out_h);
+  c.grid_w = int(gw);
+  c.grid_h = int(gh);
+  c.off_x = int(std::nearbyint((gw - p.out_w) / 2.0));
+  c.off_y = int(std::nearbyint((gh - p.out_h) / 2.0));
+  c.box[0] = double(int64_t(c.off_x) * width) / double(gw);
+  c.box[1] = double(int64_t(c.off_y) * height) / double(gh);
+  c.box[2] = double(int64_t(c.off_x + p.out_w) * width) / double(gw);
+  c.box[3] = double(int64_t(c.off_y + p.out_h) * height) / double(gh);
+  return c;
+}
+
+}  // namespace
+
+Crop sample_crop(const CropParams& p, int width, int height, uint64_t seed, uint64_t epoch, uint64_t index) {
+  if (p.mode == CropMode::Eval) return eval_crop(p, width, height);
+  if (p.mode != CropMode::Train) return box_crop(0, 0, width, height, width, height);
 
   // torchvision.transforms.RandomResizedCrop.get_params, with Python's round (half to even = nearbyint).
   CounterRng rng(seed, epoch, index);
@@ -86,10 +121,7 @@ Crop sample_crop(const CropParams& p, int width, int height, uint64_t seed, uint
     i = (height - h) / 2;
     j = (width - w) / 2;
   }
-  c.box[0] = double(j);
-  c.box[1] = double(i);
-  c.box[2] = double(j + w);
-  c.box[3] = double(i + h);
+  Crop c = box_crop(j, i, j + w, i + h, p.out_w, p.out_h);
   // Flip draw comes after the crop draws, from the same stream.
   c.flip = p.flip_prob > 0.0 && rng.uniform(0.0, 1.0) < p.flip_prob;
   return c;

@@ -343,6 +343,33 @@ std::string check_scans(const uint8_t* data, size_t size, const jpeg_decompress_
   return "";
 }
 
+// A crop's frame in an image decoded at DCT scale m/8 (SW x SH): the frame's pixels [x0, x0 + w) x [y0, y0 + h), the
+// box to resize in the frame's coordinates, and the output window. At full scale (m = 8) the frame is exact and the
+// box is all of it, so the resize is Pillow's on the cropped frame (torchvision's geometry, bit for bit). At smaller
+// scales the frame's edges fall between scaled pixels: the frame is widened to whole pixels and the box keeps the
+// fractional edges, so the filter still stops (within one scaled pixel) where torchvision's stops.
+struct ScaledFrame {
+  int x0, y0, w, h;
+  double box[4];
+  OutputWindow window;
+};
+
+ScaledFrame scale_frame(const Crop& cr, int m, int SW, int SH) {
+  const double f = m / 8.0;  // exact: the products below are exact too
+  ScaledFrame s;
+  const int x1 = std::min(SW, int(std::ceil(cr.frame[2] * f))), y1 = std::min(SH, int(std::ceil(cr.frame[3] * f)));
+  s.x0 = std::min(int(std::floor(cr.frame[0] * f)), x1 - 1);
+  s.y0 = std::min(int(std::floor(cr.frame[1] * f)), y1 - 1);
+  s.w = x1 - s.x0;
+  s.h = y1 - s.y0;
+  s.box[0] = cr.frame[0] * f - s.x0;
+  s.box[1] = cr.frame[1] * f - s.y0;
+  s.box[2] = std::min(cr.frame[2] * f - s.x0, double(s.w));
+  s.box[3] = std::min(cr.frame[3] * f - s.y0, double(s.h));
+  s.window = OutputWindow{cr.grid_w, cr.grid_h, cr.off_x, cr.off_y};
+  return s;
+}
+
 }  // namespace
 
 FrameSearch find_frame_header(const uint8_t* data, size_t size, FrameHeader* frame) {
@@ -558,6 +585,14 @@ DecodeReport JpegDecoder::decode_transform(const uint8_t* data, size_t size, con
   const Crop cr = sample_crop(crop, W, H, seed, epoch, index);
   const int out_w = crop.mode == CropMode::None ? W : crop.out_w;
   const int out_h = crop.mode == CropMode::None ? H : crop.out_h;
+  if (cr.off_x < 0 || cr.off_y < 0 || int64_t(cr.off_x) + out_w > cr.grid_w || int64_t(cr.off_y) + out_h > cr.grid_h) {
+    jpeg_abort_decompress(&c);
+    r.status = Status::Error;
+    r.message = "the " + std::to_string(out_w) + "x" + std::to_string(out_h) + " centre crop does not fit in the image "
+                "resized to " + std::to_string(cr.grid_w) + "x" + std::to_string(cr.grid_h) +
+                " (torchvision's CenterCrop would pad it; not supported)";
+    return r;
+  }
 
   // Smallest of the fast DCT scales (1/8, 1/4, 1/2, 1) that keeps the box at least the output size.
   const double bw = cr.box[2] - cr.box[0], bh = cr.box[3] - cr.box[1];
@@ -571,10 +606,14 @@ DecodeReport JpegDecoder::decode_transform(const uint8_t* data, size_t size, con
     }
   }
   const int SW = int((int64_t(W) * m + 7) / 8), SH = int((int64_t(H) * m + 7) / 8);
-  const double f = m / 8.0;
-  double box[4] = {cr.box[0] * f, cr.box[1] * f, std::min(cr.box[2] * f, double(SW)), std::min(cr.box[3] * f, double(SH))};
+  const ScaledFrame fr = scale_frame(cr, m, SW, SH);
   int x_lo, x_hi, y_lo, y_hi;
-  resample_support(SW, SH, box, out_w, out_h, filter, &x_lo, &x_hi, &y_lo, &y_hi);
+  resample_support(fr.w, fr.h, fr.box, out_w, out_h, filter, &x_lo, &x_hi, &y_lo, &y_hi, fr.window);
+  x_lo += fr.x0;
+  x_hi += fr.x0;
+  y_lo += fr.y0;
+  y_hi += fr.y0;
+  // The margin reaches past the frame on purpose: it is there for the decoder, the resampler reads inside the frame.
   x_lo = std::max(0, x_lo - kMargin);
   y_lo = std::max(0, y_lo - kMargin);
   x_hi = std::min(SW, x_hi + kMargin);
@@ -601,8 +640,13 @@ DecodeReport JpegDecoder::decode_transform(const uint8_t* data, size_t size, con
   }
   if (opts.decode_only) return r;
   if (cmyk) cmyk_to_rgbx_inplace(region_.data(), size_t(cols) * size_t(y_hi - y_lo));
-  Region reg{region_.data(), cols * 4, 4, col0, y_lo, cols, y_hi - y_lo, SW, SH};
-  if (!resize_box(reg, box, out_w, out_h, filter, cr.flip, dst, out_w * 3, scratch_)) {
+  // The decoded window, cut to the frame and seen in the frame's coordinates.
+  const int wx0 = std::max(col0, fr.x0), wx1 = std::min(col0 + cols, fr.x0 + fr.w);
+  const int wy0 = std::max(y_lo, fr.y0), wy1 = std::min(y_hi, fr.y0 + fr.h);
+  const Region reg{region_.data() + size_t(wy0 - y_lo) * size_t(cols) * 4 + size_t(wx0 - col0) * 4, cols * 4, 4,
+                   wx0 - fr.x0, wy0 - fr.y0, wx1 - wx0, wy1 - wy0, fr.w, fr.h};
+  if (wx1 <= wx0 || wy1 <= wy0 ||
+      !resize_box(reg, fr.box, out_w, out_h, filter, cr.flip, dst, out_w * 3, scratch_, fr.window)) {
     r.status = Status::Error;
     r.message = "internal error: decoded region does not cover the resampling support";
   }
@@ -614,8 +658,11 @@ bool transform_pixels(const uint8_t* pixels, int width, int height, int channels
   const Crop cr = sample_crop(crop, width, height, seed, epoch, index);
   const int out_w = crop.mode == CropMode::None ? width : crop.out_w;
   const int out_h = crop.mode == CropMode::None ? height : crop.out_h;
-  Region reg{pixels, width * channels, channels, 0, 0, width, height, width, height};
-  return resize_box(reg, cr.box, out_w, out_h, filter, cr.flip, dst, out_w * 3, scratch);
+  const ScaledFrame fr = scale_frame(cr, 8, width, height);
+  const size_t stride = size_t(width) * size_t(channels);
+  const Region reg{pixels + size_t(fr.y0) * stride + size_t(fr.x0) * size_t(channels), int(stride), channels, 0, 0,
+                   fr.w, fr.h, fr.w, fr.h};
+  return resize_box(reg, fr.box, out_w, out_h, filter, cr.flip, dst, out_w * 3, scratch, fr.window);
 }
 
 }  // namespace ipu

@@ -177,7 +177,9 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("ratio_lo", &CropParams::ratio_lo)
       .def_readwrite("ratio_hi", &CropParams::ratio_hi)
       .def_readwrite("flip_prob", &CropParams::flip_prob)
-      .def_readwrite("crop_fraction", &CropParams::crop_fraction);
+      .def_readwrite("resize_short", &CropParams::resize_short)
+      .def_readwrite("resize_w", &CropParams::resize_w)
+      .def_readwrite("resize_h", &CropParams::resize_h);
 
   py::class_<DecodeOptions>(m, "DecodeOptions")
       .def(py::init<>())

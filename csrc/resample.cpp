@@ -102,11 +102,12 @@ struct AxisGeometry {
   int ksize;
 };
 
-IPU_NO_FP_CONTRACT AxisGeometry axis_geometry(double in0, double in1, int out_size, double filter_support) {
+// grid_size is the size the box is resized to (the output's, unless the output is a window of a larger resize).
+IPU_NO_FP_CONTRACT AxisGeometry axis_geometry(double in0, double in1, int grid_size, double filter_support) {
   IPU_FP_CONTRACT_OFF
   AxisGeometry g;
   // Pillow's precompute_coeffs takes the box edges as floats and subtracts them in float.
-  g.scale = double(float(float(in1) - float(in0))) / out_size;
+  g.scale = double(float(float(in1) - float(in0))) / grid_size;
   g.filterscale = g.scale < 1.0 ? 1.0 : g.scale;
   g.support = filter_support * g.filterscale;
   g.ss = 1.0 / g.filterscale;
@@ -114,7 +115,7 @@ IPU_NO_FP_CONTRACT AxisGeometry axis_geometry(double in0, double in1, int out_si
   return g;
 }
 
-// Pillow's bounds for output xx: first input pixel and count, clamped to [0, in_size).
+// Pillow's bounds for grid position xx: first input pixel and count, clamped to [0, in_size).
 IPU_NO_FP_CONTRACT inline void axis_bounds(const AxisGeometry& g, int in_size, double in0, int xx, double* center,
                                            int* xmin, int* count) {
   IPU_FP_CONTRACT_OFF
@@ -137,16 +138,17 @@ inline int32_t to_fixed(double w) {
   return int32_t(v);
 }
 
-// Pillow's precompute_coeffs + normalize_coeffs_8bpc for one axis. Output position i (0 <= i < out_size) gets
-// the coefficients of source output index (reverse ? out_size - 1 - i : i). bounds[2i] = xmin (full-image
-// coordinates), bounds[2i + 1] = count; weights[i * ksize + t], zero past count. Returns ksize and the union of
-// the bounds; false if some output would read no pixel (cannot happen for a box inside the image).
+// Pillow's precompute_coeffs + normalize_coeffs_8bpc for one axis of a resize to grid_size, of which the out_size
+// positions from `offset` are kept. Output position i (0 <= i < out_size) gets the coefficients of grid position
+// offset + (reverse ? out_size - 1 - i : i). bounds[2i] = xmin (full-image coordinates), bounds[2i + 1] = count;
+// weights[i * ksize + t], zero past count. Returns ksize and the union of the bounds; false if some output would
+// read no pixel (cannot happen for a box inside the image).
 template <class F>
-IPU_NO_FP_CONTRACT bool precompute_axis_t(int in_size, double in0, double in1, int out_size, bool reverse,
-                                          std::vector<int32_t>& bounds, std::vector<int32_t>& weights,
+IPU_NO_FP_CONTRACT bool precompute_axis_t(int in_size, double in0, double in1, int out_size, int grid_size, int offset,
+                                          bool reverse, std::vector<int32_t>& bounds, std::vector<int32_t>& weights,
                                           int* ksize_out, int* lo_out, int* hi_out, int* max_count_out) {
   IPU_FP_CONTRACT_OFF
-  const AxisGeometry g = axis_geometry(in0, in1, out_size, F::support);
+  const AxisGeometry g = axis_geometry(in0, in1, grid_size, F::support);
   const int ksize = g.ksize;
   if (bounds.size() < size_t(out_size) * 2) bounds.resize(size_t(out_size) * 2);
   if (weights.size() < size_t(out_size) * size_t(ksize)) weights.resize(size_t(out_size) * size_t(ksize));
@@ -156,7 +158,7 @@ IPU_NO_FP_CONTRACT bool precompute_axis_t(int in_size, double in0, double in1, i
   for (int xx = 0; xx < out_size; xx++) {
     double center;
     int xmin, count;
-    axis_bounds(g, in_size, in0, xx, &center, &xmin, &count);
+    axis_bounds(g, in_size, in0, offset + xx, &center, &xmin, &count);
     if (count < 1 || count > ksize) return false;
     const int i = reverse ? out_size - 1 - xx : xx;
     int32_t* k = &weights[size_t(i) * size_t(ksize)];
@@ -193,14 +195,25 @@ IPU_NO_FP_CONTRACT bool precompute_axis_t(int in_size, double in0, double in1, i
   return true;
 }
 
-bool precompute_axis(int in_size, double in0, double in1, int out_size, Filter filter, bool reverse,
-                     std::vector<int32_t>& bounds, std::vector<int32_t>& weights, int* ksize_out, int* lo_out,
-                     int* hi_out, int* max_count_out) {
+bool precompute_axis(int in_size, double in0, double in1, int out_size, int grid_size, int offset, Filter filter,
+                     bool reverse, std::vector<int32_t>& bounds, std::vector<int32_t>& weights, int* ksize_out,
+                     int* lo_out, int* hi_out, int* max_count_out) {
   if (filter == Filter::Bicubic)
-    return precompute_axis_t<BicubicFilter>(in_size, in0, in1, out_size, reverse, bounds, weights, ksize_out, lo_out,
-                                            hi_out, max_count_out);
-  return precompute_axis_t<BilinearFilter>(in_size, in0, in1, out_size, reverse, bounds, weights, ksize_out, lo_out,
-                                           hi_out, max_count_out);
+    return precompute_axis_t<BicubicFilter>(in_size, in0, in1, out_size, grid_size, offset, reverse, bounds, weights,
+                                            ksize_out, lo_out, hi_out, max_count_out);
+  return precompute_axis_t<BilinearFilter>(in_size, in0, in1, out_size, grid_size, offset, reverse, bounds, weights,
+                                           ksize_out, lo_out, hi_out, max_count_out);
+}
+
+// The window with its default filled in (no grid: the output itself); false if the output does not lie inside it.
+bool resolve_window(const OutputWindow& in, int out_w, int out_h, OutputWindow* w) {
+  *w = in;
+  if (w->grid_w == 0 && w->grid_h == 0) {
+    w->grid_w = out_w;
+    w->grid_h = out_h;
+  }
+  return w->grid_w >= 1 && w->grid_h >= 1 && w->grid_w <= kMaxInSide && w->grid_h <= kMaxInSide && w->off_x >= 0 &&
+         w->off_y >= 0 && int64_t(w->off_x) + out_w <= w->grid_w && int64_t(w->off_y) + out_h <= w->grid_h;
 }
 
 // Validates the box against the image (rounded to float as Pillow does), clamping edges that overshoot the image
@@ -251,21 +264,24 @@ inline bool vertical_first_rule(int64_t full_width, int64_t full_height, int64_t
   return dy > 0 && dy > 2 * dx;
 }
 
-bool make_plan(const Region& src, const double box_in[4], int out_w, int out_h, Filter filter, bool flip,
-               uint8_t* dst, int dst_stride, ResampleScratch& s, Plan* p) {
+bool make_plan(const Region& src, const double box_in[4], int out_w, int out_h, const OutputWindow& window_in,
+               Filter filter, bool flip, uint8_t* dst, int dst_stride, ResampleScratch& s, Plan* p) {
   if (!src.data || !dst || (src.channels != 3 && src.channels != 4)) return false;
   if (filter != Filter::Bilinear && filter != Filter::Bicubic) return false;
   if (src.width < 1 || src.height < 1 || src.x0 < 0 || src.y0 < 0 || src.x0 > src.full_width - src.width ||
       src.y0 > src.full_height - src.height || int64_t(src.stride) < int64_t(src.width) * src.channels)
     return false;
   double box[4];
-  if (!normalise_box(src.full_width, src.full_height, box_in, out_w, out_h, box)) return false;
+  OutputWindow w;
+  if (!normalise_box(src.full_width, src.full_height, box_in, out_w, out_h, box) ||
+      !resolve_window(window_in, out_w, out_h, &w))
+    return false;
   if (int64_t(dst_stride) < int64_t(out_w) * 3) return false;
   int xlo, xhi, ylo, yhi, max_count_y;
-  if (!precompute_axis(src.full_width, box[0], box[2], out_w, filter, flip, s.bx, s.kx, &p->kx_size, &xlo, &xhi,
-                       &p->max_count_x) ||
-      !precompute_axis(src.full_height, box[1], box[3], out_h, filter, false, s.by, s.ky, &p->ky_size, &ylo, &yhi,
-                       &max_count_y))
+  if (!precompute_axis(src.full_width, box[0], box[2], out_w, w.grid_w, w.off_x, filter, flip, s.bx, s.kx,
+                       &p->kx_size, &xlo, &xhi, &p->max_count_x) ||
+      !precompute_axis(src.full_height, box[1], box[3], out_h, w.grid_h, w.off_y, filter, false, s.by, s.ky,
+                       &p->ky_size, &ylo, &yhi, &max_count_y))
     return false;
   if (xlo < src.x0 || xhi > src.x0 + src.width || ylo < src.y0 || yhi > src.y0 + src.height) return false;
   p->data = src.data;
@@ -282,7 +298,7 @@ bool make_plan(const Region& src, const double box_in[4], int out_w, int out_h, 
   p->ybox_last = s.by[size_t(out_h - 1) * 2] + s.by[size_t(out_h - 1) * 2 + 1];
   p->xbox_first = xlo;  // the union (bx is stored mirrored under a flip)
   p->xbox_last = xhi;
-  p->vertical_first = vertical_first_rule(src.full_width, src.full_height, out_w, out_h);
+  p->vertical_first = vertical_first_rule(src.full_width, src.full_height, w.grid_w, w.grid_h);
   return true;
 }
 
@@ -995,19 +1011,21 @@ const char* isa_name(Isa isa) {
 }  // namespace
 
 void resample_support(int full_width, int full_height, const double box_in[4], int out_w, int out_h, Filter filter,
-                      int* x_lo, int* x_hi, int* y_lo, int* y_hi) {
+                      int* x_lo, int* x_hi, int* y_lo, int* y_hi, const OutputWindow& window) {
   *x_lo = *x_hi = *y_lo = *y_hi = 0;
   double box[4];
-  if (!normalise_box(full_width, full_height, box_in, out_w, out_h, box)) return;
+  OutputWindow w;
+  if (!normalise_box(full_width, full_height, box_in, out_w, out_h, box) || !resolve_window(window, out_w, out_h, &w))
+    return;
   const double support = filter == Filter::Bicubic ? BicubicFilter::support : BilinearFilter::support;
-  const AxisGeometry gx = axis_geometry(box[0], box[2], out_w, support);
-  const AxisGeometry gy = axis_geometry(box[1], box[3], out_h, support);
+  const AxisGeometry gx = axis_geometry(box[0], box[2], w.grid_w, support);
+  const AxisGeometry gy = axis_geometry(box[1], box[3], w.grid_h, support);
   // Bounds are monotonic in the output index, but take the union anyway: it is cheap.
   int lo = std::numeric_limits<int>::max(), hi = 0;
   for (int xx = 0; xx < out_w; xx++) {
     double c;
     int xmin, count;
-    axis_bounds(gx, full_width, box[0], xx, &c, &xmin, &count);
+    axis_bounds(gx, full_width, box[0], w.off_x + xx, &c, &xmin, &count);
     lo = std::min(lo, xmin);
     hi = std::max(hi, xmin + count);
   }
@@ -1017,7 +1035,7 @@ void resample_support(int full_width, int full_height, const double box_in[4], i
   for (int yy = 0; yy < out_h; yy++) {
     double c;
     int ymin, count;
-    axis_bounds(gy, full_height, box[1], yy, &c, &ymin, &count);
+    axis_bounds(gy, full_height, box[1], w.off_y + yy, &c, &ymin, &count);
     lo = std::min(lo, ymin);
     hi = std::max(hi, ymin + count);
   }
@@ -1026,16 +1044,16 @@ void resample_support(int full_width, int full_height, const double box_in[4], i
 }
 
 bool resize_box_scalar(const Region& src, const double box[4], int out_w, int out_h, Filter filter, bool flip,
-                       uint8_t* dst, int dst_stride, ResampleScratch& scratch) {
+                       uint8_t* dst, int dst_stride, ResampleScratch& scratch, const OutputWindow& window) {
   Plan p;
-  if (!make_plan(src, box, out_w, out_h, filter, flip, dst, dst_stride, scratch, &p)) return false;
+  if (!make_plan(src, box, out_w, out_h, window, filter, flip, dst, dst_stride, scratch, &p)) return false;
   return run_scalar(p, scratch, dst, dst_stride);
 }
 
 bool resize_box(const Region& src, const double box[4], int out_w, int out_h, Filter filter, bool flip, uint8_t* dst,
-                int dst_stride, ResampleScratch& scratch) {
+                int dst_stride, ResampleScratch& scratch, const OutputWindow& window) {
   Plan p;
-  if (!make_plan(src, box, out_w, out_h, filter, flip, dst, dst_stride, scratch, &p)) return false;
+  if (!make_plan(src, box, out_w, out_h, window, filter, flip, dst, dst_stride, scratch, &p)) return false;
   const Isa isa = chosen_isa();
   if (isa != Isa::Scalar && run_fast(isa, p, scratch, dst, dst_stride)) return true;
   return run_scalar(p, scratch, dst, dst_stride);

@@ -22,10 +22,19 @@ struct Region {
   int full_width, full_height;
 };
 
+// The output as a window of a larger resize: `box` is resized to grid_w x grid_h and only the out_w x out_h pixels at
+// (off_x, off_y) of that grid are computed, each exactly as the whole resize computes it (Pillow's coefficients for
+// grid position off + i, the pass order Pillow picks for the grid), so a resize followed by a crop fuses into one
+// call bit for bit (torchvision's Resize + CenterCrop). A grid of 0 x 0 is the output itself (no window).
+struct OutputWindow {
+  int grid_w = 0, grid_h = 0;
+  int off_x = 0, off_y = 0;
+};
+
 // Which full-image pixels resizing `box` to out_w x out_h reads: [*x_lo, *x_hi) x [*y_lo, *y_hi),
 // already clamped to the image. A Region passed to resize_box must cover at least this.
 void resample_support(int full_width, int full_height, const double box[4], int out_w, int out_h, Filter filter,
-                      int* x_lo, int* x_hi, int* y_lo, int* y_hi);
+                      int* x_lo, int* x_hi, int* y_lo, int* y_hi, const OutputWindow& window = OutputWindow());
 
 // Per-thread reusable memory (coefficients and the intermediate image); grows, never shrinks.
 struct ResampleScratch {
@@ -44,17 +53,19 @@ bool resample_vertical_first(int full_width, int full_height, int out_w, int out
 
 // Resize box = (left, top, right, bottom) in full-image coordinates to out_w x out_h RGB, written at dst
 // (row stride dst_stride bytes, 3 bytes per pixel; nothing else of dst is written). flip mirrors the output
-// left-right. The passes run in Pillow 13's order for the Region's full_width x full_height
-// (resample_vertical_first), so the result equals Pillow 13's Image.resize(..., box=box) on that image.
+// left-right. The passes run in Pillow 13's order for the Region's full_width x full_height and the grid
+// (resample_vertical_first), so the result equals Pillow 13's Image.resize(grid, box=box) on that image, cropped to
+// the window (the whole of it without one).
 // Coefficients are computed in full-image coordinates exactly as Pillow does, so the result does not
 // depend on where the window starts. Returns false (writing nothing) if the window does not cover
 // resample_support(...).
 bool resize_box(const Region& src, const double box[4], int out_w, int out_h, Filter filter, bool flip, uint8_t* dst,
-                int dst_stride, ResampleScratch& scratch);
+                int dst_stride, ResampleScratch& scratch, const OutputWindow& window = OutputWindow());
 
 // Plain scalar implementation (bit-exact with Pillow), kept for tests and as the fallback.
 bool resize_box_scalar(const Region& src, const double box[4], int out_w, int out_h, Filter filter, bool flip,
-                       uint8_t* dst, int dst_stride, ResampleScratch& scratch);
+                       uint8_t* dst, int dst_stride, ResampleScratch& scratch,
+                       const OutputWindow& window = OutputWindow());
 
 // Name of the instruction set the fast path dispatches to on this CPU ("avx2", "sse4.1", "neon", "scalar").
 const char* resample_simd_path();

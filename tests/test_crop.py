@@ -85,15 +85,15 @@ def test_uniform_stream_is_uniform() -> None:
     assert np.all((u >= 0) & (u < 1))
 
 
-def test_eval_box_is_centred_fraction() -> None:
+def test_eval_box_is_the_centre_crop_window_mapped_back() -> None:
+    """500x375, Resize(256) -> 341x256 (341.33 truncated), CenterCrop(224) at (round(58.5) = 58 half to even, 16)."""
     t = EvalTransform(224, resize_size=256)
     (left, top, right, bottom), flip = _C.sample_crop(t.native(), 500, 375, 0, 0, 0)
-    side = 375 * 224 / 256
-    assert (left, top, right, bottom) == pytest.approx(((500 - side) / 2, (375 - side) / 2, (500 + side) / 2,
-                                                        (375 + side) / 2))
+    assert (left, top, right, bottom) == (58 * 500 / 341, 16 * 375 / 256, 282 * 500 / 341, 240 * 375 / 256)
     assert not flip
-    assert EvalTransform(224, crop_pct=0.95).crop_fraction == 0.95
-    assert EvalTransform(224).crop_fraction == 0.875
+    assert EvalTransform(224).resize == 256 and EvalTransform(224, crop_pct=0.95).resize == 235  # floor(235.79)
+    assert EvalTransform(224, crop_pct=0.9).resize == 248 and EvalTransform((160, 96), resize_size=(200, 120)).resize \
+        == (200, 120)
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -111,5 +111,17 @@ def test_train_transform_validation(kwargs, match) -> None:
 def test_eval_transform_validation() -> None:
     with pytest.raises(ValueError, match="not both"):
         EvalTransform(224, resize_size=256, crop_pct=0.875)
-    with pytest.raises(ValueError, match="must be in"):
+    with pytest.raises(ValueError, match="pad it with zeros.*resize_size >= 224"):
         EvalTransform(224, resize_size=200)
+    with pytest.raises(ValueError, match="must fit inside the image resized to a shorter side of 100"):
+        EvalTransform((96, 128), resize_size=100)  # the crop's width 128 would need padding on a square image
+    with pytest.raises(ValueError, match="must fit inside the resized 100x200"):
+        EvalTransform((128, 128), resize_size=(100, 200))
+    with pytest.raises(ValueError, match="crop_pct must be in"):
+        EvalTransform(224, crop_pct=1.5)
+    with pytest.raises(ValueError, match="crop_pct .*needs a square size.*give resize_size"):
+        EvalTransform((224, 160), crop_pct=0.875)
+    with pytest.raises(ValueError, match="crop_pct \\(default 0.875\\) needs a square size"):
+        EvalTransform((224, 160))
+    with pytest.raises(ValueError, match="resize_size must be positive"):
+        EvalTransform(1, resize_size=0)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ipu_cnn import _C
 from ipu_cnn.data import DecodeStats, EvalTransform, TrainTransform, decode_batch
-from ipu_cnn.data.reference import PIL_FILTERS, eval_box, open_rgb, pil_resize_box
+from ipu_cnn.data.reference import open_rgb, pil_eval, pil_resize_box, pil_train
 
 __all__ = ["MODES", "PIPELINES", "NativePrepared", "Pipeline", "Prepared", "Workload", "pillow_build", "select"]
 
@@ -46,11 +46,6 @@ class Workload:
     def resize_size(self) -> int:
         """Eval's "resize the shorter side" target, timm's floor(size / crop_pct) with crop_pct 0.875 (256 for 224)."""
         return math.floor(self.size / 0.875)
-
-    @property
-    def crop_fraction(self) -> float:
-        """Eval's box side as a fraction of the shorter side (EvalTransform.crop_fraction for this workload)."""
-        return self.size / self.resize_size
 
     def transform(self, mode: str) -> TrainTransform | EvalTransform:
         """Our transform for ``mode``; peers take the same size, filter and (train) boxes."""
@@ -183,64 +178,56 @@ def pillow_build() -> str:
     return f"pillow-simd {version}" if ".post" in version else f"Pillow {version}"
 
 
-def _train_box(work: Workload, native: _C.CropParams, width: int, height: int, i: int) -> tuple[tuple, bool]:
+def _box(work: Workload, native: _C.CropParams, width: int, height: int, i: int) -> tuple[tuple, bool]:
+    """The source region ours turns into image i and its flip: the RandomResizedCrop box, or eval's centre window
+    mapped back through the resize (``reference.eval_box``)."""
     return _C.sample_crop(native, width, height, work.seed, work.epoch, i)
 
 
 class PillowPeer(Pipeline):
-    """Pillow decode; train: resize(box=the same RandomResizedCrop box) + flip, which is ``reference.pil_train``; eval:
-    Resize(shorter side 256) then CenterCrop(224) as torchvision's PIL transforms do it."""
+    """Pillow decode, then torchvision's PIL transforms as ``reference`` writes them: train crops the same
+    RandomResizedCrop box, resizes it and flips (``pil_train``); eval resizes the shorter side to 256 then crops the
+    centre 224 (``pil_eval``). At full DCT scale ours equals these bit for bit."""
 
     name = "pillow"
 
     @property
     def label(self) -> str:  # type: ignore[override]
-        return f"{pillow_build()}: resize(box) + flip / Resize + CenterCrop"
+        return f"{pillow_build()}: crop + resize + flip / Resize + CenterCrop"
 
     def prepare(self, blobs: Sequence[bytes], mode: str, work: Workload, threads: int = 1) -> Prepared:
-        resample = PIL_FILTERS[work.interpolation]
         size = work.size
         if mode == "train":
             native = work.transform("train").native()
 
             def process(i: int) -> np.ndarray:
                 img = open_rgb(Image.open(io.BytesIO(blobs[i])))
-                box, flip = _train_box(work, native, img.width, img.height, i)
-                return pil_resize_box(img, box, flip, size, work.interpolation)
+                box, flip = _box(work, native, img.width, img.height, i)
+                return pil_train(img, box, flip, size, work.interpolation)
 
             return Prepared(process, len(blobs))
 
-        short = work.resize_size
-
         def process_eval(i: int) -> np.ndarray:
-            img = open_rgb(Image.open(io.BytesIO(blobs[i])))
-            w, h = img.size  # torchvision Resize(int): shorter side to `short`, longer side truncated
-            nw, nh = (short, int(short * h / w)) if w <= h else (int(short * w / h), short)
-            img = img.resize((nw, nh), resample)
-            left, top = round((nw - size) / 2.0), round((nh - size) / 2.0)
-            return np.asarray(img.crop((left, top, left + size, top + size)))
+            return pil_eval(Image.open(io.BytesIO(blobs[i])), size, work.resize_size, work.interpolation)
 
         return Prepared(process_eval, len(blobs))
 
 
 class PillowDraftPeer(Pipeline):
     """Pillow with ``draft()``: libjpeg DCT-scales the whole image (1/2, 1/4, 1/8) to the smallest size that keeps the
-    box at least the output size, then resize(box) in the scaled image's coordinates; same boxes as ours."""
+    box at least the output size, then resize(box) in the scaled image's coordinates (reading around the box); same
+    boxes as ours."""
 
     name, label = "pillow-draft", "Pillow + draft() DCT scaling: resize(box) + flip"
 
     def prepare(self, blobs: Sequence[bytes], mode: str, work: Workload, threads: int = 1) -> Prepared:
         size = work.size
         native = work.transform(mode).native()
-        crop_fraction = work.crop_fraction
 
         def process(i: int) -> np.ndarray:
             img = Image.open(io.BytesIO(blobs[i]))
             width, height = img.size
-            if mode == "train":
-                box, flip = _train_box(work, native, width, height, i)
-            else:
-                box, flip = eval_box(width, height, crop_fraction), False
+            box, flip = _box(work, native, width, height, i)
             bw, bh = box[2] - box[0], box[3] - box[1]
             drafted = img.draft("RGB", (math.ceil(width * size / bw), math.ceil(height * size / bh)))
             scale = width / drafted[1][2] if drafted else 1.0
@@ -324,15 +311,11 @@ def _full_frame_prepare(
 ) -> Prepared:
     resize = _cv2_resizer(work)
     native = work.transform(mode).native()
-    crop_fraction = work.crop_fraction
 
     def process(i: int) -> np.ndarray:
         pixels = decode(blobs[i])
         height, width = pixels.shape[:2]
-        if mode == "train":
-            box, flip = _train_box(work, native, width, height, i)
-        else:
-            box, flip = eval_box(width, height, crop_fraction), False
+        box, flip = _box(work, native, width, height, i)
         return resize(pixels, box, flip)
 
     return Prepared(process, len(blobs))

@@ -5,14 +5,59 @@ JPEG set: fed by `ipu_cnn.data.Loader` (TrainTransform, ``--threads`` decoder th
 ``torch.utils.data.DataLoader`` over ``torchvision.datasets.ImageFolder`` with Pillow + ``RandomResizedCrop`` +
 ``RandomHorizontalFlip`` + ``PILToTensor`` (``--threads`` worker processes). It reports images/s and the fraction of
 each step spent waiting for the next batch (time inside ``next()``), the data-stall figure.
+
+The two pipelines are built by `ours_loader` and `torchvision_loader` (with `torchvision_transform`), which
+``ipu_cnn.benchmark.parity`` uses too.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from ipu_cnn.data import ImageFolder, Loader
+    from ipu_cnn.data.transforms import Transform
+
+
+def ours_loader(split: "ImageFolder", transform: "Transform", batch_size: int, threads: int, *, train: bool,
+                seed: int = 0) -> "Loader":
+    """Our pipeline: `Loader` over `split` with `threads` decoder threads; training batches are shuffled (from `seed`)
+    and full, evaluation batches cover every sample once in order."""
+    from ipu_cnn.data import Loader
+
+    return Loader(split, batch_size, transform, shuffle=train, drop_last=train, seed=seed, num_threads=threads,
+                  rank=0, world_size=1)
+
+
+def torchvision_transform(image_size: int, *, train: bool, crop_pct: float = 0.875) -> Any:
+    """torchvision's usual PIL pipeline to uint8 tensors: ``RandomResizedCrop(antialias=True)`` +
+    ``RandomHorizontalFlip`` for training, ``Resize(floor(size / crop_pct))`` + ``CenterCrop(size)`` (timm's eval)
+    otherwise."""
+    from torchvision.transforms import v2
+
+    if train:
+        steps = [v2.RandomResizedCrop(image_size, antialias=True), v2.RandomHorizontalFlip()]
+    else:
+        steps = [v2.Resize(math.floor(image_size / crop_pct), antialias=True), v2.CenterCrop(image_size)]
+    return v2.Compose([*steps, v2.PILToTensor()])
+
+
+def torchvision_loader(root: Path, transform: Any, batch_size: int, workers: int, *, train: bool, seed: int = 0,
+                       pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """The peer: ``DataLoader`` over ``torchvision.datasets.ImageFolder(root)`` (Pillow decoding) with `workers`
+    worker processes; training batches are shuffled (from `seed`) and full, evaluation batches cover every sample."""
+    import torchvision
+
+    dataset = torchvision.datasets.ImageFolder(str(root), transform=transform)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=train, drop_last=train,
+                                       num_workers=workers, persistent_workers=workers > 0, pin_memory=pin_memory,
+                                       generator=torch.Generator().manual_seed(seed))
 
 
 def _loop(model: torch.nn.Module, batches: Iterable, steps: int, warmup: int,
@@ -63,10 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
 
-    import torchvision
-    from torchvision.transforms import v2
-
-    from ipu_cnn.data import GeneratedImages, Loader, TrainTransform
+    from ipu_cnn.data import GeneratedImages, TrainTransform
     from ipu_cnn.models import create_model
 
     device = torch.device(args.device)
@@ -78,8 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = create_model(args.model, len(train.classes)).to(device)
         model.train()
         if feeder == "ipu_cnn Loader":
-            loader = Loader(train, args.batch_size, TrainTransform(args.image_size), num_threads=args.threads,
-                            rank=0, world_size=1)
+            loader = ours_loader(train, TrainTransform(args.image_size), args.batch_size, args.threads, train=True)
 
             def epoch_of(e: int, loader: Loader = loader) -> Iterable:
                 loader.set_epoch(e)
@@ -88,12 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results[feeder] = _loop(model, _forever(epoch_of), args.steps, args.warmup, device)
             loader.close()
         else:
-            tf = v2.Compose([v2.RandomResizedCrop(args.image_size, antialias=True), v2.RandomHorizontalFlip(),
-                             v2.PILToTensor()])
-            ds = torchvision.datasets.ImageFolder(str(train.root), transform=tf)
-            dl = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, shuffle=True, drop_last=True,
-                                             num_workers=args.threads, persistent_workers=True,
-                                             pin_memory=device.type == "cuda")
+            dl = torchvision_loader(train.root, torchvision_transform(args.image_size, train=True), args.batch_size,
+                                    args.threads, train=True, pin_memory=device.type == "cuda")
             results[feeder] = _loop(model, _forever(lambda e: iter(dl)), args.steps, args.warmup, device)
     print(f"{args.model} at {args.image_size} px, batch {args.batch_size}, {args.threads} data thread(s)/worker(s), "
           f"{args.steps} steps on {device}\n")

@@ -6,6 +6,7 @@ files applies the same parameters through the same native sampler and resampler,
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 from ipu_cnn import _C
@@ -39,6 +40,8 @@ class TrainTransform:
 
     The crop box is sampled exactly as ``RandomResizedCrop.get_params`` does (area fraction uniform in ``scale``,
     log-uniform aspect ``ratio``, 10 tries, centre fallback), from a generator keyed by (seed, epoch, sample index).
+    As torchvision does, the crop is cut out before it is resized, so the filter reads nothing outside it: at full DCT
+    scale the output equals torchvision's on Pillow for the same box and flip, bit for bit.
     """
 
     size: int | tuple[int, int] = 224
@@ -80,26 +83,50 @@ class TrainTransform:
 
 @dataclass(frozen=True)
 class EvalTransform:
-    """Resize the shorter side to ``resize_size`` then centre-crop ``size``, fused into one antialiased resize.
+    """torchvision ``Resize(resize_size, antialias=True)`` then ``CenterCrop(size)``, fused into one antialiased resize.
 
-    The box is the square of side ``min(W, H) * size / resize_size`` centred on the image (fractional, not rounded).
-    Give ``resize_size`` or ``crop_pct`` (= size / resize_size, timm's name); the default is crop_pct 0.875 (224/256).
+    The geometry is torchvision's, integer for integer: ``Resize(int)`` takes the shorter side to ``resize_size`` and
+    the longer one to ``int(resize_size * long / short)`` (``Resize((h, w))`` to exactly that), and ``CenterCrop``
+    starts at ``int(round((resized - size) / 2))``. The native resampler computes only the cropped window of that
+    resize, each pixel as the whole resize would, so at full DCT scale the output equals torchvision's on Pillow
+    (Pillow >= 13, whose pass order it follows) bit for bit, bilinear and bicubic.
+
+    Give ``resize_size`` (an int for the shorter side, or (height, width)) or ``crop_pct``, timm's name:
+    ``resize_size = floor(size / crop_pct)``, for a square ``size``; neither means crop_pct 0.875 (224 -> 256). A
+    non-square ``size`` needs ``resize_size``.
+    The crop must lie inside the resized image (torchvision's CenterCrop would pad it with zeros; that is refused).
     """
 
     size: int | tuple[int, int] = 224
-    resize_size: int | None = None
+    resize_size: int | tuple[int, int] | None = None
     crop_pct: float | None = None
     interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
-        _size_hw(self.size)
+        h, w = _size_hw(self.size)
         _filter_code(self.interpolation)
         if self.resize_size is not None and self.crop_pct is not None:
-            raise ValueError("give resize_size or crop_pct, not both")
-        if not 0 < self.crop_fraction <= 1:
+            raise ValueError("EvalTransform: give resize_size or crop_pct, not both")
+        if self.crop_pct is not None and not (isinstance(self.crop_pct, (int, float)) and 0 < self.crop_pct <= 1):
+            raise ValueError(f"EvalTransform: crop_pct must be in (0, 1], got {self.crop_pct!r}")
+        if self.resize_size is None and h != w:
             raise ValueError(
-                f"the centre crop must lie inside the resized image: size / resize_size = {self.crop_fraction:.4f} "
-                "must be in (0, 1]"
+                f"EvalTransform: crop_pct (default 0.875) needs a square size, got {self.size!r} (timm centre-crops "
+                "non-square sizes after a ratio-keeping resize that this transform does not implement); give "
+                "resize_size, an int for the shorter side or (height, width)"
+            )
+        resize = self.resize
+        if isinstance(resize, int):
+            if max(h, w) > resize:
+                raise ValueError(
+                    f"EvalTransform: the centre crop {h}x{w} must fit inside the image resized to a shorter side of "
+                    f"{resize} (torchvision's CenterCrop would pad it with zeros, which is not supported): use "
+                    f"resize_size >= {max(h, w)} or a crop_pct <= 1"
+                )
+        elif h > resize[0] or w > resize[1]:
+            raise ValueError(
+                f"EvalTransform: the centre crop {h}x{w} must fit inside the resized {resize[0]}x{resize[1]} image "
+                "(torchvision's CenterCrop would pad it with zeros, which is not supported)"
             )
 
     @property
@@ -107,17 +134,27 @@ class EvalTransform:
         return _size_hw(self.size)
 
     @property
-    def crop_fraction(self) -> float:
-        """Side of the crop box as a fraction of the image's shorter side."""
-        if self.resize_size is not None:
-            return max(self.output_hw) / float(self.resize_size)
-        return 0.875 if self.crop_pct is None else float(self.crop_pct)
+    def resize(self) -> int | tuple[int, int]:
+        """torchvision ``Resize``'s argument: the shorter side's target (an int), or (height, width)."""
+        if self.resize_size is None:
+            crop_pct = 0.875 if self.crop_pct is None else float(self.crop_pct)
+            return math.floor(self.output_hw[0] / crop_pct)
+        if isinstance(self.resize_size, numbers.Integral):
+            if self.resize_size < 1:
+                raise ValueError(f"EvalTransform: resize_size must be positive, got {self.resize_size!r}")
+            return int(self.resize_size)
+        return _size_hw(self.resize_size)
 
     def native(self) -> "_C.CropParams":
+        """The parameters as the native core takes them."""
         p = _C.CropParams()
         p.mode = 2
         p.out_h, p.out_w = self.output_hw
-        p.crop_fraction = self.crop_fraction
+        resize = self.resize
+        if isinstance(resize, int):
+            p.resize_short = resize
+        else:
+            p.resize_h, p.resize_w = resize
         return p
 
     @property

@@ -148,7 +148,7 @@ def metadata(loaded: LoadedModel, fmt: str, input_layout: str, input_name: str, 
                   "channels": "RGB"},
         "output": {"name": output_name, "dtype": "float32", "shape": ["batch", loaded.num_classes],
                    "meaning": "probabilities" if softmax else "logits"},
-        "preprocessing": {**p.as_dict(), "resize_shorter_side_to": round(size / p.crop_pct),
+        "preprocessing": {**p.as_dict(), "resize_shorter_side_to": p.eval_transform().resize,
                           "then": f"centre crop {size}x{size}, antialiased {p.interpolation} (mean/std are applied "
                                   "inside the graph)"},
         "class_names": list(loaded.class_names),
