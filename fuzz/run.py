@@ -2,6 +2,7 @@
 
     python fuzz/run.py --seconds 25 --asan                 # the CI run (.ci/fuzz), against a sanitizer build
     python fuzz/run.py --seconds 420 --asan --imagenet 500 # a long run; the corpus in --workdir grows across runs
+    python fuzz/run.py --seconds 0 --asan --coverage-report --workdir DIR   # csrc/ edge coverage of DIR's corpora
 
 ipu_cnn is imported from the Python path as it is: put a build with IPU_CNN_FUZZ_COVERAGE first on PYTHONPATH for
 coverage of the native code and ASan/UBSan reports (``--asan`` then preloads atheris's ASan+libFuzzer runtime, which
@@ -49,9 +50,9 @@ def known_findings(path: Path | None) -> list[tuple[str, str]]:
         words = line.split("#", 1)[0].split()
         if not words:
             continue
-        if len(words) != 2 or words[0] not in ("skip-form", "skip-check", "tolerate", "ubsan"):
-            sys.exit(f"{path}:{n}: expected 'skip-form FORM', 'skip-check NAME', 'tolerate MODULE.EXCEPTION' or "
-                     f"'ubsan CHECK:FILE', got {line.strip()!r}")
+        if len(words) != 2 or words[0] not in ("skip-form", "skip-check", "tolerate", "ubsan", "libfuzzer"):
+            sys.exit(f"{path}:{n}: expected 'skip-form FORM', 'skip-check NAME', 'tolerate MODULE.EXCEPTION', "
+                     f"'ubsan CHECK:FILE' or 'libfuzzer -FLAG=VALUE', got {line.strip()!r}")
         entries.append((words[0], words[1]))
     return entries
 
@@ -148,7 +149,8 @@ def _artifacts(findings: Path, target: str) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="Anything after -- goes to libFuzzer.")
-    ap.add_argument("--seconds", type=int, default=25, help="fuzzing time per target (default 25)")
+    ap.add_argument("--seconds", type=int, default=25,
+                    help="fuzzing time per target (default 25; 0: no fuzzing, only --coverage-report)")
     ap.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated subset of {','.join(TARGETS)}")
     ap.add_argument("--workdir", type=Path, default=REPO / "build" / "fuzz-work",
                     help="seeds, the growing corpus, logs and findings (default build/fuzz-work)")
@@ -159,6 +161,9 @@ def main() -> None:
     ap.add_argument("--rss-limit-mb", type=int, default=3072, help="libFuzzer -rss_limit_mb (also the malloc limit)")
     ap.add_argument("--known", default=str(HERE / "known_findings"),
                     help="known-findings file to steer around (default fuzz/known_findings; 'none' for none)")
+    ap.add_argument("--resample-isa", choices=("avx2", "sse4.1", "scalar"),
+                    help="make the resampler's fast path this narrower one (IPU_CNN_RESAMPLE_ISA): the CPU's best is "
+                         "the only one fuzzed otherwise")
     ap.add_argument("--coverage-report", action="store_true",
                     help="after fuzzing, print each target's edge coverage of every csrc/ file (replays the corpus)")
     ap.add_argument("libfuzzer", nargs="*", help=argparse.SUPPRESS)
@@ -181,13 +186,16 @@ def main() -> None:
         env["ASAN_OPTIONS"] = "detect_leaks=0:" + env.get("ASAN_OPTIONS", "")
         env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:" + env.get("UBSAN_OPTIONS", "")
 
+    if args.resample_isa:
+        env["IPU_CNN_RESAMPLE_ISA"] = args.resample_isa
     known = known_findings(None if args.known == "none" else Path(args.known))
     apply_known(known, env, args.workdir)
+    args.libfuzzer = [arg for kind, arg in known if kind == "libfuzzer"] + args.libfuzzer
     for kind, arg in known:
         print(f"fuzz: known finding, steered around: {kind} {arg}")
 
     results = []
-    for target in targets:
+    for target in targets if args.seconds > 0 else ():
         print(f"fuzz: {target} for {args.seconds} s from {counts[target]} seeds ...", flush=True)
         results.append(r := run_target(target, args, env))
         if r["rc"] != 0 or r["crashes"]:

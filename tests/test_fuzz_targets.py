@@ -152,6 +152,8 @@ def test_known_findings_name_real_forms_checks_and_exceptions(fuzz_modules: dict
         elif kind == "tolerate":
             module, _, cls = arg.rpartition(".")
             assert issubclass(getattr(importlib.import_module(module), cls), BaseException), arg
+        elif kind == "libfuzzer":
+            assert arg.startswith("-") and "=" in arg, arg
         else:
             assert kind == "ubsan" and ":" in arg, (kind, arg)
 
