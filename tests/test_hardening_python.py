@@ -492,3 +492,36 @@ def test_timeout_must_be_positive_or_none(image_folder: Path) -> None:
             Loader(ImageFolder(image_folder), 2, EvalTransform(16), rank=0, world_size=1, timeout=bad)
     with Loader(ImageFolder(image_folder), 2, EvalTransform(16), rank=0, world_size=1, timeout=None) as loader:
         assert loader.timeout is None and len(list(loader)) == len(loader)
+
+
+# -- findings of the fuzz run (fuzz/known_findings, now fixed) ---------------------------------------------------------
+
+def test_a_format_pillow_only_identifies_has_no_header_to_read() -> None:
+    """Pillow's identify-only stubs (HDF5 here) open with size 0x0: read_header refuses them as decode_image does,
+    instead of promising an image of no size."""
+    hdf5 = b"\x89HDF\r\n\x1a\n" + bytes(8)
+    with pytest.raises(DecodeError, match="identifies it as HDF5 but cannot decode it"):
+        read_header(hdf5)
+    with pytest.raises(DecodeError):
+        decode_image(hdf5)
+
+
+def test_a_header_claiming_gigabytes_allocates_only_what_the_file_holds(tmp_path: Path) -> None:
+    """A 21-byte file that Pillow takes for a GBR brush with a 4 GB comment: read from a path, Pillow gets the file's
+    bytes from memory, so under a 3 GB address-space limit the outcome is a DecodeError or a header, never a
+    MemoryError from a read(4 GB) of a file object."""
+    brush = tmp_path / "b.gbr"
+    brush.write_bytes(bytes.fromhex("ff01000a00000001000000010002000500000001" "04"))
+    out = _run_python(f"""
+        import resource
+        from ipu_cnn.data import DecodeError, decode_image, read_header
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+        for call in (read_header, decode_image):
+            try:
+                call({str(brush)!r})
+                print("ok")
+            except DecodeError:
+                print("DecodeError")
+    """, tmp_path)
+    assert out.split() in (["DecodeError", "DecodeError"], ["ok", "DecodeError"], ["ok", "ok"]), out
+

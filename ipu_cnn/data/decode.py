@@ -194,10 +194,21 @@ def _open_regular_file(path: str, name: str) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def _open_source(source: Source, name: str) -> BinaryIO:
-    """A file object over a source for Pillow: the regular file a path names, or the in-memory bytes."""
+def _open_source(source: Source, name: str, max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES) -> BinaryIO:
+    """A file object over a source for Pillow: the bytes of the regular file a path names (read whole, up to
+    ``max_file_bytes``), or the in-memory bytes. Pillow then reads from memory: a header that claims a huge field
+    (a "4 GB comment" in a 21-byte file) gets what the file holds, where a file object's read(n) would allocate n
+    bytes up front."""
     if isinstance(source, (str, os.PathLike)):
-        return _open_regular_file(os.fspath(source), name)
+        with _open_regular_file(os.fspath(source), name) as f:
+            size = os.fstat(f.fileno()).st_size
+            if max_file_bytes and size > max_file_bytes:
+                raise DecodeError(name, f"file of {size} bytes, above the limit of {max_file_bytes} bytes "
+                                        "(raise max_file_bytes to allow it)")
+            try:
+                return io.BytesIO(f.read())
+            except OSError as e:
+                raise DecodeError(name, f"cannot read file: {e.strerror or e}") from None
     return io.BytesIO(memoryview(source).tobytes())
 
 
@@ -427,7 +438,10 @@ def read_header(source: Source, *, max_file_bytes: int | None = DEFAULT_MAX_FILE
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with _open_source(source, name) as fp, Image.open(fp) as im:
+        with _open_source(source, name, max_file_bytes) as fp, Image.open(fp) as im:
+            if im.width < 1 or im.height < 1:  # a format Pillow only identifies (HDF5, BUFR, GRIB, WMF stubs)
+                raise DecodeError(name, f"{native_reason}, and Pillow identifies it as {im.format} but cannot decode "
+                                        "it (no image size)")
             return ImageHeader(im.width, im.height, len(im.getbands()), str(im.format), False, _exif_orientation(im))
     except DecodeError:
         raise
