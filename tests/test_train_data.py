@@ -77,7 +77,7 @@ def test_device_batches() -> None:
 def _loaders(data: DataSettings, batch: int = 8, image_size: int = 16, crop_pct: float | None = None):
     eval_pre = EvalPreprocessing.resolve(model_spec("resnet18"), image_size=image_size, crop_pct=crop_pct,
                                          interpolation=data.interpolation)
-    return create_loaders(data, batch_size=batch, val_batch_size=batch, eval=eval_pre, device_type="cpu")
+    return create_loaders(data, batch_size=batch, val_batch_size=batch, eval=eval_pre, device=torch.device("cpu"))
 
 
 def _config(mode: str) -> DataSettings:

@@ -7,7 +7,7 @@ without knowing which one it is; `TorchBackend` (CPU, CUDA) and `IpuBackend` (Po
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Protocol
+from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -40,6 +40,7 @@ class TrainStep(Protocol):
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> StepResult: ...
 
 
+@runtime_checkable
 class Backend(Protocol):
     """The device-specific half of training and evaluation."""
 
@@ -48,6 +49,8 @@ class Backend(Protocol):
     device: torch.device
     #: whether models run in channels_last memory format here
     channels_last: bool
+    #: whether host batches should be made in pinned memory (so `to_device` can copy asynchronously)
+    pin_memory: bool
 
     def data_shard(self) -> tuple[int, int]:
         """``(rank, count)`` of the data shard this process reads (one process may feed several IPU replicas)."""

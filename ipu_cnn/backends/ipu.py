@@ -158,6 +158,7 @@ class IpuBackend:
 
     name = "ipu"
     channels_last = False
+    pin_memory = False
 
     def __init__(self, settings: IpuSettings, dist: DistContext | None = None, *, eval_batch_size: int,
                  poptorch: ModuleType | None = None) -> None:

@@ -48,6 +48,7 @@ class TorchBackend:
         if device.type == "cuda" and self.dist.uses_torch_distributed:
             self.device = torch.device("cuda", self.dist.local_rank)
         self._copy_done: torch.cuda.Event | None = None
+        self.pin_memory = self.device.type == "cuda"
 
     def data_shard(self) -> tuple[int, int]:
         """Each torchrun process reads its own shard."""

@@ -82,8 +82,7 @@ def _benchmark(options: InferenceOptions, device_type: str, dist: DistContext) -
     loaded = load_model(ModelChoice.from_options(options), default_weights="random")
     micro = int(options.micro_batch_size or 32)
     data = str(options.data or "real")
-    synthetic_on_ipu = device_type == "ipu" and data == "synthetic"
-    runner = create_runner(loaded.model, options, micro, synthetic_data=synthetic_on_ipu, dist=dist)
+    runner = create_runner(loaded.model, options, micro, synthetic_data=data == "synthetic", dist=dist)
     host_batch = runner.host_batch or micro
     out: TextIO = sys.stderr if options.json == "-" else sys.stdout
     iterations, warmup = int(options.iterations or 20), int(options.warmup_iterations or 0)
@@ -94,7 +93,8 @@ def _benchmark(options: InferenceOptions, device_type: str, dist: DistContext) -
         print(f"device {device_type} x {dist.world_size} process(es){ipu}, data {data}, micro batch {micro} "
               f"(host batch {host_batch}), precision {options.precision}, {warmup} warm-up + "
               f"{iterations} measured iterations", file=out, flush=True)
-    source = benchmark_source(data, host_batch, loaded.preprocessing, runner.device, data_path=options.data_path,
+    source = benchmark_source(data, host_batch, loaded.preprocessing, runner.device,
+                              pin_memory=runner.backend.pin_memory, data_path=options.data_path,
                               num_threads=options.dataloader_worker, prefetch=int(options.dataloader_prefetch or 2),
                               rank=dist.rank, world_size=dist.world_size, seed=int(options.seed or 0))
     try:

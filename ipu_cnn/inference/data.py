@@ -75,16 +75,17 @@ def real_dataset(data_path: str | None) -> Any:
 
 
 def benchmark_source(mode: str, batch_size: int, preprocessing: EvalPreprocessing, device: torch.device, *,
-                     data_path: str | None = None, num_threads: int | None = None, prefetch: int = 2, rank: int = 0,
+                     pin_memory: bool = False, data_path: str | None = None, num_threads: int | None = None, prefetch: int = 2, rank: int = 0,
                      world_size: int = 1, seed: int = 0) -> BatchSource:
     """The batches of benchmark data mode `mode` (``real``, ``generated`` or ``synthetic``) for `device`.
 
-    `preprocessing` is the model's eval preprocessing (its image side is the batches' size). ``real`` shards the
-    files by rank like training does; every rank gets full batches only.
+    `preprocessing` is the model's eval preprocessing (its image side is the batches' size); `device` and
+    `pin_memory` are the backend's (where synthetic data is made; whether host batches are pinned). ``real`` shards
+    the files by rank like training does; every rank gets full batches only.
     """
     transform = preprocessing.eval_transform()
     height, width = transform.output_hw
-    pinned = device.type == "cuda"
+    pinned = pin_memory
     if mode in ("synthetic", "generated"):  # one batch, made once: on the device, or on the host (pinned)
         on = device if mode == "synthetic" else torch.device("cpu")
         return RandomBatches(batch_size, (height, width), RANDOM_CLASSES, 1, on, seed=seed + rank,

@@ -37,7 +37,8 @@ class ModelChoice:
 
     Attributes:
         mode: the inference mode (named in errors).
-        channels_last: build the model in channels_last memory (all but IPUs).
+
+    The model is built in channels_last memory; a backend that wants another layout converts it (IPU).
     """
 
     mode: str
@@ -51,13 +52,12 @@ class ModelChoice:
     eval_crop_pct: float | None = None
     interpolation: str | None = None
     seed: int = 0
-    channels_last: bool = True
 
     @classmethod
     def from_options(cls, options: InferenceOptions) -> ModelChoice:
         o = options
         return cls(o.mode, o.model, o.weights, o.pretrained, o.random_weights, o.averaged_weights, o.num_classes,
-                   o.image_size, o.eval_crop_pct, o.interpolation, o.seed, channels_last=o.device != "ipu")
+                   o.image_size, o.eval_crop_pct, o.interpolation, o.seed)
 
 
 @dataclass
@@ -225,8 +225,7 @@ def load_model(choice: ModelChoice, *, default_weights: str | None = "random") -
                 raise SystemExit(f"--averaged-weights: the checkpoint {path} holds no averaged weights (train with "
                                  "--weight-avg-strategy mean or exponential); drop the option")
             state = average["model"]
-        model = create_model(name, num_classes, mean=preprocessing.mean, std=preprocessing.std,
-                             channels_last=c.channels_last)
+        model = create_model(name, num_classes, mean=preprocessing.mean, std=preprocessing.std)
         try:
             unwrap_model(model).load_state_dict(state)
         except RuntimeError as error:
@@ -245,8 +244,7 @@ def load_model(choice: ModelChoice, *, default_weights: str | None = "random") -
         if pretrained:
             check_pretrained_available(name)
         torch.manual_seed(int(c.seed or 0))
-        model = create_model(name, num_classes, pretrained=pretrained, weights=weights_path or None,
-                             channels_last=c.channels_last)
+        model = create_model(name, num_classes, pretrained=pretrained, weights=weights_path or None)
         class_names = class_names_for(num_classes)
         source = "pretrained" if pretrained else (str(weights_path) if weights_path else "random")
     model.eval()

@@ -47,7 +47,8 @@ def ipu_settings(options: InferenceOptions, *, synthetic_data: bool = False) -> 
 def create_runner(model: nn.Module, options: InferenceOptions, micro_batch_size: int, *, synthetic_data: bool = False,
                   dist: DistContext | None = None) -> Runner:
     """The runner for ``options.device`` (``auto``, ``cpu``, ``cuda`` or ``ipu``); ``--device ipu`` without
-    PopTorch is the backends' clear `RuntimeError`. `synthetic_data`: the IPU makes its own input (benchmark)."""
+    PopTorch is the backends' clear `RuntimeError`. `synthetic_data`: the benchmark's device-made input (an IPU is
+    then told to make it itself; CPU/CUDA are fed a batch made on them once)."""
     device_type = resolve_device_type(options.device)
     # "cuda" without an index is the current device, which init_distributed pins to the local rank under torchrun
     backend = create_backend(device_type, dist or DistContext(), precision=options.precision,

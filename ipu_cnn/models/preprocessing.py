@@ -4,14 +4,15 @@
 normaliser's channel statistics. Training resolves it from the options and the model registry's defaults and saves
 it in checkpoints (``image_size`` and ``eval``); inference reads it back from a checkpoint (flags override) or takes
 the registry's defaults; export builds its input size and the in-graph normaliser from it. Every reader goes through
-this one record, so the three cannot disagree.
+this one record, so the three cannot disagree; the registry's defaults (`ModelSpec.eval`) are one too.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from ipu_cnn.models.registry import ModelSpec
+if TYPE_CHECKING:
+    from ipu_cnn.models.registry import ModelSpec
 
 
 @dataclass(frozen=True)

@@ -89,14 +89,15 @@ def _datasets(data: DataSettings) -> tuple[Any, Any | None]:
 
 
 def create_loaders(data: DataSettings, *, batch_size: int, val_batch_size: int, eval: EvalPreprocessing,
-                   device_type: str, rank: int = 0, world_size: int = 1) -> Loaders:
+                   device: torch.device, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> Loaders:
     """Build ``(train_source, val_source or None, num_classes, class_names)`` for ``data.mode``.
 
     Args:
         batch_size: samples of one training batch on this process (one optimizer step, or one IPU host call).
         val_batch_size: samples of one validation batch on this process.
         eval: the model's eval preprocessing (its image side is the training side too).
-        device_type: ``cpu``, ``cuda`` (pinned host batches; synthetic data made there) or ``ipu``.
+        device: where ``synthetic`` data is made (the backend's: the host for IPUs, which move data themselves).
+        pin_memory: make host batches in pinned memory (the backend copies them asynchronously).
         rank, world_size: the data shard this process reads.
     """
     mode = data.mode
@@ -104,7 +105,7 @@ def create_loaders(data: DataSettings, *, batch_size: int, val_batch_size: int, 
     val_batch = int(val_batch_size)
     size = int(eval.image_size)
     seed = int(data.seed)
-    cuda = device_type == "cuda"
+    cuda = pin_memory
     if mode in ("generated", "synthetic"):
         num_classes = int(data.num_classes or RANDOM_DATA_CLASSES)
         names = [str(i) for i in range(num_classes)]
@@ -117,7 +118,6 @@ def create_loaders(data: DataSettings, *, batch_size: int, val_batch_size: int, 
             val: Any = HostBatches(RandomImages(num_classes, size, max(1, samples // 10), seed=seed + 1), val_batch,
                               shuffle=False, drop_last=False, rank=rank, world_size=world_size, pin_memory=cuda)
             return train, val, num_classes, names
-        device = torch.device("cuda" if cuda else "cpu")
         steps = max(1, samples // (batch * world_size))
         train_d = RandomBatches(batch, size, num_classes, steps, device, seed=seed + rank)
         val_d = RandomBatches(val_batch, size, num_classes, max(1, steps // 10), device, seed=seed + 7919 + rank)

@@ -42,11 +42,12 @@ class BatchPlan:
     global_batch_size: int
 
 
-def plan_batches(options: RunOptions, device_type: str, world_size: int) -> BatchPlan:
+def plan_batches(options: RunOptions, device_type: str, world_size: int, *, check_processes: bool = True) -> BatchPlan:
     """The batch sizes of `options` on `device_type` with `world_size` processes; ``--replicas`` that does not match
-    the process count on CPU/CUDA is an error that says how to launch."""
-    ipu = device_type == "ipu"
-    if not ipu and options.replicas not in (1, world_size):
+    the process count on CPU/CUDA is an error that says how to launch (unless not `check_processes`: a single
+    process that validates a multi-process run's checkpoint)."""
+    ipu = device_type == "ipu"  # IPUs replicate and iterate inside one process; CPU/CUDA replicas are processes
+    if check_processes and not ipu and options.replicas not in (1, world_size):
         raise SystemExit(f"--replicas {options.replicas}: on CPU/CUDA each replica is a process; launch with "
                          f"`torchrun --nproc-per-node {options.replicas} -m ipu_cnn.train ...` (this job has "
                          f"{world_size} process{'es' if world_size > 1 else ''})")

@@ -136,7 +136,7 @@ class _Trainer:
             compile_model=options.compile, sync_bn=options.sync_bn, ipu=ipu_settings(options),
             eval_batch_size=batches.validation_loader_batch_size)
         self.train_loader, self.val_loader, num_classes, self.class_names = (
-            loaders if loaders is not None else self._create_loaders(batches, eval_pre, device))
+            loaders if loaders is not None else self._create_loaders(batches, eval_pre))
         steps_per_epoch = len(self.train_loader)
         if steps_per_epoch < 1:
             raise SystemExit(f"the training set gives no full batch of {batches.loader_batch_size} samples per rank: "
@@ -202,11 +202,12 @@ class _Trainer:
     def steps_per_epoch(self) -> int:
         return self.plan.steps_per_epoch
 
-    def _create_loaders(self, batches: BatchPlan, eval_pre: EvalPreprocessing, device: str) -> Loaders:
+    def _create_loaders(self, batches: BatchPlan, eval_pre: EvalPreprocessing) -> Loaders:
         rank, count = self.backend.data_shard()
         return create_loaders(DataSettings.from_options(self.options), batch_size=batches.loader_batch_size,
                               val_batch_size=batches.validation_loader_batch_size, eval=eval_pre,
-                              device_type=device, rank=rank, world_size=count)
+                              device=self.backend.device, pin_memory=self.backend.pin_memory, rank=rank,
+                              world_size=count)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def _restore(self, ckpt: Mapping[str, Any]) -> None:

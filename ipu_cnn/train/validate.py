@@ -37,7 +37,7 @@ def validate_checkpoint(path: Path, overrides: dict[str, Any], averaged: bool = 
     from ipu_cnn.train.config import options_from_record
     from ipu_cnn.train.data import DataSettings, create_loaders
     from ipu_cnn.train.engine import evaluate
-    from ipu_cnn.train.plan import ipu_settings
+    from ipu_cnn.train.plan import ipu_settings, plan_batches
 
     state = load_checkpoint(path)
     options = options_from_record(state.get("options") or state["config"])
@@ -45,21 +45,21 @@ def validate_checkpoint(path: Path, overrides: dict[str, Any], averaged: bool = 
         options = options.replace(**overrides)
     # the device the run resolved (not its "auto"), unless one is given here
     device = resolve_device_type(overrides.get("device") or state["config"].get("device") or options.device)
-    host_batch = 1 if device != "ipu" else options.replicas * options.device_iterations
-    val_batch = (options.validation_batch_size or options.micro_batch_size) * host_batch
+    val_batch = plan_batches(options, device, 1, check_processes=False).validation_loader_batch_size
     eval_pre = EvalPreprocessing.resolve(model_spec(state["model_name"]), image_size=int(state["image_size"]),
                                          crop_pct=float(state["eval"]["crop_pct"]),
                                          interpolation=options.interpolation, saved=state["eval"])
     dist = DistContext()
+    backend = create_backend(device, dist, precision=options.precision, half_dtype=options.half_dtype,
+                             ipu=ipu_settings(options), eval_batch_size=val_batch)
     _, val_loader, num_classes, _ = create_loaders(DataSettings.from_options(options),
                                                    batch_size=options.micro_batch_size, val_batch_size=val_batch,
-                                                   eval=eval_pre, device_type=device)
+                                                   eval=eval_pre, device=backend.device,
+                                                   pin_memory=backend.pin_memory)
     if val_loader is None:
         raise SystemExit(f"{path}: its run has no validation data; give --data-path / --val-data-path")
     if num_classes != state["num_classes"]:
         raise SystemExit(f"{path}: the model has {state['num_classes']} classes but this data has {num_classes}")
-    backend = create_backend(device, dist, precision=options.precision, half_dtype=options.half_dtype,
-                             ipu=ipu_settings(options), eval_batch_size=val_batch)
     model = create_model(state["model_name"], state["num_classes"], mean=eval_pre.mean, std=eval_pre.std,
                          channels_last=backend.channels_last)
     weights = state["model"]
