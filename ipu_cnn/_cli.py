@@ -163,10 +163,12 @@ def crop_pct(text: str) -> float | None:
 
 
 # -- option groups declared once ---------------------------------------------------------------------------------
-def add_config_option(parser: argparse.ArgumentParser, package: str, help: str) -> None:
-    """``--config NAME|FILE``: a YAML config shipped in `package`'s ``configs`` folder, or a file."""
+def add_config_option(parser: argparse.ArgumentParser, package: str, help: str, names_note: str = "") -> None:
+    """``--config NAME|FILE``: a YAML config shipped in `package`'s ``configs`` folder, or a file. The help reads
+    ``named config (NAMES<names_note>)<help>``."""
     g = parser.add_argument_group("config")
-    g.add_argument("--config", default=None, help="named config (" + ", ".join(named_configs(package)) + ")" + help)
+    g.add_argument("--config", default=None,
+                   help="named config (" + ", ".join(named_configs(package)) + names_note + ")" + help)
 
 
 def add_model_option(group: Any, *, default: str | None, help: str) -> None:
@@ -178,10 +180,21 @@ def add_num_classes_option(group: Any, help: str) -> None:
     group.add_argument("--num-classes", type=optional_int, default=None, help=help)
 
 
+def add_image_size_option(group: Any, help: str) -> None:
+    """``--image-size``: validated the same way in both applications."""
+    group.add_argument("--image-size", type=image_size, default=None, help=help)
+
+
+def add_eval_geometry_options(group: Any, *, interpolation_default: str | None, crop_help: str) -> None:
+    """``--interpolation`` and ``--eval-crop-pct``: how the eval transform resizes and crops."""
+    group.add_argument("--interpolation", choices=INTERPOLATIONS, default=interpolation_default,
+                       help="antialiased resize filter (Pillow semantics)")
+    group.add_argument("--eval-crop-pct", type=crop_pct, default=None, help=crop_help)
+
+
 def add_image_options(group: Any, *, interpolation_default: str | None, size_help: str, crop_help: str) -> None:
-    """``--image-size``, ``--eval-crop-pct``, ``--interpolation``: the input geometry, validated the same way in
-    both applications."""
-    group.add_argument("--image-size", type=image_size, default=None, help=size_help)
+    """``--image-size``, ``--eval-crop-pct``, ``--interpolation``: the input geometry, in one group."""
+    add_image_size_option(group, size_help)
     group.add_argument("--eval-crop-pct", type=crop_pct, default=None, help=crop_help)
     group.add_argument("--interpolation", choices=INTERPOLATIONS, default=interpolation_default,
                        help="antialiased resize filter (Pillow semantics)")
@@ -218,11 +231,13 @@ def add_worker_options(group: Any, *, threads_help: str, prefetch: bool = True) 
                            help="batches the loader prepares ahead")
 
 
+def add_half_partial_option(group: Any, help: str = "IPU: half-precision partials in matmuls and convs") -> None:
+    group.add_argument("--half-partial", action="store_true", help=help)
+
+
 def add_ipu_tuning_options(group: Any, *, cache_default: str | None, cache_help: str,
-                           half_partial_help: str = "IPU: half-precision partials in matmuls and convs",
                            memory_help: str = "IPU: fraction of tile memory for matmul/conv temporaries") -> None:
-    """The PopTorch knobs both applications pass on: partials type, memory proportion, executable cache."""
-    group.add_argument("--half-partial", action="store_true", help=half_partial_help)
+    """The PopTorch knobs both applications pass on: memory proportion and executable cache."""
     group.add_argument("--available-memory-proportion", type=optional_float, default=None, help=memory_help)
     group.add_argument("--executable-cache-dir", default=cache_default, help=cache_help)
 

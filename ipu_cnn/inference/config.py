@@ -100,8 +100,9 @@ def named_configs() -> list[str]:
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The options every mode shares: config, model and weights, preprocessing, device, precision, IPU."""
-    _cli.add_config_option(parser, "ipu_cnn.inference", ": the Graphcore application's inference defaults) or a YAML "
-                           "file whose keys are these options' names with underscores; flags override it")
+    _cli.add_config_option(parser, "ipu_cnn.inference", " or a YAML file whose keys are these options' names with "
+                           "underscores; flags override it", names_note=": the Graphcore application's inference "
+                           "defaults")
 
     g = parser.add_argument_group("model and weights")
     _cli.add_model_option(g, default=None, help="resnet50, efficientnet-b0, efficientnet-b4, resnet18 or any timm "
@@ -138,9 +139,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("IPU (PopTorch inferenceModel)")
     _cli.add_parallel_options(g, replicas_help="IPU replication factor",
                               iterations_help="micro-batches the IPU runs per host call (IPU only)")
+    _cli.add_half_partial_option(g, "half-precision partials in matmuls and convolutions")
     _cli.add_ipu_tuning_options(g, cache_default=os.environ.get("POPTORCH_CACHE_DIR"),
                                 cache_help="folder caching compiled IPU executables (default: $POPTORCH_CACHE_DIR)",
-                                half_partial_help="half-precision partials in matmuls and convolutions",
                                 memory_help="fraction of tile memory for matmul/convolution temporaries")
     _cli.add_seed_option(g, "seed of random weights and generated data")
 

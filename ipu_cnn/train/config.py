@@ -194,15 +194,15 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
     g.add_argument("--train-crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("LO", "HI"),
                    help="RandomResizedCrop area fraction range")
     g.add_argument("--flip-prob", type=float, default=0.5, help="horizontal flip probability in training")
-    _cli.add_image_options(g, interpolation_default="bilinear",
-                           size_help="training and evaluation image side (default: the model's: 224, EfficientNet-B4 "
-                           "380)",
-                           crop_help="evaluation centre crop as a fraction of the resized shorter side (default: the "
-                           "model's, 0.875 for ResNet and EfficientNet)")
+    _cli.add_eval_geometry_options(g, interpolation_default="bilinear",
+                                   crop_help="evaluation centre crop as a fraction of the resized shorter side "
+                                   "(default: the model's, 0.875 for ResNet and EfficientNet)")
 
     g = p.add_argument_group("model")
     _cli.add_model_option(g, default="resnet50",
                           help="resnet50, efficientnet-b0, efficientnet-b4, resnet18 or any timm model name")
+    _cli.add_image_size_option(g, "training and evaluation image side (default: the model's: 224, EfficientNet-B4 "
+                               "380)")
     g.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs network)")
     g.add_argument("--weights", default=None, help="start from a local state dict or ipu_cnn checkpoint file")
     g.add_argument("--dropout", type=_cli.optional_float, default=None, help="classifier dropout (default: timm's)")
@@ -263,6 +263,7 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    help="static loss scale (default: dynamic scaling for float16, none otherwise)")
     g.add_argument("--auto-loss-scaling", action="store_true",
                    help="dynamic loss scaling (GradScaler / PopTorch automatic), starting at --loss-scaling")
+    _cli.add_half_partial_option(g)
     g.add_argument("--enable-stochastic-rounding", action="store_true", help="IPU: stochastic rounding of half values")
 
     g = p.add_argument_group("regularisation")
@@ -449,8 +450,9 @@ def options_from_record(saved: Mapping[str, Any]) -> RunOptions:
 
 
 def run_options(options: RunOptions) -> dict[str, Any]:
-    """The options as plain values (what checkpoints record for --resume)."""
-    return options.as_dict()
+    """The options as plain values, without the config file's label (what checkpoints record under ``options`` for
+    --resume; the label is in their ``config`` record)."""
+    return {k: v for k, v in options.as_dict().items() if k != "config"}
 
 
 def check_options(options: RunOptions) -> None:

@@ -53,7 +53,7 @@ from ipu_cnn.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from ipu_cnn.train.config import RunOptions, config_to_yaml
+from ipu_cnn.train.config import RunOptions, config_to_yaml, run_options
 from ipu_cnn.train.data import DataSettings, Loaders, create_loaders
 from ipu_cnn.train.engine import EvalResult, TrainState, evaluate, train_one_epoch
 from ipu_cnn.train.logs import RunLogger
@@ -265,7 +265,7 @@ class _Trainer:
                 "epoch": epoch, "step": self.state.step, "epoch_step": epoch_step, "samples": self.state.samples,
                 "loader": [r["loader"] for r in per_rank] if epoch_step else None,
                 "rng": [r["rng"] for r in per_rank],
-                "config": self.plan.record(self.options), "options": self.options.as_dict(),
+                "config": self.plan.record(self.options), "options": run_options(self.options),
                 "metrics": self.last_validation,
                 **_inference_metadata(self.plan, self.options.normalization_location, self.class_names),
             }
