@@ -75,8 +75,8 @@ def real_dataset(data_path: str | None) -> Any:
 
 
 def benchmark_source(mode: str, batch_size: int, preprocessing: EvalPreprocessing, device: torch.device, *,
-                     pin_memory: bool = False, data_path: str | None = None, num_threads: int | None = None, prefetch: int = 2, rank: int = 0,
-                     world_size: int = 1, seed: int = 0) -> BatchSource:
+                     pin_memory: bool = False, data_path: str | None = None, num_threads: int | None = None,
+                     prefetch: int = 2, rank: int = 0, world_size: int = 1, seed: int = 0) -> BatchSource:
     """The batches of benchmark data mode `mode` (``real``, ``generated`` or ``synthetic``) for `device`.
 
     `preprocessing` is the model's eval preprocessing (its image side is the batches' size); `device` and
