@@ -1,22 +1,27 @@
-"""Plumbing shared by the applications' command lines: YAML config lookup, argparse value types, thread budgets."""
+"""The command-line layer both applications share: option groups declared once, ``--config`` YAML lookup and
+conversion, typed frozen option records checked against the parser, and the one error presenter.
+
+Each application (``ipu_cnn.train.config``, ``ipu_cnn.inference.config``) builds its parser from the ``add_*``
+groups here plus its own options, and resolves it into a frozen dataclass whose fields are exactly the parser's
+option names (`check_fields` makes a drift an error at the first parse, and a test compares them).
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import os
+import sys
+import traceback
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda", "ipu")
+HALF_DTYPES: tuple[str, ...] = ("auto", "float16", "bfloat16")
+INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic")
 
-class AttrDict(dict):
-    """A resolved set of options by dest name, also readable as attributes."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+T = TypeVar("T")
 
 
 def named_configs(package: str) -> list[str]:
@@ -139,3 +144,152 @@ def cpu_threads_per_process() -> int | None:
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores // local)
+
+
+def image_size(text: str) -> int | None:
+    """``--image-size``: a side of at least 8 pixels, or None (none / auto: the model's)."""
+    value = optional_int(text)
+    if value is not None and value < 8:
+        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
+    return value
+
+
+def crop_pct(text: str) -> float | None:
+    """``--eval-crop-pct``: a fraction in (0, 1], or None (the model's)."""
+    value = optional_float(text)
+    if value is not None and not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+# -- option groups declared once ---------------------------------------------------------------------------------
+def add_config_option(parser: argparse.ArgumentParser, package: str, help: str, names_note: str = "") -> None:
+    """``--config NAME|FILE``: a YAML config shipped in `package`'s ``configs`` folder, or a file. The help reads
+    ``named config (NAMES<names_note>)<help>``."""
+    g = parser.add_argument_group("config")
+    g.add_argument("--config", default=None,
+                   help="named config (" + ", ".join(named_configs(package)) + names_note + ")" + help)
+
+
+def add_model_option(group: Any, *, default: str | None, help: str) -> None:
+    """``--model``: a Graphcore model name or any timm name."""
+    group.add_argument("--model", default=default, help=help)
+
+
+def add_num_classes_option(group: Any, help: str) -> None:
+    group.add_argument("--num-classes", type=optional_int, default=None, help=help)
+
+
+def add_image_size_option(group: Any, help: str) -> None:
+    """``--image-size``: validated the same way in both applications."""
+    group.add_argument("--image-size", type=image_size, default=None, help=help)
+
+
+def add_eval_geometry_options(group: Any, *, interpolation_default: str | None, crop_help: str) -> None:
+    """``--interpolation`` and ``--eval-crop-pct``: how the eval transform resizes and crops."""
+    group.add_argument("--interpolation", choices=INTERPOLATIONS, default=interpolation_default,
+                       help="antialiased resize filter (Pillow semantics)")
+    group.add_argument("--eval-crop-pct", type=crop_pct, default=None, help=crop_help)
+
+
+def add_image_options(group: Any, *, interpolation_default: str | None, size_help: str, crop_help: str) -> None:
+    """``--image-size``, ``--eval-crop-pct``, ``--interpolation``: the input geometry, in one group."""
+    add_image_size_option(group, size_help)
+    group.add_argument("--eval-crop-pct", type=crop_pct, default=None, help=crop_help)
+    group.add_argument("--interpolation", choices=INTERPOLATIONS, default=interpolation_default,
+                       help="antialiased resize filter (Pillow semantics)")
+
+
+def add_device_option(group: Any) -> None:
+    group.add_argument("--device", choices=DEVICES, default="auto",
+                       help="auto: CUDA when available, else CPU; ipu needs PopTorch from the Poplar SDK")
+
+
+def add_precision_options(group: Any, *, choices: Sequence[str], help: str, half_dtype_help: str) -> None:
+    """``--precision`` (Graphcore's activations.weights spelling) and ``--half-dtype`` (CPU/CUDA autocast)."""
+    group.add_argument("--precision", choices=tuple(choices), default="32.32", help=help)
+    group.add_argument("--half-dtype", choices=HALF_DTYPES, default="auto", help=half_dtype_help)
+
+
+def add_parallel_options(group: Any, *, replicas_help: str, iterations_help: str) -> None:
+    """``--replicas`` and ``--device-iterations``: how many micro-batches one host batch holds."""
+    group.add_argument("--replicas", type=positive_int, default=1, help=replicas_help)
+    group.add_argument("--device-iterations", type=positive_int, default=1, help=iterations_help)
+
+
+def add_micro_batch_option(group: Any, help: str) -> None:
+    group.add_argument("--micro-batch-size", "--batch-size", dest="micro_batch_size", type=positive_int, default=32,
+                       help=help)
+
+
+def add_worker_options(group: Any, *, threads_help: str, prefetch: bool = True) -> None:
+    """``--dataloader-worker`` (alias ``--dataloader-workers``) and ``--dataloader-prefetch``."""
+    group.add_argument("--dataloader-worker", "--dataloader-workers", dest="dataloader_worker", type=optional_int,
+                       default=None, help=threads_help)
+    if prefetch:
+        group.add_argument("--dataloader-prefetch", type=positive_int, default=2,
+                           help="batches the loader prepares ahead")
+
+
+def add_half_partial_option(group: Any, help: str = "IPU: half-precision partials in matmuls and convs") -> None:
+    group.add_argument("--half-partial", action="store_true", help=help)
+
+
+def add_ipu_tuning_options(group: Any, *, cache_default: str | None, cache_help: str,
+                           memory_help: str = "IPU: fraction of tile memory for matmul/conv temporaries") -> None:
+    """The PopTorch knobs both applications pass on: memory proportion and executable cache."""
+    group.add_argument("--available-memory-proportion", type=optional_float, default=None, help=memory_help)
+    group.add_argument("--executable-cache-dir", default=cache_default, help=cache_help)
+
+
+def add_seed_option(group: Any, help: str) -> None:
+    group.add_argument("--seed", type=int, default=0, help=help)
+
+
+# -- typed option records ----------------------------------------------------------------------------------------
+def check_fields(cls: type, dests: Iterable[str], extra: Iterable[str] = ()) -> None:
+    """Fail when the frozen option record `cls` and the parser's options (`dests`, plus `extra` non-flag fields)
+    name different things, so the schema and the record cannot drift apart."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    wanted = set(dests) | set(extra)
+    if fields != wanted:
+        raise TypeError(f"{cls.__name__} and its parser disagree: fields without an option "
+                        f"{sorted(fields - wanted)}, options without a field {sorted(wanted - fields)}")
+
+
+def record_from(cls: type[T], values: Mapping[str, Any]) -> T:
+    """An instance of the frozen record `cls` from `values` (every field must be present; extra keys are errors)."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {sorted(unknown)}")
+    return cls(**values)
+
+
+# -- the one error presenter -------------------------------------------------------------------------------------
+def raised_by_us(error: BaseException) -> bool:
+    """True for errors raised in ipu_cnn's own code, whose messages say what to do: printed as one line. Errors from
+    inside torch or other libraries keep their traceback (IPU_CNN_TRACEBACK=1 shows it for ours too)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    package = os.path.dirname(os.path.abspath(__file__))
+    return bool(frames) and os.path.abspath(frames[-1].filename).startswith(package + os.sep)
+
+
+def config_error_status(stop: SystemExit) -> int:
+    """A config error (`SystemExit` with our message) as one ``error:`` line and status 2; argparse's own exits
+    (which printed their usage already) and help requests are re-raised."""
+    if not isinstance(stop.code, str):
+        raise stop
+    print(f"error: {stop.code}", file=sys.stderr)
+    return 2
+
+
+def present_errors(body: Callable[[], int]) -> int:
+    """Run `body`; our `RuntimeError`/`ValueError`/`OSError` become one ``error:`` line and status 2."""
+    try:
+        return body()
+    except (RuntimeError, ValueError, OSError) as error:
+        if not raised_by_us(error) or os.environ.get("IPU_CNN_TRACEBACK"):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2

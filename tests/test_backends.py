@@ -19,6 +19,7 @@ from ipu_cnn.backends import (
     select_device,
 )
 from ipu_cnn.train.config import config_from_mapping
+from ipu_cnn.train.plan import ipu_settings, optimizer_settings
 
 
 # -- precision --------------------------------------------------------------------------------------------------
@@ -106,10 +107,13 @@ def fake_poptorch(calls: list) -> types.ModuleType:
     return module
 
 
-def _ipu_config(**overrides: Any) -> dict[str, Any]:
-    config = dict(config_from_mapping({"data": "synthetic", **overrides}))
-    config["lr_effective"] = config["lr"]
-    return config
+def _ipu_config(**overrides: Any) -> Any:
+    return ipu_settings(config_from_mapping({"data": "synthetic", **overrides}))
+
+
+def _ipu_optimizer(groups: list, poptorch: types.ModuleType, **overrides: Any) -> Any:
+    options = config_from_mapping({"data": "synthetic", **overrides})
+    return ipu_optimizer(optimizer_settings(options, options.lr), options.precision, groups, poptorch)
 
 
 def _calls_by_path(calls: list) -> dict[str, tuple[tuple, dict]]:
@@ -165,8 +169,8 @@ def test_ipu_options_under_popdist_take_popdists_options() -> None:
 def test_ipu_optimizer_mapping(name: str, cls: str, extra: dict) -> None:
     calls: list = []
     groups = [{"params": [torch.nn.Parameter(torch.zeros(2, 2))], "weight_decay": 1e-4}]
-    config = _ipu_config(optimizer=name, precision="16.32", loss_scaling=128.0, weight_decay=1e-4, lr=0.5)
-    ipu_optimizer(config, groups, fake_poptorch(calls))
+    _ipu_optimizer(groups, fake_poptorch(calls), optimizer=name, precision="16.32", loss_scaling=128.0,
+                   weight_decay=1e-4, lr=0.5)
     path, args, kwargs = calls[-1]
     assert path == cls and args[0] == groups
     assert kwargs["lr"] == 0.5 and kwargs["weight_decay"] == 1e-4 and kwargs["loss_scaling"] == 128.0
@@ -178,5 +182,5 @@ def test_ipu_optimizer_mapping(name: str, cls: str, extra: dict) -> None:
 
 def test_ipu_optimizer_half_state_for_16_16() -> None:
     calls: list = []
-    ipu_optimizer(_ipu_config(optimizer="sgd", precision="16.16"), [], fake_poptorch(calls))
+    _ipu_optimizer([], fake_poptorch(calls), optimizer="sgd", precision="16.16")
     assert calls[-1][2]["velocity_accum_type"] == torch.float16

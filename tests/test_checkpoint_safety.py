@@ -142,11 +142,11 @@ def test_inference_refuses_a_crafted_file(crafted: tuple[Path, Path], tmp_path: 
                                           capsys: pytest.CaptureFixture) -> None:
     from ipu_cnn.inference.cli import main as inference_main
     from ipu_cnn.inference.config import options_for
-    from ipu_cnn.inference.model import load_model
+    from ipu_cnn.inference.model import ModelChoice, load_model
 
     path, marker = crafted
     with pytest.raises(ValueError, match="--weights .*refused to load"):
-        load_model(options_for("predict", weights=str(path)))
+        load_model(ModelChoice.from_options(options_for("predict", weights=str(path))))
     plain = tmp_path / "plain.pth"  # not checkpoint-shaped: reaches the plain state dict path
     torch.save({"fc.weight": torch.zeros(4, 8), "extra": _Payload(marker)}, plain)
     status = inference_main(["predict", "x.jpg", "--weights", str(plain), "--device", "cpu"])
@@ -253,13 +253,13 @@ def test_resume_skips_a_corrupt_newest_checkpoint_and_weights_refuse_it(tmp_path
 
 def test_inference_refuses_a_corrupt_checkpoint(tmp_path: Path) -> None:
     from ipu_cnn.inference.config import options_for
-    from ipu_cnn.inference.model import load_model
+    from ipu_cnn.inference.model import ModelChoice, load_model
 
     state = complete_state()
     path = save_checkpoint(state, tmp_path / checkpoint_name(0, 1))
     _flip_bytes(path, state["model"]["bn1.running_var"].numpy().tobytes(), at=0, count=8)
     with pytest.raises(ValueError, match=r"--weights checkpoint .*tensor model\.bn1\.running_var fails its checksum"):
-        load_model(options_for("predict", weights=str(path)))
+        load_model(ModelChoice.from_options(options_for("predict", weights=str(path))))
 
 
 # -- fields --------------------------------------------------------------------------------------------------------

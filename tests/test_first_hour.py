@@ -153,12 +153,12 @@ def test_resume_takes_options_from_the_checkpoint_and_flags_override(tmp_path: P
     ckpt_dir = tmp_path / "r" / "checkpoints"
     capsys.readouterr()
     config = parse_config(["--resume", str(ckpt_dir)])
-    assert config["model"] == "test_resnet" and config["data"] == "generated" and config["image_size"] == 32
-    assert config["lr"] == 0.05 and config["epoch"] == 2 and config["max_steps"] is None
-    assert config["resume"] == str(list_checkpoints(ckpt_dir)[-1])
+    assert config.model == "test_resnet" and config.data == "generated" and config.image_size == 32
+    assert config.lr == 0.05 and config.epoch == 2 and config.max_steps is None
+    assert config.resume == str(list_checkpoints(ckpt_dir)[-1])
     assert "changed on the command line" not in capsys.readouterr().out
     config = parse_config(["--resume", str(ckpt_dir), "--epoch", "5"])
-    assert config["epoch"] == 5 and config["model"] == "test_resnet"
+    assert config.epoch == 5 and config.model == "test_resnet"
     assert "changed on the command line: epoch 2 -> 5" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="no such file or folder"):
         parse_config(["--resume", str(tmp_path / "missing")])
@@ -199,7 +199,7 @@ def test_help_defaults_are_the_parsed_defaults(argv: list[str]) -> None:
     for dest, text in shown.items():
         if dest in given:
             continue
-        value = parsed[dest]
+        value = getattr(parsed, dest)
         if dest == "eight_bit_io" and text == "None":
             continue  # shown as None: decided by --normalization-location (checked below)
         assert text == str(value), (dest, text, value)
@@ -218,7 +218,7 @@ def test_help_names_the_config_that_applies_without_one() -> None:
                                                            ("host", "host", False), ("none", "none", True)])
 def test_normalization_location_spellings(location: str, expected: str, eight_bit: bool) -> None:
     config = parse_config(["--data", "synthetic", "--normalization-location", location])
-    assert config["normalization_location"] == expected and config["eight_bit_io"] is eight_bit
+    assert config.normalization_location == expected and config.eight_bit_io is eight_bit
 
 
 def test_host_normalisation_with_explicit_eight_bit_io_names_both_flags() -> None:
@@ -230,8 +230,8 @@ def test_dataloader_worker_spelled_the_same_in_both_applications() -> None:
     from ipu_cnn.inference.config import parse_options
 
     for flag in ("--dataloader-worker", "--dataloader-workers"):
-        assert parse_config(["--data", "synthetic", flag, "3"])["dataloader_worker"] == 3
-        assert parse_options(["--random-weights", flag, "3"])["dataloader_worker"] == 3
+        assert parse_config(["--data", "synthetic", flag, "3"]).dataloader_worker == 3
+        assert parse_options(["--random-weights", flag, "3"]).dataloader_worker == 3
 
 
 def test_normalization_none_scales_to_unit_range_without_mean_and_std(tmp_path: Path) -> None:

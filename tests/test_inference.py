@@ -162,7 +162,8 @@ def test_device_ipu_without_poptorch_is_a_clear_error(argv: list[str], monkeypat
 
 
 def test_ipu_runner_compiles_an_inference_model_and_pads_short_batches() -> None:
-    from ipu_cnn.inference.runner import IpuRunner
+    from ipu_cnn.backends import DistContext, create_backend
+    from ipu_cnn.inference.runner import Runner, ipu_settings
 
     calls: list[tuple[str, tuple]] = []
 
@@ -188,10 +189,12 @@ def test_ipu_runner_compiles_an_inference_model_and_pads_short_batches() -> None
                                      OutputMode=types.SimpleNamespace(All="All"))
     options = options_for("benchmark", device="cpu", replicas=2, device_iterations=4, precision="32.32")
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
-    runner = IpuRunner(model, options, micro_batch_size=3, synthetic_data=True, poptorch=poptorch)
+    backend = create_backend("ipu", DistContext(), ipu=ipu_settings(options, synthetic_data=True),
+                             eval_batch_size=3 * options.device_iterations * options.replicas, poptorch=poptorch)
+    runner = Runner(backend, model)
     assert runner.host_batch == 3 * 4 * 2
     logits = runner(torch.zeros(5, 3, 4, 4, dtype=torch.float32))
-    assert logits.shape == (5, 5) and runner.model.batches == [24]
+    assert logits.shape == (5, 5) and backend.inference_model.batches == [24]
     runner.close()
     names = [name for name, _ in calls]
     assert ("replicationFactor", (2,)) in calls and ("deviceIterations", (4,)) in calls
@@ -306,12 +309,13 @@ def test_checkpoint_and_model_must_agree(trained_run: dict[str, Any], tmp_path: 
 
 
 def test_plain_state_dict_weights(trained_run: dict[str, Any], tmp_path: Path) -> None:
-    from ipu_cnn.inference.model import load_model
+    from ipu_cnn.inference.model import ModelChoice, load_model
 
     state = torch.load(trained_run["checkpoint"], map_location="cpu", weights_only=False)["model"]
     plain = tmp_path / "weights.pth"
     torch.save(state, plain)
-    loaded = load_model(options_for("predict", model="resnet10t", weights=str(plain), image_size=32))
+    loaded = load_model(ModelChoice.from_options(options_for("predict", model="resnet10t", weights=str(plain),
+                                                         image_size=32)))
     assert loaded.num_classes == CLASSES and loaded.class_names == [str(i) for i in range(CLASSES)]
     assert torch.equal(loaded.model.model.fc.weight, state["fc.weight"])
 
@@ -329,7 +333,7 @@ def test_export_onnx_round_trip(trained_run: dict[str, Any], generated: Any, tmp
                                 capsys: pytest.CaptureFixture) -> None:
     pytest.importorskip("onnxscript", reason="the ONNX exporter needs the export extra: pip install '.[export]'")
     ort = pytest.importorskip("onnxruntime", reason="the round trip needs onnxruntime: pip install '.[export]'")
-    from ipu_cnn.inference.model import load_model
+    from ipu_cnn.inference.model import ModelChoice, load_model
 
     out = tmp_path / "model.onnx"
     status, _out, err = _run(["export", "--format", "onnx", str(out), "--weights", trained_run["run_dir"]], capsys)
@@ -337,7 +341,7 @@ def test_export_onnx_round_trip(trained_run: dict[str, Any], generated: Any, tmp
     assert "check: onnxruntime agrees with PyTorch" in err
     info = json.loads((tmp_path / "model.onnx.json").read_text())
     assert info["input"]["dtype"] == "uint8" and info["class_names"] == generated.classes
-    model = load_model(options_for("export", weights=trained_run["run_dir"])).model
+    model = load_model(ModelChoice.from_options(options_for("export", weights=trained_run["run_dir"]))).model
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (graph_input,) = session.get_inputs()
     assert graph_input.type == "tensor(uint8)" and graph_input.shape[1:] == [3, 32, 32]
@@ -352,7 +356,7 @@ def test_export_onnx_round_trip(trained_run: dict[str, Any], generated: Any, tmp
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_export_torchscript_and_triton_repository(trained_run: dict[str, Any], generated: Any, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
-    from ipu_cnn.inference.model import load_model
+    from ipu_cnn.inference.model import ModelChoice, load_model
 
     repo = tmp_path / "repository"
     status, _out, err = _run(["export", "--format", "torchscript", str(repo), "--triton", "--triton-name", "shapes",
@@ -364,7 +368,7 @@ def test_export_torchscript_and_triton_repository(trained_run: dict[str, Any], g
     assert "dims: [ 4 ]" in config and 'name: "INPUT__0"' in config and 'label_filename: "labels.txt"' in config
     assert (folder / "labels.txt").read_text().splitlines() == generated.classes
     scripted = torch.jit.load(str(folder / "1" / "model.pt"))
-    model = load_model(options_for("export", weights=trained_run["checkpoint"])).model
+    model = load_model(ModelChoice.from_options(options_for("export", weights=trained_run["checkpoint"]))).model
     images = _real_batch(generated, 3)
     with torch.inference_mode():
         probabilities = scripted(images.permute(0, 2, 3, 1).contiguous())

@@ -15,38 +15,38 @@ def test_shipped_configs() -> None:
 @pytest.mark.parametrize("name", ["demo", "resnet50", "efficientnet-b0", "efficientnet-b4"])
 def test_every_named_config_parses_and_builds_its_model(name: str) -> None:
     config = parse_config(["--config", name, "--data-path", "/nonexistent"])
-    assert config["config"] == name
-    model = create_model(config["model"], 10, drop_rate=config["dropout"], drop_path_rate=config["drop_path"],
-                         zero_init_residual=config["zero_init_residual"])
+    assert config.config == name
+    model = create_model(config.model, 10, drop_rate=config.dropout, drop_path_rate=config.drop_path,
+                         zero_init_residual=config.zero_init_residual)
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
 def test_recipes_carry_the_published_settings() -> None:
     r50 = parse_config(["--config", "resnet50", "--data-path", "x"])
-    assert (r50["optimizer"], r50["momentum"], r50["lr_schedule"], r50["warmup_epoch"]) == ("sgd_combined", 0.9,
+    assert (r50.optimizer, r50.momentum, r50.lr_schedule, r50.warmup_epoch) == ("sgd_combined", 0.9,
                                                                                             "cosine", 5.0)
-    assert r50["label_smoothing"] == 0.1 and r50["weight_decay"] == 1e-4 and r50["zero_init_residual"] is True
-    assert r50["lr_reference_batch"] == 256
+    assert r50.label_smoothing == 0.1 and r50.weight_decay == 1e-4 and r50.zero_init_residual is True
+    assert r50.lr_reference_batch == 256
     b0 = parse_config(["--config", "efficientnet-b0", "--data-path", "x"])
-    assert b0["optimizer"] == "rmsprop_tf" and b0["lr_schedule"] == "exponential"
-    assert b0["weight_avg_strategy"] == "exponential" and b0["optimizer_eps"] == 1e-3
+    assert b0.optimizer == "rmsprop_tf" and b0.lr_schedule == "exponential"
+    assert b0.weight_avg_strategy == "exponential" and b0.optimizer_eps == 1e-3
     b4 = parse_config(["--config", "efficientnet-b4", "--data-path", "x"])
-    assert b4["mixup_alpha"] > 0 and b4["cutmix_lambda_high"] > 0
-    assert b4["image_size"] is None and model_spec(b4["model"]).image_size == 380
+    assert b4.mixup_alpha > 0 and b4.cutmix_lambda_high > 0
+    assert b4.image_size is None and model_spec(b4.model).image_size == 380
 
 
 def test_default_is_the_demo_config_and_other_data_the_plain_defaults() -> None:
-    assert parse_config([])["config"] == "demo"
-    assert parse_config([])["model"] == "resnet18"
+    assert parse_config([]).config == "demo"
+    assert parse_config([]).model == "resnet18"
     plain = parse_config(["--data", "synthetic"])
-    assert plain["config"] == "none" and plain["model"] == "resnet50"
+    assert plain.config == "none" and plain.model == "resnet50"
 
 
 def test_flags_override_the_config() -> None:
     config = parse_config(["--config", "resnet50", "--data-path", "x", "--lr", "0.5", "--epoch", "3",
                            "--precision", "32.32", "--no-zero-init-residual"])
-    assert config["lr"] == 0.5 and config["epoch"] == 3 and config["precision"] == "32.32"
-    assert config["zero_init_residual"] is False
+    assert config.lr == 0.5 and config.epoch == 3 and config.precision == "32.32"
+    assert config.zero_init_residual is False
 
 
 def test_yaml_file_config_with_type_conversion(tmp_path) -> None:
@@ -54,8 +54,8 @@ def test_yaml_file_config_with_type_conversion(tmp_path) -> None:
     path.write_text("model: test_resnet\nweight-decay: 1e-4\nprecision: 16.32\ntrain_crop_scale: [0.5, 1]\n"
                     "data: synthetic\n")
     config = parse_config(["--config", str(path)])
-    assert config["model"] == "test_resnet" and config["weight_decay"] == 1e-4  # PyYAML reads 1e-4 as a string
-    assert config["precision"] == "16.32" and config["train_crop_scale"] == [0.5, 1.0]
+    assert config.model == "test_resnet" and config.weight_decay == 1e-4  # PyYAML reads 1e-4 as a string
+    assert config.precision == "16.32" and config.train_crop_scale == [0.5, 1.0]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -96,7 +96,8 @@ def test_saved_config_reads_back(tmp_path) -> None:
     path.write_text(config_to_yaml(config, {"global_batch_size": 32}))
     assert yaml.safe_load(path.read_text())["derived"] == {"global_batch_size": 32}
     again = parse_config(["--config", str(path)])
-    assert {k: again[k] for k in config if k != "config"} == {k: config[k] for k in config if k != "config"}
+    saved, read = config.as_dict(), again.as_dict()
+    assert {k: read[k] for k in saved if k != "config"} == {k: saved[k] for k in saved if k != "config"}
 
 
 def test_help_documents_every_graphcore_option() -> None:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from test_train_e2e import ColourImages  # noqa: I001
 
+from ipu_cnn.batch_sources import HostBatches
 from ipu_cnn.train import config_from_mapping, train
-from ipu_cnn.train._batches import HostBatches
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none visible to torch)")]

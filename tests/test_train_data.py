@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from ipu_cnn.train._batches import DeviceBatches, HostBatches
-from ipu_cnn.train.data import create_loaders
+from ipu_cnn.batch_sources import HostBatches, RandomBatches
+from ipu_cnn.models import EvalPreprocessing, model_spec
+from ipu_cnn.train.data import DataSettings, create_loaders
 
 
 class IndexImages:
@@ -67,20 +68,25 @@ def test_host_batches_resume_mid_epoch() -> None:
 
 
 def test_device_batches() -> None:
-    loader = DeviceBatches(4, 16, 10, steps=3, device=torch.device("cpu"))
+    loader = RandomBatches(4, 16, 10, steps=3, device=torch.device("cpu"))
     batches = list(loader)
     assert len(batches) == 3 and batches[0][0].shape == (4, 3, 16, 16)
     assert batches[0][0].is_contiguous(memory_format=torch.channels_last)
 
 
-def _config(mode: str) -> dict:
-    return {"data": mode, "loader_batch_size": 8, "validation_loader_batch_size": 8, "image_size": 16, "seed": 0,
-            "device": "cpu", "num_classes": 5, "generated_samples": 64}
+def _loaders(data: DataSettings, batch: int = 8, image_size: int = 16, crop_pct: float | None = None):
+    eval_pre = EvalPreprocessing.resolve(model_spec("resnet18"), image_size=image_size, crop_pct=crop_pct,
+                                         interpolation=data.interpolation)
+    return create_loaders(data, batch_size=batch, val_batch_size=batch, eval=eval_pre, device=torch.device("cpu"))
+
+
+def _config(mode: str) -> DataSettings:
+    return DataSettings(mode, num_classes=5, generated_samples=64, seed=0)
 
 
 def test_create_loaders_generated() -> None:
     pytest.importorskip("ipu_cnn.data.datasets", reason="needs ipu_cnn.data.datasets.RandomImages")
-    train, val, classes, names = create_loaders(_config("generated"))
+    train, val, classes, names = _loaders(_config("generated"))
     assert classes == 5 and names == ["0", "1", "2", "3", "4"] and len(train) == 8
     images, labels = next(iter(train))
     assert images.shape == (8, 3, 16, 16) and images.dtype == torch.uint8 and labels.dtype == torch.int64
@@ -88,7 +94,7 @@ def test_create_loaders_generated() -> None:
 
 
 def test_create_loaders_synthetic() -> None:
-    train, val, classes, _ = create_loaders(_config("synthetic"))
+    train, val, classes, _ = _loaders(_config("synthetic"))
     images, labels = next(iter(train))
     assert len(train) == 8 and images.shape == (8, 3, 16, 16) and int(labels.max()) < 5
 
@@ -125,15 +131,14 @@ def _loader_built() -> bool:
 def test_file_modes(jpeg_tree, mode: str) -> None:
     paths = {"imagenet": (jpeg_tree, None), "folder": (jpeg_tree / "train", jpeg_tree / "validation"),
              "filelist": (jpeg_tree / "train.csv", jpeg_tree / "val.csv")}[mode]
-    config = {**_config(mode), "data_path": str(paths[0]), "val_data_path": str(paths[1]) if paths[1] else None,
-              "num_classes": None, "loader_batch_size": 4, "validation_loader_batch_size": 4, "eval_crop_pct": 0.875,
-              "train_crop_scale": [0.5, 1.0], "flip_prob": 0.5, "interpolation": "bilinear", "dataloader_worker": 1,
-              "dataloader_prefetch": 1, "on_bad_sample": "raise"}
+    config = DataSettings(mode, data_path=str(paths[0]), val_data_path=str(paths[1]) if paths[1] else None,
+                          num_classes=None, train_crop_scale=(0.5, 1.0), flip_prob=0.5, interpolation="bilinear",
+                          workers=1, prefetch=1, on_bad_sample="raise", seed=0)
     if not _loader_built():
         with pytest.raises(RuntimeError, match="--data generated or synthetic"):
-            create_loaders(config)
+            _loaders(config, batch=4, crop_pct=0.875)
         return
-    train, val, classes, names = create_loaders(config)
+    train, val, classes, names = _loaders(config, batch=4, crop_pct=0.875)
     try:
         assert classes == 2 and names == ["class0", "class1"] and len(train) == 3
         train.set_epoch(0)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from ipu_cnn.batch_sources import HostBatches
+from ipu_cnn.models import model_spec
 from ipu_cnn.train import config_from_mapping, train
 from ipu_cnn.train.__main__ import main
-from ipu_cnn.train._batches import HostBatches
 
 
 class ColourImages:
@@ -59,7 +60,7 @@ def test_learns_above_chance_and_writes_the_run_folder(tmp_path: Path, capsys: p
     assert (run / "metrics.csv").read_text().splitlines()[0].startswith("time,split,weights,epoch,step")
     ckpt = torch.load(summary["checkpoint"], weights_only=False)
     assert ckpt["class_names"] == ["r", "g", "b", "y"] and ckpt["num_classes"] == 4 and ckpt["image_size"] == 32
-    assert ckpt["eval"]["crop_pct"] == config["eval_crop_pct"] and ckpt["model_name"] == "test_resnet"
+    assert ckpt["eval"]["crop_pct"] == model_spec("test_resnet").crop_pct and ckpt["model_name"] == "test_resnet"
     assert ckpt["epoch"] == 3 and ckpt["step"] == 24 and ckpt["loader"] is None
     assert ckpt["weight_average"]["updates"] == 24
     import timm

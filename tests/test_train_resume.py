@@ -9,8 +9,8 @@ import pytest
 import torch
 from test_train_e2e import ColourImages
 
+from ipu_cnn.batch_sources import HostBatches
 from ipu_cnn.train import config_from_mapping, train
-from ipu_cnn.train._batches import HostBatches
 
 
 def _loaders() -> tuple:

@@ -6,14 +6,18 @@ import copy
 import pytest
 import torch
 
-from ipu_cnn.backends import TorchBackend, TorchTrainStep, precision_policy
+from ipu_cnn.backends import TorchBackend, TorchTrainStep, create_optimizer, precision_policy
 from ipu_cnn.models import LabelSmoothingCrossEntropy, create_model, unwrap_model
 from ipu_cnn.train.averaging import WeightAverage
 from ipu_cnn.train.config import config_from_mapping
 from ipu_cnn.train.mixing import Mixing
-from ipu_cnn.train.optim import create_optimizer, effective_lr
+from ipu_cnn.train.plan import effective_lr, optimizer_settings
 
 CPU = torch.device("cpu")
+
+
+def _optimizer(model: torch.nn.Module, options, lr: float) -> torch.optim.Optimizer:
+    return create_optimizer(model, optimizer_settings(options, lr))
 
 
 def _batch(n: int, size: int = 32, classes: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,7 +29,7 @@ def _batch(n: int, size: int = 32, classes: int = 4, seed: int = 0) -> tuple[tor
 def _step(model: torch.nn.Module, accumulation: int = 1, precision: str = "32.32", loss_scaling: float | None = None,
           optimizer: str = "sgd", smoothing: float = 0.0, mix: Mixing | None = None) -> TorchTrainStep:
     config = config_from_mapping({"data": "synthetic", "optimizer": optimizer, "weight_decay": 1e-2})
-    opt = create_optimizer(model, config, lr=0.05)
+    opt = _optimizer(model, config, lr=0.05)
     backend = TorchBackend(CPU, precision_policy(precision, "cpu", loss_scaling=loss_scaling))
     return TorchTrainStep(backend, model, opt, LabelSmoothingCrossEntropy(smoothing), accumulation=accumulation,
                           scaler=backend.create_scaler(), mix=mix)
@@ -38,7 +42,7 @@ def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
 @pytest.mark.parametrize("name", ["sgd", "sgd_combined", "adamw", "rmsprop", "rmsprop_tf"])
 def test_weight_decay_excludes_1d_parameters(name: str) -> None:
     model = create_model("test_resnet", 4)
-    opt = create_optimizer(model, config_from_mapping({"data": "synthetic", "optimizer": name,
+    opt = _optimizer(model, config_from_mapping({"data": "synthetic", "optimizer": name,
                                                        "weight_decay": 1e-4}), lr=0.1)
     by_id = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
     for param in model.parameters():
@@ -48,16 +52,16 @@ def test_weight_decay_excludes_1d_parameters(name: str) -> None:
 
 def test_sgd_is_classical_momentum_and_rmsprop_tf_is_timms() -> None:
     model = create_model("test_resnet", 4)
-    sgd = create_optimizer(model, config_from_mapping({"data": "synthetic", "optimizer": "sgd"}), lr=0.1)
+    sgd = _optimizer(model, config_from_mapping({"data": "synthetic", "optimizer": "sgd"}), lr=0.1)
     assert type(sgd).__name__ == "SGD" and sgd.defaults["nesterov"] is False and sgd.defaults["momentum"] == 0.9
-    tf = create_optimizer(model, config_from_mapping({"data": "synthetic", "optimizer": "rmsprop_tf",
+    tf = _optimizer(model, config_from_mapping({"data": "synthetic", "optimizer": "rmsprop_tf",
                                                       "optimizer_eps": 1e-3}), lr=0.1)
     assert type(tf).__name__ == "RMSpropTF" and tf.defaults["eps"] == 1e-3
 
 
 def test_lr_scaling_to_the_global_batch() -> None:
-    assert effective_lr({"lr": 0.1, "lr_reference_batch": 256}, 1024) == pytest.approx(0.4)
-    assert effective_lr({"lr": 0.1, "lr_reference_batch": None}, 1024) == pytest.approx(0.1)
+    assert effective_lr(0.1, 256, 1024) == pytest.approx(0.4)
+    assert effective_lr(0.1, None, 1024) == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("name, bn_eval", [("test_convnext", False), ("test_resnet", True)])

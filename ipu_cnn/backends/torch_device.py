@@ -12,8 +12,9 @@ from typing import Callable, ContextManager
 import torch
 from torch import nn
 
-from ipu_cnn.backends.base import MixFn, StepResult
+from ipu_cnn.backends.base import Criterion, MixFn, StepResult
 from ipu_cnn.backends.distributed import DistContext
+from ipu_cnn.backends.optim import OptimizerSettings, create_optimizer
 from ipu_cnn.backends.precision import PrecisionPolicy
 
 
@@ -32,7 +33,9 @@ def select_device(name: str) -> torch.device:
 
 
 class TorchBackend:
-    """CPU/CUDA execution of training and evaluation steps."""
+    """CPU/CUDA execution of training and evaluation steps (implements `ipu_cnn.backends.Backend`)."""
+
+    channels_last = True
 
     def __init__(self, device: torch.device, policy: PrecisionPolicy, dist: DistContext | None = None, *,
                  compile_model: bool = False, sync_bn: bool = False) -> None:
@@ -45,11 +48,19 @@ class TorchBackend:
         if device.type == "cuda" and self.dist.uses_torch_distributed:
             self.device = torch.device("cuda", self.dist.local_rank)
         self._copy_done: torch.cuda.Event | None = None
+        self.pin_memory = self.device.type == "cuda"
+
+    def data_shard(self) -> tuple[int, int]:
+        """Each torchrun process reads its own shard."""
+        return self.dist.rank, self.dist.world_size
 
     # -- model ---------------------------------------------------------------------------------------------------
-    def prepare_model(self, model: nn.Module) -> nn.Module:
-        """Device, channels_last, optional SyncBatchNorm + DDP (several ranks) and ``torch.compile``."""
+    def prepare_model(self, model: nn.Module, training: bool = True) -> nn.Module:
+        """Device, channels_last, and for training optional SyncBatchNorm + DDP (several ranks) and
+        ``torch.compile``."""
         model = model.to(self.device).to(memory_format=torch.channels_last)
+        if not training:
+            return model
         if self.dist.world_size > 1 and self.dist.uses_torch_distributed:
             if self.sync_bn and self.device.type != "cuda":
                 raise ValueError("--sync-bn needs CUDA: PyTorch's SyncBatchNorm runs only on GPUs; drop it on CPU "
@@ -74,6 +85,15 @@ class TorchBackend:
             return None
         return torch.amp.GradScaler(self.device.type, init_scale=self.policy.loss_scale)
 
+    def create_optimizer(self, model: nn.Module, settings: OptimizerSettings) -> torch.optim.Optimizer:
+        """timm's optimizer over the host model's parameters (float32 master weights)."""
+        return create_optimizer(model, settings)
+
+    def create_train_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, criterion: Criterion, *,
+                          accumulation: int = 1, scaler: torch.amp.GradScaler | None = None,
+                          mix: MixFn | None = None) -> TorchTrainStep:
+        return TorchTrainStep(self, model, optimizer, criterion, accumulation=accumulation, scaler=scaler, mix=mix)
+
     # -- data ----------------------------------------------------------------------------------------------------
     def to_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if images.device == self.device and labels.device == self.device:
@@ -90,12 +110,27 @@ class TorchBackend:
             self._copy_done.synchronize()
             self._copy_done = None
 
+    #: Samples one evaluation or prediction call takes: any number.
+    fixed_batch: int | None = None
+
+    def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Float32 logits on the host of one batch of images; returns when they are there, so the time of a call
+        is the batch's latency."""
+        if images.device != self.device:
+            images = images.to(self.device, non_blocking=True, memory_format=torch.channels_last)
+        with torch.inference_mode(), self.autocast():
+            logits = model(images)
+        return logits.float().cpu()
+
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     def sync_weights_to_host(self) -> None:
         """Nothing to do: PyTorch's weights are read where they live."""
+        return None
+
+    def close(self) -> None:
         return None
 
     # -- steps ---------------------------------------------------------------------------------------------------

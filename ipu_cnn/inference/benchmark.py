@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, Iterable, Mapping, TextIO
+from typing import Any, Iterable, Iterator, Mapping, TextIO
 
 import torch
 
 from ipu_cnn.backends import DistContext, init_distributed, resolve_device_type
-from ipu_cnn.inference.data import benchmark_stream
-from ipu_cnn.inference.model import load_model
+from ipu_cnn.batch_sources import BatchSource, forever
+from ipu_cnn.inference.config import InferenceOptions
+from ipu_cnn.inference.data import benchmark_source
+from ipu_cnn.inference.model import ModelChoice, load_model
 from ipu_cnn.inference.runner import Runner, create_runner
 from ipu_cnn.inference.stats import Figures, Timings, format_figures, summarize
 
@@ -58,56 +60,61 @@ def write_json(document: Mapping[str, Any], target: str) -> None:
             f.write(text)
 
 
-def run_benchmark(options: Mapping[str, Any], dist: DistContext | None = None) -> Figures:
+def _images(source: BatchSource) -> Iterator[torch.Tensor]:
+    for images, _labels in forever(source):
+        yield images
+
+
+def run_benchmark(options: InferenceOptions, dist: DistContext | None = None) -> Figures:
     """Benchmark as `options` say (the benchmark mode's options); returns the figures reduced over ranks, which
     rank 0 also prints (and writes with ``--json``)."""
-    device_type = resolve_device_type(options["device"])  # --device ipu without PopTorch fails here, first
+    device_type = resolve_device_type(options.device)  # --device ipu without PopTorch fails here, first
     own_dist = dist is None
     dist = dist or init_distributed(device_type)
     try:
-        return _benchmark({**options, "device": device_type}, dist)
+        return _benchmark(options, device_type, dist)
     finally:
         if own_dist:
             dist.close()
 
 
-def _benchmark(options: Mapping[str, Any], dist: DistContext) -> Figures:
-    device_type = options["device"]
-    loaded = load_model(options, default_weights="random")
-    micro = int(options["micro_batch_size"])
-    synthetic_on_ipu = device_type == "ipu" and options["data"] == "synthetic"
-    runner = create_runner(loaded.model, options, micro, synthetic_data=synthetic_on_ipu)
+def _benchmark(options: InferenceOptions, device_type: str, dist: DistContext) -> Figures:
+    loaded = load_model(ModelChoice.from_options(options), default_weights="random")
+    micro = int(options.micro_batch_size or 32)
+    data = str(options.data or "real")
+    runner = create_runner(loaded.model, options, micro, synthetic_data=data == "synthetic", dist=dist)
     host_batch = runner.host_batch or micro
-    out: TextIO = sys.stderr if options.get("json") == "-" else sys.stdout
+    out: TextIO = sys.stderr if options.json == "-" else sys.stdout
+    iterations, warmup = int(options.iterations or 20), int(options.warmup_iterations or 0)
     if dist.is_main:
-        ipu = f", {options['replicas']} replica(s) x {options['device_iterations']} device iterations" \
+        ipu = f", {options.replicas} replica(s) x {options.device_iterations} device iterations" \
             if device_type == "ipu" else ""
         print(f"benchmarking {loaded.describe()}", file=out)
-        print(f"device {device_type} x {dist.world_size} process(es){ipu}, data {options['data']}, micro batch {micro} "
-              f"(host batch {host_batch}), precision {options['precision']}, {options['warmup_iterations']} warm-up + "
-              f"{options['iterations']} measured iterations", file=out, flush=True)
-    stream = benchmark_stream(options["data"], host_batch, loaded.preprocessing.eval_transform(), runner.device,
-                              data_path=options.get("data_path"), num_threads=options.get("dataloader_worker"),
-                              prefetch=int(options.get("dataloader_prefetch") or 2), rank=dist.rank,
-                              world_size=dist.world_size, seed=int(options.get("seed") or 0))
+        print(f"device {device_type} x {dist.world_size} process(es){ipu}, data {data}, micro batch {micro} "
+              f"(host batch {host_batch}), precision {options.precision}, {warmup} warm-up + "
+              f"{iterations} measured iterations", file=out, flush=True)
+    source = benchmark_source(data, host_batch, loaded.preprocessing, runner.device,
+                              pin_memory=runner.backend.pin_memory, data_path=options.data_path,
+                              num_threads=options.dataloader_worker, prefetch=int(options.dataloader_prefetch or 2),
+                              rank=dist.rank, world_size=dist.world_size, seed=int(options.seed or 0))
     try:
-        timings = measure(runner, stream, int(options["iterations"]), int(options["warmup_iterations"]))
+        timings = measure(runner, _images(source), iterations, warmup)
     finally:
-        stream.close()
+        source.close()
         runner.close()
     figures = summarize(dist.gather_objects(timings))
     if dist.is_main:
         for line in format_figures(figures, host_batch):
             print(line, file=out)
-        if options["data"] == "synthetic":
+        if data == "synthetic":
             print("note: synthetic data stays on the device, so these figures leave out every host-side cost",
                   file=out)
         out.flush()
-        if options.get("json"):
+        if options.json:
             write_json({"mode": "benchmark", "model": loaded.name, "weights": loaded.weights,
                         "num_classes": loaded.num_classes, "preprocessing": loaded.preprocessing.as_dict(),
-                        "device": device_type, "data": options["data"], "micro_batch_size": micro,
-                        "host_batch_size": host_batch, "precision": options["precision"],
-                        "warmup_iterations": int(options["warmup_iterations"]), **figures.as_dict(),
-                        "options": _jsonable(options)}, options["json"])
+                        "device": device_type, "data": data, "micro_batch_size": micro,
+                        "host_batch_size": host_batch, "precision": options.precision,
+                        "warmup_iterations": warmup, **figures.as_dict(),
+                        "options": _jsonable({**options.mode_dict(), "device": device_type})}, options.json)
     return figures

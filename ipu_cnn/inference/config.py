@@ -2,7 +2,8 @@
 
 Modes: ``benchmark`` (the default, as the Graphcore application's ``run_benchmark.py``), ``predict`` and ``export``.
 The model options (`--model`, `--weights`, `--random-weights`, `--pretrained`, `--device`, `--image-size`,
-`--precision`, ...) are declared once, in `add_model_options`, so they mean the same in every mode.
+`--precision`, ...) are declared once, in `add_model_options`, so they mean the same in every mode; the options the
+training application shares are declared once in `ipu_cnn._cli`. The result is a frozen `InferenceOptions`.
 
 ``--config NAME|FILE`` is read first (timm's two-pass parsing): its YAML keys are option names with underscores
 (``micro_batch_size``); they become the parser's defaults, converted and checked exactly as the same text on the
@@ -13,22 +14,83 @@ command line would be, and flags override them. A key that no mode knows is an e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import os
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-
 from ipu_cnn import _cli
-from ipu_cnn._cli import AttrDict
+from ipu_cnn.backends.precision import PRECISIONS as _ALL_PRECISIONS
 
 MODES: tuple[str, ...] = ("benchmark", "predict", "export")
 DATA_MODES: tuple[str, ...] = ("real", "generated", "synthetic")
-PRECISIONS: tuple[str, ...] = ("16.16", "32.32")
+#: Inference runs weights and activations in one precision: the training precisions with equal halves.
+PRECISIONS: tuple[str, ...] = tuple(p for p in _ALL_PRECISIONS if len(set(p.split("."))) == 1)
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 
 
-class Options(AttrDict):
-    """The resolved options of one invocation, by dest name; also readable as attributes."""
+@dataclass(frozen=True)
+class InferenceOptions:
+    """The resolved options of one invocation: every mode's options by dest name (its fields are checked against
+    the parsers, see `_cli.check_fields`), plus ``mode`` and ``config`` (the config file's label). Options of
+    another mode than ``mode`` are None."""
+
+    mode: str
+    config: str
+    # model and weights, preprocessing, device and precision, IPU: every mode
+    model: str | None
+    weights: str | None
+    random_weights: bool
+    pretrained: bool
+    averaged_weights: bool
+    num_classes: int | None
+    image_size: int | None
+    eval_crop_pct: float | None
+    interpolation: str | None
+    device: str
+    precision: str
+    half_dtype: str
+    replicas: int
+    device_iterations: int
+    half_partial: bool
+    available_memory_proportion: float | None
+    executable_cache_dir: str | None
+    seed: int
+    # benchmark and predict
+    micro_batch_size: int | None = None
+    dataloader_worker: int | None = None
+    json: str | None = None
+    # benchmark
+    data: str | None = None
+    data_path: str | None = None
+    iterations: int | None = None
+    warmup_iterations: int | None = None
+    dataloader_prefetch: int | None = None
+    # predict
+    paths: list[str] | None = None
+    topk: int | None = None
+    exif_orientation: bool | None = None
+    progress: str | None = None
+    # export
+    output: str | None = None
+    format: str | None = None
+    input_layout: str | None = None
+    softmax: bool | None = None
+    opset: int | None = None
+    check: bool | None = None
+    triton: bool | None = None
+    triton_name: str | None = None
+    max_batch_size: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field by name (options of other modes are None)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def mode_dict(self) -> dict[str, Any]:
+        """``mode``, ``config`` and the options of this mode by name (what reports record)."""
+        mine = set(_cli.option_actions(build_parser(self.mode)))
+        return {k: v for k, v in self.as_dict().items() if k in mine or k in ("mode", "config")}
 
 
 def named_configs() -> list[str]:
@@ -36,31 +98,15 @@ def named_configs() -> list[str]:
     return _cli.named_configs("ipu_cnn.inference")
 
 
-def _image_size(text: str) -> int | None:
-    value = _cli.optional_int(text)
-    if value is not None and value < 8:
-        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {value}")
-    return value
-
-
-def _crop_pct(text: str) -> float | None:
-    value = _cli.optional_float(text)
-    if value is not None and not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
-
-
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """The options every mode shares: config, model and weights, preprocessing, device, precision, IPU."""
-    g = parser.add_argument_group("config")
-    g.add_argument("--config", default=None,
-                   help="named config (" + ", ".join(named_configs()) + ": the Graphcore application's inference "
-                   "defaults) or a YAML file whose keys are these options' names with underscores; flags override it")
+    _cli.add_config_option(parser, "ipu_cnn.inference", " or a YAML file whose keys are these options' names with "
+                           "underscores; flags override it", names_note=": the Graphcore application's inference "
+                           "defaults")
 
     g = parser.add_argument_group("model and weights")
-    g.add_argument("--model", default=None,
-                   help="resnet50, efficientnet-b0, efficientnet-b4, resnet18 or any timm model name (default: the "
-                   "checkpoint's with --weights, else resnet50)")
+    _cli.add_model_option(g, default=None, help="resnet50, efficientnet-b0, efficientnet-b4, resnet18 or any timm "
+                          "model name (default: the checkpoint's with --weights, else resnet50)")
     source = g.add_mutually_exclusive_group()
     source.add_argument("--weights", default=None, metavar="FILE|RUN_DIR",
                         help="a training checkpoint (restores the model name, classes, image size and eval "
@@ -72,36 +118,32 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="timm's pretrained ImageNet weights (needs the network or the Hugging Face cache)")
     g.add_argument("--averaged-weights", action="store_true",
                    help="with a checkpoint: use its averaged weights (--weight-avg-strategy in training)")
-    g.add_argument("--num-classes", type=_cli.optional_int, default=None,
-                   help="classes of a model without a checkpoint (default: 1000, or what a plain state dict holds)")
+    _cli.add_num_classes_option(g, "classes of a model without a checkpoint (default: 1000, or what a plain state "
+                                "dict holds)")
 
     g = parser.add_argument_group("preprocessing (default: the checkpoint's, else the model's timm config)")
-    g.add_argument("--image-size", type=_image_size, default=None,
-                   help="input image side (default: the checkpoint's, else the model's: 224, EfficientNet-B4 380)")
-    g.add_argument("--eval-crop-pct", type=_crop_pct, default=None,
-                   help="centre crop as a fraction of the resized shorter side (0.875 = resize 256, crop 224)")
-    g.add_argument("--interpolation", choices=("bilinear", "bicubic"), default=None,
-                   help="antialiased resize filter (Pillow semantics)")
+    _cli.add_image_options(g, interpolation_default=None,
+                           size_help="input image side (default: the checkpoint's, else the model's: 224, "
+                           "EfficientNet-B4 380)",
+                           crop_help="centre crop as a fraction of the resized shorter side (0.875 = resize 256, "
+                           "crop 224)")
 
     g = parser.add_argument_group("device and precision")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda", "ipu"), default="auto",
-                   help="auto: CUDA when available, else CPU; ipu needs PopTorch from the Poplar SDK")
-    g.add_argument("--precision", choices=PRECISIONS, default="32.32",
-                   help="16.16: half precision (CPU: bfloat16 autocast, CUDA: float16 autocast, IPU: half weights "
-                   "and activations); 32.32: float32")
-    g.add_argument("--half-dtype", choices=("auto", "float16", "bfloat16"), default="auto",
-                   help="autocast dtype of 16.16 on CPU/CUDA (auto: bfloat16 on CPU, float16 on CUDA)")
+    _cli.add_device_option(g)
+    _cli.add_precision_options(g, choices=PRECISIONS,
+                               help="16.16: half precision (CPU: bfloat16 autocast, CUDA: float16 autocast, IPU: half "
+                               "weights and activations); 32.32: float32",
+                               half_dtype_help="autocast dtype of 16.16 on CPU/CUDA (auto: bfloat16 on CPU, float16 on "
+                               "CUDA)")
 
     g = parser.add_argument_group("IPU (PopTorch inferenceModel)")
-    g.add_argument("--replicas", type=_cli.positive_int, default=1, help="IPU replication factor")
-    g.add_argument("--device-iterations", type=_cli.positive_int, default=1,
-                   help="micro-batches the IPU runs per host call (IPU only)")
-    g.add_argument("--half-partial", action="store_true", help="half-precision partials in matmuls and convolutions")
-    g.add_argument("--available-memory-proportion", type=_cli.optional_float, default=None,
-                   help="fraction of tile memory for matmul/convolution temporaries")
-    g.add_argument("--executable-cache-dir", default=os.environ.get("POPTORCH_CACHE_DIR"),
-                   help="folder caching compiled IPU executables (default: $POPTORCH_CACHE_DIR)")
-    g.add_argument("--seed", type=int, default=0, help="seed of random weights and generated data")
+    _cli.add_parallel_options(g, replicas_help="IPU replication factor",
+                              iterations_help="micro-batches the IPU runs per host call (IPU only)")
+    _cli.add_half_partial_option(g, "half-precision partials in matmuls and convolutions")
+    _cli.add_ipu_tuning_options(g, cache_default=os.environ.get("POPTORCH_CACHE_DIR"),
+                                cache_help="folder caching compiled IPU executables (default: $POPTORCH_CACHE_DIR)",
+                                memory_help="fraction of tile memory for matmul/convolution temporaries")
+    _cli.add_seed_option(g, "seed of random weights and generated data")
 
 
 def _add_benchmark_options(parser: argparse.ArgumentParser) -> None:
@@ -112,14 +154,12 @@ def _add_benchmark_options(parser: argparse.ArgumentParser) -> None:
                    "random data made once on the device (no host I/O)")
     g.add_argument("--data-path", default=None,
                    help="folder of images for --data real (class subfolders or a flat folder, searched recursively)")
-    g.add_argument("--micro-batch-size", "--batch-size", dest="micro_batch_size", type=_cli.positive_int, default=32,
-                   help="samples per forward pass on one replica")
+    _cli.add_micro_batch_option(g, "samples per forward pass on one replica")
     g.add_argument("--iterations", type=_cli.positive_int, default=20, help="measured iterations, after the warm-up")
     g.add_argument("--warmup-iterations", type=_cli.non_negative_int, default=2,
                    help="iterations run first and left out of the figures (graph compilation, caches, allocator)")
-    g.add_argument("--dataloader-worker", "--dataloader-workers", dest="dataloader_worker", type=_cli.optional_int,
-                   default=None, help="loader threads for --data real (default: the CPUs available to this process, per rank)")
-    g.add_argument("--dataloader-prefetch", type=_cli.positive_int, default=2, help="batches the loader prepares ahead")
+    _cli.add_worker_options(g, threads_help="loader threads for --data real (default: the CPUs available to this "
+                            "process, per rank)")
     g.add_argument("--json", default=None, metavar="FILE", help="also write the figures as JSON to FILE ('-': stdout)")
 
 
@@ -127,10 +167,9 @@ def _add_predict_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("predict")
     g.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders searched recursively for images")
     g.add_argument("--topk", type=_cli.positive_int, default=5, help="classes listed per image")
-    g.add_argument("--micro-batch-size", "--batch-size", dest="micro_batch_size", type=_cli.positive_int, default=32,
-                   help="images per forward pass")
-    g.add_argument("--dataloader-worker", "--dataloader-workers", dest="dataloader_worker", type=_cli.optional_int,
-                   default=None, help="decoding threads (default: the CPUs available to this process)")
+    _cli.add_micro_batch_option(g, "images per forward pass")
+    _cli.add_worker_options(g, threads_help="decoding threads (default: the CPUs available to this process)",
+                            prefetch=False)
     g.add_argument("--exif-orientation", action=argparse.BooleanOptionalAction, default=True,
                    help="rotate images as their EXIF orientation tag says (photos from phones)")
     g.add_argument("--json", nargs="?", const="-", default=None, metavar="FILE",
@@ -211,7 +250,7 @@ def split_mode(argv: Sequence[str]) -> tuple[str, list[str]]:
     return "benchmark", args
 
 
-def parse_options(argv: Sequence[str]) -> Options:
+def parse_options(argv: Sequence[str]) -> InferenceOptions:
     """Parse one invocation: mode, ``--config`` defaults, flags, then the checks argparse cannot express."""
     mode, rest = split_mode(argv)
     parser = build_parser(mode)
@@ -222,41 +261,43 @@ def parse_options(argv: Sequence[str]) -> Options:
     if known.config is not None:
         defaults, label = load_config_defaults(known.config, mode)
         parser.set_defaults(**defaults)
-    options = Options(vars(parser.parse_args(rest)))
-    options["mode"] = mode
-    options["config"] = label
+    return _resolve({**vars(parser.parse_args(rest)), "mode": mode, "config": label})
+
+
+def _resolve(values: dict[str, Any]) -> InferenceOptions:
+    every = {dest for m in MODES for dest in _cli.option_actions(build_parser(m))}
+    _cli.check_fields(InferenceOptions, every, extra=("mode", "config"))
+    options = _cli.record_from(InferenceOptions, values)
     check_options(options)
     return options
 
 
-def options_for(mode: str, **values: Any) -> Options:
-    """`Options` of `mode` from the parser's defaults updated by `values` (for programmatic use and tests)."""
+def options_for(mode: str, **values: Any) -> InferenceOptions:
+    """`InferenceOptions` of `mode` from the parser's defaults updated by `values` (for programmatic use and tests)."""
     parser = build_parser(mode)
     actions = _cli.option_actions(parser)
     required = {"predict": ["x"], "export": ["x"]}.get(mode, [])
-    options = Options(vars(parser.parse_args(required)))
-    options.update({"mode": mode, "config": "none"})
+    resolved = {**vars(parser.parse_args(required)), "mode": mode, "config": "none"}
     for key, value in values.items():
         if key not in actions:
             raise ValueError(f"unknown {mode} option {key!r}")
-        options[key] = value
-    check_options(options)
-    return options
+        resolved[key] = value
+    return _resolve(resolved)
 
 
-def check_options(options: Options) -> None:
+def check_options(options: InferenceOptions) -> None:
     """Cross-option checks; each error says what to change."""
-    chosen = [name for name in ("weights", "random_weights", "pretrained") if options.get(name)]
+    chosen = [name for name in ("weights", "random_weights", "pretrained") if getattr(options, name)]
     if len(chosen) > 1:
         flags = " and ".join("--" + name.replace("_", "-") for name in chosen)
         raise SystemExit(f"{flags} choose different weights: give one of them")
-    if options.get("averaged_weights") and not options.get("weights"):
+    if options.averaged_weights and not options.weights:
         raise SystemExit("--averaged-weights reads a training checkpoint's averaged weights: add --weights CHECKPOINT")
-    if options["mode"] == "benchmark" and options["data_path"] and options["data"] != "real":
-        raise SystemExit(f"--data-path is read by --data real only (got --data {options['data']}): drop one of them")
-    if options["mode"] == "export" and options["device"] == "ipu":
+    if options.mode == "benchmark" and options.data_path and options.data != "real":
+        raise SystemExit(f"--data-path is read by --data real only (got --data {options.data}): drop one of them")
+    if options.mode == "export" and options.device == "ipu":
         raise SystemExit("export writes a device-independent graph (ONNX or TorchScript): use --device cpu or cuda; "
                          "PopTorch compiles for IPUs from the PyTorch model itself")
-    proportion = options.get("available_memory_proportion")
+    proportion = options.available_memory_proportion
     if proportion is not None and not 0.0 < proportion <= 1.0:
         raise SystemExit(f"--available-memory-proportion must be in (0, 1], got {proportion}")

@@ -2,21 +2,26 @@
 
 Benchmark data modes (as the Graphcore application's): ``real`` decodes JPEG files with the eval transform through
 ipu_cnn's loader, ``generated`` repeats one random uint8 host batch (so decoding is left out but the host-to-device
-copy is not), ``synthetic`` makes one random batch on the device once (no host work at all). Every stream yields
-uint8 ``[B, 3, H, W]`` channels_last batches forever; `BatchStream.close` releases the loader.
+copy is not), ``synthetic`` makes one random batch on the device once (no host work at all). Each is a
+`ipu_cnn.batch_sources.BatchSource` of uint8 ``[B, 3, H, W]`` channels_last batches (the random ones are the
+training application's `RandomBatches`); `ipu_cnn.batch_sources.forever` runs one epoch after another.
 """
 from __future__ import annotations
 
-import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from ipu_cnn.batch_sources import BatchSource, RandomBatches
 from ipu_cnn.data.datasets import IMG_EXTENSIONS
+from ipu_cnn.models import EvalPreprocessing
+
+#: Label range of the benchmark's random batches (labels are unused; ImageNet's, as Graphcore's).
+RANDOM_CLASSES = 1000
 
 
 @dataclass
@@ -69,57 +74,22 @@ def real_dataset(data_path: str | None) -> Any:
     return ImageFiles(files)
 
 
-class BatchStream:
-    """An endless stream of uint8 ``[B, 3, H, W]`` channels_last batches; iterate it, then `close` it."""
-
-    def __init__(self, batches: Iterator[torch.Tensor], loader: Any = None) -> None:
-        self._batches = batches
-        self._loader = loader
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        return self._batches
-
-    def close(self) -> None:
-        if self._loader is not None:
-            self._loader.close()
-            self._loader = None
-
-
-def _repeat(batch: torch.Tensor) -> Iterator[torch.Tensor]:
-    while True:
-        yield batch
-
-
-def _epochs(loader: Any) -> Iterator[torch.Tensor]:
-    for epoch in itertools.count():
-        loader.set_epoch(epoch)
-        for images, _labels in loader:
-            yield images
-
-
-def benchmark_stream(mode: str, batch_size: int, transform: Any, device: torch.device, *, data_path: str | None = None,
-                     num_threads: int | None = None, prefetch: int = 2, rank: int = 0, world_size: int = 1,
-                     seed: int = 0) -> BatchStream:
+def benchmark_source(mode: str, batch_size: int, preprocessing: EvalPreprocessing, device: torch.device, *,
+                     pin_memory: bool = False, data_path: str | None = None, num_threads: int | None = None,
+                     prefetch: int = 2, rank: int = 0, world_size: int = 1, seed: int = 0) -> BatchSource:
     """The batches of benchmark data mode `mode` (``real``, ``generated`` or ``synthetic``) for `device`.
 
-    `transform` is the model's `EvalTransform` (its output size is the batches' size). ``real`` shards the files by
-    rank like training does; every rank gets full batches only.
+    `preprocessing` is the model's eval preprocessing (its image side is the batches' size); `device` and
+    `pin_memory` are the backend's (where synthetic data is made; whether host batches are pinned). ``real`` shards
+    the files by rank like training does; every rank gets full batches only.
     """
+    transform = preprocessing.eval_transform()
     height, width = transform.output_hw
-    pinned = device.type == "cuda"
-    if mode == "synthetic":
-        generator = torch.Generator(device=device).manual_seed(seed + rank)
-        batch = torch.randint(0, 256, (batch_size, height, width, 3), dtype=torch.uint8, device=device,
-                              generator=generator).permute(0, 3, 1, 2)
-        return BatchStream(_repeat(batch))
-    if mode == "generated":
-        from ipu_cnn.data import RandomImages
-
-        pixels, _labels = RandomImages(1000, (height, width), batch_size, seed=seed + rank).batch(np.arange(batch_size))
-        batch = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2)  # channels_last view, no copy
-        if pinned:
-            batch = batch.pin_memory()
-        return BatchStream(_repeat(batch))
+    pinned = pin_memory
+    if mode in ("synthetic", "generated"):  # one batch, made once: on the device, or on the host (pinned)
+        on = device if mode == "synthetic" else torch.device("cpu")
+        return RandomBatches(batch_size, (height, width), RANDOM_CLASSES, 1, on, seed=seed + rank,
+                             pin_memory=pinned and mode == "generated")
     if mode != "real":
         raise ValueError(f"--data {mode!r}: use real, generated or synthetic")
     from ipu_cnn.data import Loader
@@ -128,7 +98,6 @@ def benchmark_stream(mode: str, batch_size: int, transform: Any, device: torch.d
     if len(dataset) < batch_size * world_size:
         raise SystemExit(f"--data real: {len(dataset)} images make no full batch of {batch_size} per rank on "
                          f"{world_size} rank(s): lower --micro-batch-size or give --data-path a larger folder")
-    loader = Loader(dataset, batch_size, transform, shuffle=True, seed=seed,  # type: ignore[operator]
-                    drop_last=True, num_threads=num_threads, prefetch=prefetch, rank=rank, world_size=world_size,
-                    on_error="replace", pin_memory=pinned)
-    return BatchStream(_epochs(loader), loader)
+    return Loader(dataset, batch_size, transform, shuffle=True, seed=seed,  # type: ignore[operator]
+                  drop_last=True, num_threads=num_threads, prefetch=prefetch, rank=rank, world_size=world_size,
+                  on_error="replace", pin_memory=pinned)

@@ -13,14 +13,15 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
 from ipu_cnn.backends import resolve_device_type, select_device
 from ipu_cnn.inference import triton
-from ipu_cnn.inference.model import LoadedModel, load_model
+from ipu_cnn.inference.config import InferenceOptions
+from ipu_cnn.inference.model import LoadedModel, ModelChoice, load_model
 
 #: Largest difference allowed between the exported model's outputs and PyTorch's (float32 logits or probabilities).
 TOLERANCE = 1e-3
@@ -128,12 +129,12 @@ def _compare(output: torch.Tensor, expected: torch.Tensor, runtime: str) -> dict
             "batch": int(expected.shape[0])}
 
 
-def _format_for(options: Mapping[str, Any]) -> str:
-    if options.get("format"):
-        return str(options["format"])
-    if options.get("triton"):
+def _format_for(options: InferenceOptions) -> str:
+    if options.format:
+        return str(options.format)
+    if options.triton:
         raise SystemExit("--triton needs --format onnx or --format torchscript (OUT is a folder)")
-    return "onnx" if str(options["output"]).lower().endswith(".onnx") else "torchscript"
+    return "onnx" if str(options.output).lower().endswith(".onnx") else "torchscript"
 
 
 def metadata(loaded: LoadedModel, fmt: str, input_layout: str, input_name: str, output_name: str,
@@ -155,51 +156,51 @@ def metadata(loaded: LoadedModel, fmt: str, input_layout: str, input_name: str, 
     }
 
 
-def run_export(options: Mapping[str, Any]) -> dict[str, Any]:
+def run_export(options: InferenceOptions) -> dict[str, Any]:
     """Export as `options` say; returns a report (files written, check result) and prints it."""
     fmt = _format_for(options)
-    if options["precision"] != "32.32":
+    if options.precision != "32.32":
         raise SystemExit("export writes float32 graphs: drop --precision 16.16 and convert the exported model with "
                          "the serving stack's tools (e.g. TensorRT --fp16, onnxconverter-common), which choose the "
                          "layers that are safe in half precision")
     if fmt == "onnx":
         _import_onnx_exporter()  # before the model is built: a missing extra is the first thing said
-    device_type = resolve_device_type(options["device"])
-    loaded = load_model({**options, "device": device_type}, default_weights=None)
-    layout = str(options.get("input_layout") or "nchw")
-    softmax = bool(options.get("softmax"))
+    device_type = resolve_device_type(options.device)
+    loaded = load_model(ModelChoice.from_options(options), default_weights=None)
+    layout = str(options.input_layout or "nchw")
+    softmax = bool(options.softmax)
     output_name = "probabilities" if softmax else "logits"
     device = select_device(device_type)
     module = ExportModule(loaded.model, layout, softmax).to(device).eval()
     size = loaded.preprocessing.image_size
     example = example_batch(2, size, layout).to(device)
 
-    out = Path(str(options["output"])).expanduser()
+    out = Path(str(options.output)).expanduser()
     written: list[Path] = []
     input_name, served_output = INPUT_NAME, output_name
-    if options.get("triton"):
-        name = str(options.get("triton_name") or loaded.name)
+    if options.triton:
+        name = str(options.triton_name or loaded.name)
         path = triton.model_file(out, name, fmt)
         input_name, served_output = triton.tensor_names(fmt, INPUT_NAME, output_name)
         dims = [3, size, size] if layout == "nchw" else [size, size, 3]
         written += triton.write_repository_files(out, name, fmt, input_name, dims, served_output, loaded.class_names,
-                                                 int(options.get("max_batch_size") or 64))
+                                                 int(options.max_batch_size or 64))
     else:
         path = out
         path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "onnx":
-        export_onnx(module.cpu(), example.cpu(), path, output_name, options.get("opset"))
+        export_onnx(module.cpu(), example.cpu(), path, output_name, options.opset)
     else:
         export_torchscript(module, example, path)
     written.insert(0, path)
     if Path(str(path) + ".data").exists():
         written.insert(1, Path(str(path) + ".data"))
-    info = path.with_name(path.name + ".json") if not options.get("triton") else path.parent.parent / "ipu_cnn.json"
+    info = path.with_name(path.name + ".json") if not options.triton else path.parent.parent / "ipu_cnn.json"
     info.write_text(json.dumps(metadata(loaded, fmt, layout, input_name, served_output, softmax), indent=2) + "\n")
     written.append(info)
 
     report: dict[str, Any] = {"format": fmt, "files": [str(p) for p in written], "model": loaded.describe()}
-    if options.get("check", True):
+    if options.check is not False:
         images = example_batch(3, size, layout, seed=1)
         with torch.inference_mode():
             expected = module.cpu()(images)

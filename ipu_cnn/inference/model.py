@@ -20,29 +20,44 @@ import torch
 
 from ipu_cnn._serialization import load_weights_only
 from ipu_cnn.inference.classes import IMAGENET_CLASSES, class_names_for
-from ipu_cnn.models import NormalizedModel, create_model, model_spec, resolve_model_name, unwrap_model
+from ipu_cnn.inference.config import InferenceOptions
+from ipu_cnn.models import (
+    EvalPreprocessing,
+    NormalizedModel,
+    create_model,
+    model_spec,
+    resolve_model_name,
+    unwrap_model,
+)
 from ipu_cnn.train.checkpoint import NotACheckpointError, load_checkpoint, resolve_checkpoint
 
-
 @dataclass(frozen=True)
-class Preprocessing:
-    """How an image becomes the model's input: the eval transform's parameters and the normaliser's statistics."""
+class ModelChoice:
+    """Which model and weights an invocation asks for, and the preprocessing flags that override a checkpoint's.
 
-    image_size: int
-    crop_pct: float
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    Attributes:
+        mode: the inference mode (named in errors).
 
-    def eval_transform(self) -> Any:
-        """The data layer's `EvalTransform` with these parameters."""
-        from ipu_cnn.data import EvalTransform
+    The model is built in channels_last memory; a backend that wants another layout converts it (IPU).
+    """
 
-        return EvalTransform(size=self.image_size, crop_pct=self.crop_pct, interpolation=self.interpolation)
+    mode: str
+    model: str | None = None
+    weights: str | None = None
+    pretrained: bool = False
+    random_weights: bool = False
+    averaged_weights: bool = False
+    num_classes: int | None = None
+    image_size: int | None = None
+    eval_crop_pct: float | None = None
+    interpolation: str | None = None
+    seed: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"image_size": self.image_size, "crop_pct": self.crop_pct, "interpolation": self.interpolation,
-                "mean": list(self.mean), "std": list(self.std)}
+    @classmethod
+    def from_options(cls, options: InferenceOptions) -> ModelChoice:
+        o = options
+        return cls(o.mode, o.model, o.weights, o.pretrained, o.random_weights, o.averaged_weights, o.num_classes,
+                   o.image_size, o.eval_crop_pct, o.interpolation, o.seed)
 
 
 @dataclass
@@ -62,7 +77,7 @@ class LoadedModel:
     name: str
     num_classes: int
     class_names: list[str]
-    preprocessing: Preprocessing
+    preprocessing: EvalPreprocessing
     weights: str
 
     def describe(self) -> str:
@@ -171,81 +186,65 @@ def check_pretrained_available(timm_name: str) -> None:
                            "ipu_cnn checkpoint), or --random-weights")
 
 
-def load_model(options: Mapping[str, Any], *, default_weights: str | None = "random") -> LoadedModel:
-    """Build the model the options describe, on the host, in eval mode.
+def load_model(choice: ModelChoice, *, default_weights: str | None = "random") -> LoadedModel:
+    """Build the model `choice` describes, on the host, in eval mode.
 
     Args:
-        options: the invocation's options (``model``, ``weights``, ``pretrained``, ``random_weights``,
-            ``averaged_weights``, ``num_classes``, ``image_size``, ``eval_crop_pct``, ``interpolation``, ``device``,
-            ``seed``).
         default_weights: what to use when no weights option is given: ``"random"``, or None to require one.
     """
-    weights_path = options.get("weights")
-    pretrained = bool(options.get("pretrained"))
-    random_weights = bool(options.get("random_weights"))
+    c = choice
+    weights_path = c.weights
+    pretrained = bool(c.pretrained)
+    random_weights = bool(c.random_weights)
     if not (weights_path or pretrained or random_weights):
         if default_weights is None:
-            raise SystemExit(f"{options.get('mode', 'this mode')} needs trained weights: give --weights "
+            raise SystemExit(f"{c.mode} needs trained weights: give --weights "
                              "RUN_DIR/checkpoints/checkpoint-*.pt (or a run folder, or a state dict file), or "
                              "--pretrained (timm's ImageNet weights), or --random-weights to try the path without them")
         random_weights = True
-    channels_last = options.get("device") != "ipu"
-    requested = resolve_model_name(options["model"]) if options.get("model") else None
+    requested = resolve_model_name(c.model) if c.model else None
 
     checkpoint = find_checkpoint(weights_path) if weights_path else None
     if checkpoint is not None:
         path, ckpt = checkpoint
         name = str(ckpt["model_name"])
         if requested is not None and requested != name:
-            raise SystemExit(f"--model {options['model']} ({requested}) does not match the checkpoint {path}, which "
+            raise SystemExit(f"--model {c.model} ({requested}) does not match the checkpoint {path}, which "
                              f"holds {name}: drop --model (the checkpoint names its model)")
         num_classes = int(ckpt["num_classes"])
-        if options.get("num_classes") not in (None, num_classes):
-            raise SystemExit(f"--num-classes {options['num_classes']} does not match the checkpoint {path}, which has "
+        if c.num_classes not in (None, num_classes):
+            raise SystemExit(f"--num-classes {c.num_classes} does not match the checkpoint {path}, which has "
                              f"{num_classes} classes: drop --num-classes")
-        saved = dict(ckpt.get("eval") or {})
-        spec = model_spec(name)
-        preprocessing = Preprocessing(
-            image_size=int(options.get("image_size") or ckpt.get("image_size") or saved.get("size") or spec.image_size),
-            crop_pct=float(options.get("eval_crop_pct") or saved.get("crop_pct") or spec.crop_pct),
-            interpolation=str(options.get("interpolation") or saved.get("interpolation") or spec.interpolation),
-            mean=tuple(saved.get("mean") or spec.mean),  # type: ignore[arg-type]
-            std=tuple(saved.get("std") or spec.std),  # type: ignore[arg-type]
-        )
+        preprocessing = EvalPreprocessing.resolve(model_spec(name), image_size=c.image_size or ckpt.get("image_size"),
+                                                  crop_pct=c.eval_crop_pct, interpolation=c.interpolation,
+                                                  saved=ckpt.get("eval"))
         state = ckpt["model"]
-        if options.get("averaged_weights"):
+        if c.averaged_weights:
             average = ckpt.get("weight_average")
             if not average:
                 raise SystemExit(f"--averaged-weights: the checkpoint {path} holds no averaged weights (train with "
                                  "--weight-avg-strategy mean or exponential); drop the option")
             state = average["model"]
-        model = create_model(name, num_classes, mean=preprocessing.mean, std=preprocessing.std,
-                             channels_last=channels_last)
+        model = create_model(name, num_classes, mean=preprocessing.mean, std=preprocessing.std)
         try:
             unwrap_model(model).load_state_dict(state)
         except RuntimeError as error:
             raise ValueError(f"the checkpoint {path} does not fit {name} with {num_classes} classes: {error}") \
                 from error
         class_names = class_names_for(num_classes, ckpt.get("class_names"))
-        source = str(path) + (" (averaged weights)" if options.get("averaged_weights") else "")
+        source = str(path) + (" (averaged weights)" if c.averaged_weights else "")
     else:
         name = requested or resolve_model_name("resnet50")
-        spec = model_spec(name)
-        given = options.get("num_classes")
+        given = c.num_classes
         if weights_path and given is None:
             given = _classifier_outputs(Path(weights_path).expanduser(), name)
         num_classes = int(given or IMAGENET_CLASSES)
-        preprocessing = Preprocessing(
-            image_size=int(options.get("image_size") or spec.image_size),
-            crop_pct=float(options.get("eval_crop_pct") or spec.crop_pct),
-            interpolation=str(options.get("interpolation") or spec.interpolation),
-            mean=spec.mean, std=spec.std,
-        )
+        preprocessing = EvalPreprocessing.resolve(model_spec(name), image_size=c.image_size, crop_pct=c.eval_crop_pct,
+                                                  interpolation=c.interpolation)
         if pretrained:
             check_pretrained_available(name)
-        torch.manual_seed(int(options.get("seed") or 0))
-        model = create_model(name, num_classes, pretrained=pretrained, weights=weights_path or None,
-                             channels_last=channels_last)
+        torch.manual_seed(int(c.seed or 0))
+        model = create_model(name, num_classes, pretrained=pretrained, weights=weights_path or None)
         class_names = class_names_for(num_classes)
         source = "pretrained" if pretrained else (str(weights_path) if weights_path else "random")
     model.eval()

@@ -11,7 +11,7 @@ import concurrent.futures
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ from ipu_cnn.backends import resolve_device_type
 from ipu_cnn.data import decode_batch
 from ipu_cnn.inference.benchmark import write_json
 from ipu_cnn.inference.data import find_images
-from ipu_cnn.inference.model import LoadedModel, load_model
+from ipu_cnn.inference.config import InferenceOptions
+from ipu_cnn.inference.model import LoadedModel, ModelChoice, load_model
 from ipu_cnn.inference.runner import Runner, create_runner
 
 
@@ -109,28 +110,28 @@ def _progress_bar(total: int, mode: str) -> Any:
     return tqdm(total=total, unit="img", desc="predicting", file=sys.stderr, disable=disable, dynamic_ncols=True)
 
 
-def run_predict(options: Mapping[str, Any]) -> int:
+def run_predict(options: InferenceOptions) -> int:
     """Predict as `options` say; prints one line per image (or JSON) and returns the exit status: 0 when every
     image was read, 1 when some were reported and skipped."""
-    files, missing = find_images(options["paths"])
+    paths = list(options.paths or [])
+    files, missing = find_images(paths)
     failures: list[Failure] = [Failure(p, "no such file or folder") for p in missing]
-    device_type = resolve_device_type(options["device"])
-    options = {**options, "device": device_type}
-    loaded = load_model(options, default_weights=None)
-    micro = int(options["micro_batch_size"])
+    resolve_device_type(options.device)  # --device ipu without PopTorch fails here, before the model is built
+    loaded = load_model(ModelChoice.from_options(options), default_weights=None)
+    micro = int(options.micro_batch_size or 32)
     runner = create_runner(loaded.model, options, micro)
-    json_target = options.get("json")
+    json_target = options.json
     print(f"model: {loaded.describe()}", file=sys.stderr)
     for failure in failures:
         print(f"error: {failure.path}: {failure.reason}", file=sys.stderr)
-    folders = any(os.path.isdir(p) for p in options["paths"])
-    bar = _progress_bar(len(files), options.get("progress", "auto") if folders else "none")
+    folders = any(os.path.isdir(p) for p in paths)
+    bar = _progress_bar(len(files), (options.progress or "auto") if folders else "none")
     predictions: list[Prediction] = []
     try:
-        for results in predict_files(loaded, runner, files, topk=int(options["topk"]),
+        for results in predict_files(loaded, runner, files, topk=int(options.topk or 5),
                                      batch_size=runner.host_batch or micro,
-                                     apply_exif_orientation=bool(options.get("exif_orientation", True)),
-                                     num_threads=options.get("dataloader_worker")):
+                                     apply_exif_orientation=options.exif_orientation is not False,
+                                     num_threads=options.dataloader_worker):
             for result in results:
                 if isinstance(result, Failure):
                     failures.append(result)
@@ -149,7 +150,7 @@ def run_predict(options: Mapping[str, Any]) -> int:
                     "predictions": [p.as_dict() for p in predictions],
                     "errors": [f.as_dict() for f in failures]}, json_target)
     if not files and not failures:
-        print("error: no images found under " + ", ".join(map(str, options["paths"])), file=sys.stderr)
+        print("error: no images found under " + ", ".join(map(str, paths)), file=sys.stderr)
         return 1
     if failures:
         print(f"{len(predictions)} image(s) predicted, {len(failures)} skipped (reported above)", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""Models: a registry over timm, the device-side input normaliser, and the label-smoothing loss."""
+"""Models: a registry over timm, the eval preprocessing each model records, the device-side input normaliser, and
+the label-smoothing loss."""
 from __future__ import annotations
 
 from ipu_cnn.models.loss import LabelSmoothingCrossEntropy, smooth_one_hot
@@ -10,9 +11,11 @@ from ipu_cnn.models.normalize import (
     unwrap_model,
     unwrap_normalized,
 )
+from ipu_cnn.models.preprocessing import EvalPreprocessing
 from ipu_cnn.models.registry import ModelSpec, count_parameters, create_model, model_spec, resolve_model_name
 
 __all__ = [
+    "EvalPreprocessing",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "InputNormalizer",

@@ -19,6 +19,7 @@ from torch import nn
 
 from ipu_cnn._serialization import CHECKSUMS_KEY, UnsafeFileError, load_weights_only, verify_checksums
 from ipu_cnn.models.normalize import IMAGENET_MEAN, IMAGENET_STD, InputNormalizer, NormalizedModel
+from ipu_cnn.models.preprocessing import EvalPreprocessing
 
 #: Image sides of the published recipes (the EfficientNet paper's resolutions), where they differ from timm's.
 _RECIPE_IMAGE_SIZE: dict[str, int] = {
@@ -29,14 +30,31 @@ _RECIPE_IMAGE_SIZE: dict[str, int] = {
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the application needs to know about a model before building it: its timm name and default input."""
+    """What the application needs to know about a model before building it: its timm name and its default eval
+    preprocessing (the one record of it, `EvalPreprocessing`; the fields below read it)."""
 
     name: str
-    image_size: int
-    crop_pct: float
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    eval: EvalPreprocessing
+
+    @property
+    def image_size(self) -> int:
+        return self.eval.image_size
+
+    @property
+    def crop_pct(self) -> float:
+        return self.eval.crop_pct
+
+    @property
+    def interpolation(self) -> str:
+        return self.eval.interpolation
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.eval.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.eval.std
 
 
 def resolve_model_name(name: str) -> str:
@@ -68,7 +86,8 @@ def model_spec(name: str) -> ModelSpec:
         interpolation = "bilinear"
     mean = tuple(cfg_dict.get("mean") or IMAGENET_MEAN)
     std = tuple(cfg_dict.get("std") or IMAGENET_STD)
-    return ModelSpec(timm_name, image_size, crop_pct, interpolation, mean, std)  # type: ignore[arg-type]
+    return ModelSpec(timm_name, EvalPreprocessing(image_size, crop_pct, interpolation,
+                                                  mean, std))  # type: ignore[arg-type]
 
 
 def _load_weights_file(path: str) -> dict[str, torch.Tensor]:

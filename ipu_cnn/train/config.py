@@ -4,21 +4,26 @@ Two passes, as in timm's ``train.py``: ``--config NAME|FILE`` is read first; its
 underscores, e.g. ``micro_batch_size``) become the parser's defaults, checked and converted exactly like flags, and
 unknown keys are errors; then the command line overrides them. Named configs live in ``ipu_cnn/train/configs``.
 Without ``--config``, the ``demo`` config applies when training on the demo data (the default), the plain defaults
-otherwise. The option names follow the Graphcore CNN application's where it had one.
+otherwise. The option names follow the Graphcore CNN application's where it had one; the options both applications
+share are declared once in `ipu_cnn._cli`.
+
+The result is a frozen `RunOptions` (what the user asked); what follows from it (device, batch sizes, run folder)
+is `ipu_cnn.train.plan.RunPlan`, resolved once by the trainer. Neither is written to after it is made.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
 
 from ipu_cnn import _cli
-from ipu_cnn._cli import AttrDict
 from ipu_cnn.backends.precision import PRECISIONS
 
 DATA_MODES = ("demo", "generated", "synthetic", "imagenet", "folder", "filelist")
@@ -34,8 +39,112 @@ _PER_INVOCATION = ("resume", "max_steps", "weights", "pretrained")
 _RECORD_KEYS = ("derived",)
 
 
-class Config(AttrDict):
-    """The resolved run configuration: option values by dest name, plus derived values; also readable as attributes."""
+@dataclass(frozen=True)
+class RunOptions:
+    """What the user asked for one training run: every option of `build_parser` by its dest name (its fields are
+    checked against the parser, see `_cli.check_fields`), plus ``config``, the label of the config file applied.
+    Resolved from defaults <- config YAML (or a checkpoint's options with --resume) <- flags, then checked."""
+
+    config: str
+    # data
+    data: str
+    data_path: str | None
+    val_data_path: str | None
+    num_classes: int | None
+    demo_classes: int
+    demo_images_per_class: int
+    generated_samples: int
+    dataloader_worker: int | None
+    dataloader_prefetch: int
+    on_bad_sample: str
+    eight_bit_io: bool
+    normalization_location: str
+    train_crop_scale: list[float]
+    flip_prob: float
+    interpolation: str
+    eval_crop_pct: float | None
+    # model
+    model: str
+    image_size: int | None
+    pretrained: bool
+    weights: str | None
+    dropout: float | None
+    drop_path: float | None
+    zero_init_residual: bool | None
+    # batching and schedule
+    micro_batch_size: int
+    gradient_accumulation: int
+    replicas: int
+    device_iterations: int
+    epoch: int
+    max_steps: int | None
+    seed: int
+    # optimizer
+    optimizer: str
+    lr: float
+    lr_reference_batch: int | None
+    momentum: float
+    weight_decay: float
+    optimizer_eps: float
+    rmsprop_decay: float
+    label_smoothing: float
+    # learning-rate schedule
+    lr_schedule: str
+    warmup_epoch: float
+    lr_decay: float
+    lr_epoch_decay: list[float]
+    lr_decay_period: float
+    lr_min_ratio: float
+    # precision
+    precision: str
+    half_dtype: str
+    loss_scaling: float | None
+    auto_loss_scaling: bool
+    half_partial: bool
+    enable_stochastic_rounding: bool
+    # regularisation
+    mixup_alpha: float
+    cutmix_lambda_low: float
+    cutmix_lambda_high: float
+    cutmix_disable_prob: float
+    weight_avg_strategy: str
+    weight_avg_exp_decay: float
+    weight_avg_start_epoch: float
+    # validation
+    validation_mode: str
+    validation_freq: int
+    validation_batch_size: int | None
+    # checkpoints
+    checkpoint_output_dir: str | None
+    checkpoint_save_freq: int
+    resume: str | None
+    # device
+    device: str
+    compile: bool
+    sync_bn: bool
+    dist_backend: str
+    recompute_mode: str
+    available_memory_proportion: float | None
+    executable_cache_dir: str | None
+    # logging
+    output_dir: str
+    run_name: str | None
+    logs_per_epoch: int
+    progress: str
+    plot: bool
+    tensorboard: bool
+    wandb: bool
+    wandb_project: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options as plain values by dest name (what checkpoints store under ``options``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def replace(self, **changes: Any) -> RunOptions:
+        """A copy with `changes` (for tools that override a saved run's options; checked again)."""
+        options = dataclasses.replace(self, **changes)
+        check_options(options)
+        return options
 
 
 def named_configs() -> list[str]:
@@ -53,11 +162,8 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
         "with --help.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter, add_help=add_help, epilog=epilog,
     )
-    g = p.add_argument_group("config")
-    g.add_argument("--config", default=None,
-                   help="named config (" + ", ".join(named_configs()) + ") or a YAML file whose keys are these "
-                   "options' names with underscores; flags override it. Default: demo for --data demo, else none "
-                   "(the plain defaults below)")
+    _cli.add_config_option(p, "ipu_cnn.train", " or a YAML file whose keys are these options' names with underscores; "
+                           "flags override it. Default: demo for --data demo, else none (the plain defaults below)")
 
     g = p.add_argument_group("data")
     g.add_argument("--data", choices=DATA_MODES, default="demo",
@@ -67,16 +173,13 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    "(+ --val-data-path); filelist: a path,label list at DATA_PATH (+ --val-data-path)")
     g.add_argument("--data-path", default=None, help="dataset root (imagenet, folder) or list file (filelist)")
     g.add_argument("--val-data-path", default=None, help="validation ImageFolder (folder) or list file (filelist)")
-    g.add_argument("--num-classes", type=_cli.optional_int, default=None,
-                   help="classes (default: the dataset's; 1000 for generated and synthetic)")
+    _cli.add_num_classes_option(g, "classes (default: the dataset's; 1000 for generated and synthetic)")
     g.add_argument("--demo-classes", type=_cli.positive_int, default=10, help="classes of the demo dataset")
     g.add_argument("--demo-images-per-class", type=_cli.positive_int, default=100,
                    help="training images per class of the demo dataset (validation: a fifth of that)")
     g.add_argument("--generated-samples", type=_cli.positive_int, default=4096,
                    help="samples per epoch for --data generated and synthetic")
-    g.add_argument("--dataloader-worker", "--dataloader-workers", dest="dataloader_worker", type=_cli.optional_int,
-                   default=None, help="loader threads (default: the CPUs available to this process, per rank)")
-    g.add_argument("--dataloader-prefetch", type=_cli.positive_int, default=2, help="batches the loader prepares ahead")
+    _cli.add_worker_options(g, threads_help="loader threads (default: the CPUs available to this process, per rank)")
     g.add_argument("--on-bad-sample", choices=("raise", "replace"), default="raise",
                    help="an undecodable image stops the run (raise) or is replaced by another sample, reported once")
     g.add_argument("--eight-bit-io", action=argparse.BooleanOptionalAction, default=None,
@@ -91,17 +194,15 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
     g.add_argument("--train-crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("LO", "HI"),
                    help="RandomResizedCrop area fraction range")
     g.add_argument("--flip-prob", type=float, default=0.5, help="horizontal flip probability in training")
-    g.add_argument("--interpolation", choices=("bilinear", "bicubic"), default="bilinear",
-                   help="antialiased resize filter (Pillow semantics)")
-    g.add_argument("--eval-crop-pct", type=_cli.optional_float, default=None,
-                   help="evaluation centre crop as a fraction of the resized shorter side (default: the model's, "
-                   "0.875 for ResNet and EfficientNet)")
+    _cli.add_eval_geometry_options(g, interpolation_default="bilinear",
+                                   crop_help="evaluation centre crop as a fraction of the resized shorter side "
+                                   "(default: the model's, 0.875 for ResNet and EfficientNet)")
 
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="resnet50",
-                   help="resnet50, efficientnet-b0, efficientnet-b4, resnet18 or any timm model name")
-    g.add_argument("--image-size", type=_cli.optional_int, default=None,
-                   help="training and evaluation image side (default: the model's: 224, EfficientNet-B4 380)")
+    _cli.add_model_option(g, default="resnet50",
+                          help="resnet50, efficientnet-b0, efficientnet-b4, resnet18 or any timm model name")
+    _cli.add_image_size_option(g, "training and evaluation image side (default: the model's: 224, EfficientNet-B4 "
+                               "380)")
     g.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs network)")
     g.add_argument("--weights", default=None, help="start from a local state dict or ipu_cnn checkpoint file")
     g.add_argument("--dropout", type=_cli.optional_float, default=None, help="classifier dropout (default: timm's)")
@@ -111,20 +212,18 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    help="zero-initialise the last BatchNorm gamma of each residual block (ResNets; default: timm's)")
 
     g = p.add_argument_group("batching and schedule")
-    g.add_argument("--micro-batch-size", type=_cli.positive_int, default=32,
-                   help="samples per forward/backward pass on one replica")
+    _cli.add_micro_batch_option(g, "samples per forward/backward pass on one replica")
     g.add_argument("--gradient-accumulation", type=_cli.positive_int, default=1,
                    help="micro-batches accumulated per optimizer step")
-    g.add_argument("--replicas", type=_cli.positive_int, default=1,
-                   help="data-parallel replicas: IPU replication factor; on CPU/CUDA the torchrun process count "
-                   "(launch with torchrun --nproc-per-node N)")
-    g.add_argument("--device-iterations", type=_cli.positive_int, default=1,
-                   help="optimizer steps the IPU runs per host call (IPU only; CPU/CUDA feed every step)")
+    _cli.add_parallel_options(g, replicas_help="data-parallel replicas: IPU replication factor; on CPU/CUDA the "
+                              "torchrun process count (launch with torchrun --nproc-per-node N)",
+                              iterations_help="optimizer steps the IPU runs per host call (IPU only; CPU/CUDA feed "
+                              "every step)")
     g.add_argument("--epoch", "--epochs", dest="epoch", type=_cli.positive_int, default=10, help="training epochs")
     g.add_argument("--max-steps", type=_cli.optional_int, default=None,
                    help="stop after this many optimizer steps, writing a checkpoint as on SIGTERM (the schedule "
                    "still spans --epoch, so --resume continues the same run)")
-    g.add_argument("--seed", type=int, default=0, help="seed of weights, data order, augmentation and mixing")
+    _cli.add_seed_option(g, "seed of weights, data order, augmentation and mixing")
 
     g = p.add_argument_group("optimizer")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
@@ -155,16 +254,16 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    help="final learning rate of the cosine schedule, as a fraction of the peak")
 
     g = p.add_argument_group("precision")
-    g.add_argument("--precision", type=str, choices=PRECISIONS, default="32.32",
-                   help="activations.weights: 16.16 / 16.32 = half compute (CPU/CUDA: autocast, float32 master "
-                   "weights; IPU: half weights for 16.16), 32.32 = float32")
-    g.add_argument("--half-dtype", choices=("auto", "float16", "bfloat16"), default="auto",
-                   help="autocast dtype for 16.x on CPU/CUDA (auto: float16 on CUDA, bfloat16 on CPU)")
+    _cli.add_precision_options(g, choices=PRECISIONS,
+                               help="activations.weights: 16.16 / 16.32 = half compute (CPU/CUDA: autocast, float32 "
+                               "master weights; IPU: half weights for 16.16), 32.32 = float32",
+                               half_dtype_help="autocast dtype for 16.x on CPU/CUDA (auto: float16 on CUDA, bfloat16 "
+                               "on CPU)")
     g.add_argument("--loss-scaling", type=_cli.optional_float, default=None,
                    help="static loss scale (default: dynamic scaling for float16, none otherwise)")
     g.add_argument("--auto-loss-scaling", action="store_true",
                    help="dynamic loss scaling (GradScaler / PopTorch automatic), starting at --loss-scaling")
-    g.add_argument("--half-partial", action="store_true", help="IPU: half-precision partials in matmuls and convs")
+    _cli.add_half_partial_option(g)
     g.add_argument("--enable-stochastic-rounding", action="store_true", help="IPU: stochastic rounding of half values")
 
     g = p.add_argument_group("regularisation")
@@ -196,17 +295,14 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    help="continue from a checkpoint file, or from the newest one in a folder")
 
     g = p.add_argument_group("device")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda", "ipu"), default="auto",
-                   help="auto: CUDA when available, else CPU; ipu needs PopTorch from the Poplar SDK")
+    _cli.add_device_option(g)
     g.add_argument("--compile", action="store_true", help="torch.compile the model (CPU/CUDA)")
     g.add_argument("--sync-bn", action="store_true", help="synchronise BatchNorm statistics across torchrun ranks")
     g.add_argument("--dist-backend", choices=("auto", "gloo", "nccl"), default="auto",
                    help="torch.distributed backend under torchrun (auto: NCCL on CUDA, gloo on CPU)")
     g.add_argument("--recompute-mode", choices=("none", "auto", "manual"), default="none",
                    help="IPU: recomputation of activations in the backward pass")
-    g.add_argument("--available-memory-proportion", type=_cli.optional_float, default=None,
-                   help="IPU: fraction of tile memory for matmul/conv temporaries")
-    g.add_argument("--executable-cache-dir", default=None, help="IPU: folder caching compiled executables")
+    _cli.add_ipu_tuning_options(g, cache_default=None, cache_help="IPU: folder caching compiled executables")
 
     g = p.add_argument_group("logging")
     g.add_argument("--output-dir", default="runs", help="parent folder of run folders")
@@ -272,8 +368,8 @@ def _checkpoint_options(state: Mapping[str, Any], actions: Mapping[str, argparse
     return options, str(label)
 
 
-def parse_config(argv: Sequence[str] | None = None) -> Config:
-    """Parse `argv` (default ``sys.argv[1:]``) into a `Config`: defaults, then a config file (or with ``--resume``,
+def parse_config(argv: Sequence[str] | None = None) -> RunOptions:
+    """Parse `argv` (default ``sys.argv[1:]``) into `RunOptions`: defaults, then a config file (or with ``--resume``,
     the checkpoint's options), then the flags given, then cross-option checks."""
     argv = list(sys.argv[1:] if argv is None else argv)
     explicit = _cli.explicit_options(build_parser(add_help=False), argv)
@@ -298,92 +394,106 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
         implicit = "demo" if explicit.get("data", "demo") == "demo" and not asks_help else "none"
         file_values, label = load_config_defaults(implicit, parser)
     parser.set_defaults(**file_values)
-    args = parser.parse_args(argv)
-    config = Config(vars(args))
-    config["config"] = label
-    _resolve_eight_bit_io(config)
-    check_config(config)
+    values = vars(parser.parse_args(argv))
+    values["config"] = label
     if resumed_from is not None:
-        config["resume"] = str(resumed_from)
-        _report_resume(resumed_from, restored, config, {*explicit, *file_values})
-    return config
+        values["resume"] = str(resumed_from)
+    options = _resolve(values)
+    if resumed_from is not None:
+        _report_resume(resumed_from, restored, options, {*explicit, *file_values})
+    return options
 
 
-def _resolve_eight_bit_io(config: Config) -> None:
-    if config["eight_bit_io"] is None:  # not asked for: uint8 to the device unless the host normalises
-        config["eight_bit_io"] = config["normalization_location"] != "host"
+def _resolve(values: dict[str, Any]) -> RunOptions:
+    """The frozen options from parsed `values`, after the one default that depends on another option, checked."""
+    _cli.check_fields(RunOptions, _cli.option_actions(build_parser()), extra=("config",))
+    if values["normalization_location"] == "ipu":
+        values["normalization_location"] = "device"
+    if values["eight_bit_io"] is None:  # not asked for: uint8 to the device unless the host normalises
+        values["eight_bit_io"] = values["normalization_location"] != "host"
+    options = _cli.record_from(RunOptions, values)
+    check_options(options)
+    return options
 
 
-def _report_resume(path: Path, restored: Mapping[str, Any], config: Mapping[str, Any], given: set[str]) -> None:
+def _report_resume(path: Path, restored: Mapping[str, Any], options: RunOptions, given: set[str]) -> None:
     """Say what --resume restored and which options the command line changed (once, on the first rank)."""
     if os.environ.get("RANK", "0") != "0":
         return
-    changed = [f"{k} {restored[k]!r} -> {config[k]!r}" for k in sorted(given)
-               if k in restored and k not in _PER_INVOCATION and restored[k] != config[k]]
-    added = [f"{k} {config[k]!r}" for k in sorted(given) if k not in restored and k not in _PER_INVOCATION
+    now = options.as_dict()
+    changed = [f"{k} {restored[k]!r} -> {now[k]!r}" for k in sorted(given)
+               if k in restored and k not in _PER_INVOCATION and restored[k] != now[k]]
+    added = [f"{k} {now[k]!r}" for k in sorted(given) if k not in restored and k not in _PER_INVOCATION
              and k != "config"]
     note = f"; changed on the command line: {', '.join(changed + added)}" if changed or added else ""
     print(f"resuming {path} with the options it was started with{note}", flush=True)
 
 
-def config_from_mapping(values: Mapping[str, Any]) -> Config:
-    """A `Config` from the schema's defaults updated by `values` (for programmatic use and tests)."""
+def config_from_mapping(values: Mapping[str, Any]) -> RunOptions:
+    """`RunOptions` from the schema's defaults updated by `values` (for programmatic use and tests)."""
     parser = build_parser()
     actions = _cli.option_actions(parser)
-    config = Config(vars(parser.parse_args([])))
-    config["config"] = "none"
+    resolved = vars(parser.parse_args([]))
+    resolved["config"] = "none"
     for key, value in values.items():
         if key not in actions and key != "config":
             raise ValueError(f"unknown config key {key!r}")
-        config[key] = value
-    if config["normalization_location"] == "ipu":
-        config["normalization_location"] = "device"
-    _resolve_eight_bit_io(config)
-    check_config(config)
-    return config
+        resolved[key] = value
+    return _resolve(resolved)
 
 
-def run_options(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The options of `config` (what the user asked, before anything is derived): what checkpoints record for
-    --resume."""
-    return {k: config[k] for k in _cli.option_actions(build_parser()) if k in config}
+def options_from_record(saved: Mapping[str, Any]) -> RunOptions:
+    """The options a checkpoint recorded (its ``options``, or an older one's resolved ``config``): keys that are not
+    options are dropped, missing ones take the schema's defaults."""
+    actions = _cli.option_actions(build_parser())
+    return config_from_mapping({k: v for k, v in saved.items() if k in actions or k == "config"})
 
 
-def check_config(config: Mapping[str, Any]) -> None:
+def run_options(options: RunOptions) -> dict[str, Any]:
+    """The options as plain values, without the config file's label (what checkpoints record under ``options`` for
+    --resume; the label is in their ``config`` record)."""
+    return {k: v for k, v in options.as_dict().items() if k != "config"}
+
+
+def check_options(options: RunOptions) -> None:
     """Cross-option checks argparse cannot express; each error says what to change."""
-    if config["data"] in ("imagenet", "folder", "filelist") and not config["data_path"]:
-        raise SystemExit(f"--data {config['data']} needs --data-path")
-    if config["eight_bit_io"] and config["normalization_location"] == "host":
+    o = options
+    if o.data in ("imagenet", "folder", "filelist") and not o.data_path:
+        raise SystemExit(f"--data {o.data} needs --data-path")
+    if o.eight_bit_io and o.normalization_location == "host":
         raise SystemExit("--eight-bit-io and --normalization-location host contradict each other: eight-bit IO ships "
                          "uint8 images for the device to normalise; drop --eight-bit-io to normalise on the host, or "
                          "use --normalization-location device")
-    lo, hi = config["cutmix_lambda_low"], config["cutmix_lambda_high"]
+    lo, hi = o.cutmix_lambda_low, o.cutmix_lambda_high
     if not 0.0 <= lo <= hi <= 1.0:
         raise SystemExit(f"cutmix needs 0 <= --cutmix-lambda-low <= --cutmix-lambda-high <= 1, got {lo} and {hi}")
-    if not 0.0 <= config["label_smoothing"] < 1.0:
-        raise SystemExit(f"--label-smoothing must be in [0, 1), got {config['label_smoothing']}")
-    lo, hi = config["train_crop_scale"]
+    if not 0.0 <= o.label_smoothing < 1.0:
+        raise SystemExit(f"--label-smoothing must be in [0, 1), got {o.label_smoothing}")
+    lo, hi = o.train_crop_scale
     if not 0.0 < lo <= hi <= 1.0:
         raise SystemExit(f"--train-crop-scale needs 0 < LO <= HI <= 1, got {lo} {hi}")
-    if config["weight_avg_strategy"] == "exponential" and not 0.0 < config["weight_avg_exp_decay"] < 1.0:
-        raise SystemExit(f"--weight-avg-exp-decay must be in (0, 1), got {config['weight_avg_exp_decay']}")
-    if config["max_steps"] is not None and config["max_steps"] < 1:
-        raise SystemExit(f"--max-steps must be >= 1, got {config['max_steps']}")
-    if config["lr"] <= 0:
-        raise SystemExit(f"--lr must be positive, got {config['lr']}")
-    if config["image_size"] is not None and config["image_size"] < 8:
-        raise SystemExit(f"--image-size must be at least 8 pixels, got {config['image_size']}")
-    if config["auto_loss_scaling"] and config["precision"] == "32.32":
+    if o.weight_avg_strategy == "exponential" and not 0.0 < o.weight_avg_exp_decay < 1.0:
+        raise SystemExit(f"--weight-avg-exp-decay must be in (0, 1), got {o.weight_avg_exp_decay}")
+    if o.max_steps is not None and o.max_steps < 1:
+        raise SystemExit(f"--max-steps must be >= 1, got {o.max_steps}")
+    if o.lr <= 0:
+        raise SystemExit(f"--lr must be positive, got {o.lr}")
+    if o.image_size is not None and o.image_size < 8:  # the flag's type checks this too; this is for mappings
+        raise SystemExit(f"--image-size must be at least 8 pixels, got {o.image_size}")
+    if o.auto_loss_scaling and o.precision == "32.32":
         raise SystemExit("--auto-loss-scaling needs half precision: add --precision 16.16 or 16.32, or drop it")
-    if config["sync_bn"] and config["device"] == "ipu":
+    if o.sync_bn and o.device == "ipu":
         raise SystemExit("--sync-bn is for torchrun (CPU/CUDA); on IPUs use replicated BatchNorm options instead")
 
 
-def config_to_yaml(config: Mapping[str, Any], derived: Mapping[str, Any] | None = None) -> str:
-    """The config as YAML that ``--config FILE`` reads back (derived values under ``derived``, ignored on load)."""
-    parser = build_parser()
-    keys = list(_cli.option_actions(parser))
-    data: dict[str, Any] = {k: config[k] for k in keys if k in config}
+def config_to_yaml(config: RunOptions | Mapping[str, Any], derived: Mapping[str, Any] | None = None) -> str:
+    """The options as YAML that ``--config FILE`` reads back (derived values under ``derived``, ignored on load).
+
+    `config` is the options, or a flat record of them in which some values were resolved (the run's record: the
+    model's image size in place of none, the device found for auto)."""
+    values = config.as_dict() if isinstance(config, RunOptions) else dict(config)
+    keys = list(_cli.option_actions(build_parser()))
+    data: dict[str, Any] = {k: values[k] for k in keys if k in values}
     if derived:
         data["derived"] = dict(derived)
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)

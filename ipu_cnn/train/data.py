@@ -1,16 +1,21 @@
 """The one seam between the training application and the data layer: `create_loaders`.
 
 Everything the app knows about datasets, transforms and the loader is here, through `ipu_cnn.data`'s public names
-only. What comes back iterates ``(images uint8 [B, 3, H, W] channels_last, labels int64 [B])`` and has ``len``,
-``set_epoch``, ``state_dict`` / ``load_state_dict`` and ``close``.
+only. What comes back are `ipu_cnn.batch_sources.BatchSource`s: they iterate ``(images uint8 [B, 3, H, W]
+channels_last, labels int64 [B])`` and have ``len``, ``set_epoch``, ``state_dict`` / ``load_state_dict`` and
+``close``. Its inputs are typed and narrow: the data options (`DataSettings`), the batch sizes, the eval
+preprocessing the model records, the device type and the shard.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from ipu_cnn.train._batches import DeviceBatches, HostBatches
+from ipu_cnn.batch_sources import BatchSource, HostBatches, RandomBatches
+from ipu_cnn.models import EvalPreprocessing
+from ipu_cnn.train.config import RunOptions
 
 #: Classes of the generated and synthetic data when ``--num-classes`` is not given (ImageNet's, as Graphcore's).
 RANDOM_DATA_CLASSES = 1000
@@ -26,49 +31,85 @@ def _loader_class() -> Any:
     return Loader
 
 
-def _datasets(config: Mapping[str, Any]) -> tuple[Any, Any | None]:
+@dataclass(frozen=True)
+class DataSettings:
+    """The data options of a run (``--data`` and the options that shape what is read and how)."""
+
+    mode: str
+    data_path: str | None = None
+    val_data_path: str | None = None
+    num_classes: int | None = None
+    demo_classes: int = 10
+    demo_images_per_class: int = 100
+    generated_samples: int = 4096
+    workers: int | None = None
+    prefetch: int = 2
+    on_bad_sample: str = "raise"
+    train_crop_scale: tuple[float, float] = (0.08, 1.0)
+    flip_prob: float = 0.5
+    interpolation: str = "bilinear"
+    seed: int = 0
+
+    @classmethod
+    def from_options(cls, options: RunOptions) -> DataSettings:
+        o = options
+        return cls(o.data, o.data_path, o.val_data_path, o.num_classes, o.demo_classes, o.demo_images_per_class,
+                   o.generated_samples, o.dataloader_worker, o.dataloader_prefetch, o.on_bad_sample,
+                   (float(o.train_crop_scale[0]), float(o.train_crop_scale[1])), o.flip_prob, o.interpolation, o.seed)
+
+
+#: ``(train source, validation source or None, num_classes, class_names)``
+Loaders = tuple[BatchSource, BatchSource | None, int, list[str]]
+
+
+def _datasets(data: DataSettings) -> tuple[Any, Any | None]:
     """Training and validation datasets (file indexes) for the file-based data modes."""
-    mode = config["data"]
+    mode = data.mode
     val: Any
     if mode == "demo":
         from ipu_cnn.data.generated import GeneratedImages
 
-        per_class = int(config["demo_images_per_class"])
-        demo = GeneratedImages(num_classes=int(config["demo_classes"]), images_per_class=per_class,
+        per_class = int(data.demo_images_per_class)
+        demo = GeneratedImages(num_classes=int(data.demo_classes), images_per_class=per_class,
                                val_images_per_class=max(1, per_class // 5), seed=0)
         return demo.train, demo.validation
     from ipu_cnn.data import datasets
 
     if mode == "imagenet":
-        return (datasets.ImageNet(config["data_path"], split="train"),
-                datasets.ImageNet(config["data_path"], split="validation"))
+        return (datasets.ImageNet(data.data_path, split="train"),
+                datasets.ImageNet(data.data_path, split="validation"))
     if mode == "folder":
-        val = datasets.ImageFolder(config["val_data_path"]) if config["val_data_path"] else None
-        return datasets.ImageFolder(config["data_path"]), val
+        val = datasets.ImageFolder(data.val_data_path) if data.val_data_path else None
+        return datasets.ImageFolder(data.data_path), val
     if mode == "filelist":
-        train = datasets.FileList(config["data_path"])
-        val = datasets.FileList(config["val_data_path"], classes=train.classes) if config["val_data_path"] else None
+        train = datasets.FileList(data.data_path)
+        val = datasets.FileList(data.val_data_path, classes=train.classes) if data.val_data_path else None
         return train, val
     raise ValueError(f"--data {mode!r} is not a file-based mode")
 
 
-def create_loaders(config: Mapping[str, Any], rank: int = 0,
-                   world_size: int = 1) -> tuple[Iterable[Any], Iterable[Any] | None, int, list[str]]:
-    """Build ``(train_loader, val_loader or None, num_classes, class_names)`` for ``config["data"]``.
+def create_loaders(data: DataSettings, *, batch_size: int, val_batch_size: int, eval: EvalPreprocessing,
+                   device: torch.device, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> Loaders:
+    """Build ``(train_source, val_source or None, num_classes, class_names)`` for ``data.mode``.
 
-    Needs the derived config keys ``image_size``, ``eval_crop_pct``, ``loader_batch_size`` (samples per optimizer
-    step on this rank, or per host call on IPUs), ``validation_loader_batch_size`` and ``device``.
+    Args:
+        batch_size: samples of one training batch on this process (one optimizer step, or one IPU host call).
+        val_batch_size: samples of one validation batch on this process.
+        eval: the model's eval preprocessing (its image side is the training side too).
+        device: where ``synthetic`` data is made (the backend's: the host for IPUs, which move data themselves).
+        pin_memory: make host batches in pinned memory (the backend copies them asynchronously).
+        rank, world_size: the data shard this process reads.
     """
-    mode = config["data"]
-    batch = int(config["loader_batch_size"])
-    val_batch = int(config["validation_loader_batch_size"])
-    size = int(config["image_size"])
-    seed = int(config["seed"])
-    cuda = config["device"] == "cuda"
+    mode = data.mode
+    batch = int(batch_size)
+    val_batch = int(val_batch_size)
+    size = int(eval.image_size)
+    seed = int(data.seed)
+    cuda = pin_memory
     if mode in ("generated", "synthetic"):
-        num_classes = int(config["num_classes"] or RANDOM_DATA_CLASSES)
+        num_classes = int(data.num_classes or RANDOM_DATA_CLASSES)
         names = [str(i) for i in range(num_classes)]
-        samples = int(config["generated_samples"])
+        samples = int(data.generated_samples)
         if mode == "generated":
             from ipu_cnn.data.datasets import RandomImages
 
@@ -77,28 +118,25 @@ def create_loaders(config: Mapping[str, Any], rank: int = 0,
             val: Any = HostBatches(RandomImages(num_classes, size, max(1, samples // 10), seed=seed + 1), val_batch,
                               shuffle=False, drop_last=False, rank=rank, world_size=world_size, pin_memory=cuda)
             return train, val, num_classes, names
-        device = torch.device("cuda" if cuda else "cpu")
         steps = max(1, samples // (batch * world_size))
-        train_d = DeviceBatches(batch, size, num_classes, steps, device, seed=seed + rank)
-        val_d = DeviceBatches(val_batch, size, num_classes, max(1, steps // 10), device, seed=seed + 7919 + rank)
+        train_d = RandomBatches(batch, size, num_classes, steps, device, seed=seed + rank)
+        val_d = RandomBatches(val_batch, size, num_classes, max(1, steps // 10), device, seed=seed + 7919 + rank)
         return train_d, val_d, num_classes, names
 
-    from ipu_cnn.data import EvalTransform, TrainTransform
+    from ipu_cnn.data import TrainTransform
 
     Loader = _loader_class()
-    train_ds, val_ds = _datasets(config)
-    num_classes = int(config["num_classes"] or len(train_ds.classes))
+    train_ds, val_ds = _datasets(data)
+    num_classes = int(data.num_classes or len(train_ds.classes))
     if num_classes < len(train_ds.classes):
         raise ValueError(f"--num-classes {num_classes} is smaller than the dataset's {len(train_ds.classes)} classes")
-    common: dict[str, Any] = {"seed": seed, "num_threads": config["dataloader_worker"],
-                              "prefetch": int(config["dataloader_prefetch"]), "rank": rank, "world_size": world_size,
-                              "on_error": config["on_bad_sample"], "pin_memory": cuda}
-    train_tf = TrainTransform(size=size, scale=tuple(config["train_crop_scale"]), flip_prob=float(config["flip_prob"]),
-                              interpolation=config["interpolation"])
+    common: dict[str, Any] = {"seed": seed, "num_threads": data.workers, "prefetch": int(data.prefetch),
+                              "rank": rank, "world_size": world_size, "on_error": data.on_bad_sample,
+                              "pin_memory": cuda}
+    train_tf = TrainTransform(size=size, scale=tuple(data.train_crop_scale), flip_prob=float(data.flip_prob),
+                              interpolation=data.interpolation)
     train = Loader(train_ds, batch, train_tf, shuffle=True, drop_last=True, **common)
     val = None
     if val_ds is not None:
-        eval_tf = EvalTransform(size=size, crop_pct=float(config["eval_crop_pct"]),
-                                interpolation=config["interpolation"])
-        val = Loader(val_ds, val_batch, eval_tf, shuffle=False, drop_last=False, **common)
+        val = Loader(val_ds, val_batch, eval.eval_transform(), shuffle=False, drop_last=False, **common)
     return train, val, num_classes, list(train_ds.classes)

@@ -1,20 +1,21 @@
 """The training and evaluation loops: `train_one_epoch` and `evaluate`.
 
-They know nothing about devices (the backend's step and data moves do) or files (the logger does). Per-step values
-stay on the device; the loops synchronise only at log points, where one reduction over ranks and one transfer give
-the window's loss, accuracy and throughput.
+They know nothing about devices (the backend's step does, and the `DeviceFeeder` moves the batches) or files (the
+logger does). Per-step values stay on the device; the loops synchronise only at log points, where one reduction over
+ranks and one transfer give the window's loss, accuracy and throughput.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ipu_cnn.backends.base import StepResult
+from ipu_cnn.backends.base import Backend, StepResult
 from ipu_cnn.backends.distributed import DistContext
+from ipu_cnn.backends.feeder import DeviceFeeder
 from ipu_cnn.train.logs import Progress, RunLogger
 
 
@@ -49,9 +50,9 @@ def _current_lr(optimizer: Any) -> float:
 
 def train_one_epoch(
     step_fn: Callable[[torch.Tensor, torch.Tensor], StepResult],
-    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    feeder: DeviceFeeder,
     *,
-    backend: Any,
+    backend: Backend,
     model: nn.Module,
     optimizer: Any,
     scheduler: Any,
@@ -65,7 +66,7 @@ def train_one_epoch(
     should_stop: Callable[[], bool] = lambda: False,
     on_step_end: Callable[[TrainState], None] | None = None,
 ) -> EpochResult:
-    """Train until the loader's epoch ends or a stop is requested (checked after every step, agreed over ranks).
+    """Train until the feeder's epoch ends or a stop is requested (checked after every step, agreed over ranks).
 
     `state` is advanced in place. The learning rate is stepped per iteration by `scheduler`. Each log interval
     prints ``epoch E/N step S/T loss: L accuracy: A % lr: R throughput: X samples/sec`` and writes a metrics record.
@@ -84,15 +85,9 @@ def train_one_epoch(
     epoch_start = window_start
     totals = {"loss": 0.0, "correct": 0.0, "count": 0.0, "wait": 0.0}
     result = EpochResult()
-    iterator = iter(loader)
-    while True:
-        backend.release_host_batch()
-        fetch_start = time.perf_counter()
-        try:
-            images, labels = next(iterator)
-        except StopIteration:
-            break
-        window_wait += time.perf_counter() - fetch_start
+    feeder.take_wait()
+    for images, labels in feeder:
+        window_wait += feeder.take_wait()
         out = step_fn(images, labels)
         lr = _current_lr(optimizer)  # the rate this step used (a Python float: no device sync)
         scheduler.step()
@@ -171,18 +166,16 @@ class EvalResult:
     seconds: float
 
 
-def evaluate(backend: Any, model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-             dist: DistContext) -> EvalResult:
-    """Run `model` over `loader` without gradients; restores the model's training mode afterwards."""
+def evaluate(backend: Backend, model: nn.Module, feeder: DeviceFeeder, dist: DistContext) -> EvalResult:
+    """Run `model` over the feeder's batches without gradients; restores the model's training mode afterwards."""
     was_training = model.training
     model.eval()
     start = time.perf_counter()
     loss = torch.zeros((), dtype=torch.float64, device=backend.device)
     correct = torch.zeros((), dtype=torch.int64, device=backend.device)
     count = 0
-    for images, labels in loader:
+    for images, labels in feeder:
         out = backend.eval_step(model, images, labels)
-        backend.release_host_batch()  # the copy is done: the loader may reuse the batch's buffer
         loss += out.loss_sum.double()
         correct += out.correct
         count += out.samples

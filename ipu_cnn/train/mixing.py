@@ -99,12 +99,3 @@ class Mixing:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.generator.set_state(state["generator"])
-
-
-def mixing_from_config(config: Mapping[str, Any], num_classes: int, rank: int = 0) -> Mixing | None:
-    """The run's `Mixing`, or None when neither mixup nor cutmix is asked for (hard labels are cheaper)."""
-    mixing = Mixing(num_classes, mixup_alpha=float(config["mixup_alpha"]),
-                    cutmix_low=float(config["cutmix_lambda_low"]), cutmix_high=float(config["cutmix_lambda_high"]),
-                    cutmix_disable_prob=float(config["cutmix_disable_prob"]),
-                    label_smoothing=float(config["label_smoothing"]), seed=int(config["seed"]) * 1000 + rank)
-    return mixing if mixing.enabled else None

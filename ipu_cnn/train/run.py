@@ -1,4 +1,4 @@
-"""The training application: build everything from a `Config`, train, validate, checkpoint, log and plot.
+"""The training application: build everything from `RunOptions`, train, validate, checkpoint, log and plot.
 
 `train` is what ``python -m ipu_cnn.train`` runs. It takes optional ready-made loaders so tests can drive the whole
 application with in-memory data.
@@ -6,9 +6,11 @@ application with in-memory data.
 Checkpoint contents (``torch.save`` dict of tensors and plain values, format ``ipu_cnn.checkpoint`` v2, see
 `ipu_cnn.train.checkpoint`): ``model`` (the plain timm state dict),
 ``optimizer``, ``scheduler``, ``scaler``, ``weight_average``, ``mixing``, ``epoch`` (the epoch in progress, 0-based),
-``step``, ``epoch_step``, ``samples``, ``loader`` and ``rng`` (one entry per rank), ``config`` (the resolved config),
-``metrics`` (the last validation), and for inference on its own: ``model_name``, ``num_classes``, ``class_names``,
-``image_size``, ``eval`` (crop fraction, interpolation, mean, std); `save_checkpoint` adds ``checksums``.
+``step``, ``epoch_step``, ``samples``, ``loader`` and ``rng`` (one entry per rank), ``config`` (the run's flat
+resolved record, `RunPlan.record`), ``options`` (the options as asked, which --resume restores), ``metrics`` (the
+last validation), and for inference on its own: ``model_name``, ``num_classes``, ``class_names``, ``image_size``,
+``eval`` (`EvalPreprocessing.checkpoint_record`: size, crop fraction, interpolation, mean, std, normalisation
+location); `save_checkpoint` adds ``checksums``.
 """
 from __future__ import annotations
 
@@ -18,14 +20,27 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from ipu_cnn.backends import DistContext, create_backend, init_distributed, resolve_device_type
-from ipu_cnn.backends.torch_device import TorchBackend, TorchTrainStep
-from ipu_cnn.models import LabelSmoothingCrossEntropy, NormalizedModel, create_model, model_spec, unwrap_model
+from ipu_cnn.backends import (
+    DistContext,
+    create_backend,
+    init_distributed,
+    resolve_device_type,
+)
+from ipu_cnn.backends.feeder import DeviceFeeder
+from ipu_cnn.models import (
+    EvalPreprocessing,
+    InputNormalizer,
+    LabelSmoothingCrossEntropy,
+    NormalizedModel,
+    create_model,
+    model_spec,
+    unwrap_model,
+)
 from ipu_cnn.train.averaging import WeightAverage
 from ipu_cnn.train.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -38,61 +53,37 @@ from ipu_cnn.train.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from ipu_cnn.train.config import Config, config_to_yaml, run_options
+from ipu_cnn.train.config import RunOptions, config_to_yaml, run_options
+from ipu_cnn.train.data import DataSettings, Loaders, create_loaders
 from ipu_cnn.train.engine import EvalResult, TrainState, evaluate, train_one_epoch
 from ipu_cnn.train.logs import RunLogger
-from ipu_cnn.train.mixing import mixing_from_config
-from ipu_cnn.train.optim import create_optimizer, effective_lr, parameter_groups
-from ipu_cnn.train.schedule import create_scheduler, load_scheduler_state, schedule_from_config
+from ipu_cnn.train.mixing import Mixing
+from ipu_cnn.train.plan import BatchPlan, RunPlan, effective_lr, ipu_settings, optimizer_settings, plan_batches
+from ipu_cnn.train.schedule import LRSchedule, create_scheduler, load_scheduler_state
 from ipu_cnn.train.signals import StopRequest
 
-Loaders = tuple[Iterable[Any], Iterable[Any] | None, int, list[str]]
 
-
-def derive(config: Config, dist: DistContext) -> dict[str, Any]:
-    """Values that follow from the options, the device and the process group; stored in the config as well.
-
-    ``loader_batch_size`` is what one loader batch holds on this process: one optimizer step (micro-batch x
-    gradient accumulation) on CPU/CUDA, one host call (x replicas x device iterations) on IPUs.
-    """
-    spec = model_spec(config["model"])
-    ipu = config["device"] == "ipu"
-    micro, accumulation = int(config["micro_batch_size"]), int(config["gradient_accumulation"])
-    if not ipu and config["replicas"] not in (1, dist.world_size):
-        raise SystemExit(f"--replicas {config['replicas']}: on CPU/CUDA each replica is a process; launch with "
-                         f"`torchrun --nproc-per-node {config['replicas']} -m ipu_cnn.train ...` (this job has "
-                         f"{dist.world_size} process{'es' if dist.world_size > 1 else ''})")
-    replicas = int(config["replicas"]) if ipu else 1
-    device_iterations = int(config["device_iterations"]) if ipu else 1
-    loader_batch = micro * accumulation * replicas * device_iterations
-    global_batch = micro * accumulation * replicas * dist.world_size
-    val_micro = int(config["validation_batch_size"] or micro)
-    # --normalization-location none: pixels scaled to [0, 1], no mean/std step (an identity mean and std)
-    plain = config["normalization_location"] == "none"
-    return {
-        "timm_model": spec.name,
-        "image_size": int(config["image_size"] or spec.image_size),
-        "eval_crop_pct": float(config["eval_crop_pct"] or spec.crop_pct),
-        "mean": [0.0, 0.0, 0.0] if plain else list(spec.mean),
-        "std": [1.0, 1.0, 1.0] if plain else list(spec.std),
-        "world_size": dist.world_size,
-        "loader_batch_size": loader_batch,
-        "validation_loader_batch_size": val_micro * replicas * device_iterations,
-        "global_batch_size": global_batch,
-        "lr_effective": effective_lr(config, global_batch),
-    }
-
-
-def _run_dir(config: Config, dist: DistContext, resumed: Mapping[str, Any] | None) -> Path:
+def _run_dir(options: RunOptions, dist: DistContext, resumed: Mapping[str, Any] | None) -> Path:
     """The run folder: the resumed run's (when it still exists and no --run-name is given) or a new one, named on
     rank 0 and shared with the other ranks."""
-    if resumed is not None and not config["run_name"]:
+    if resumed is not None and not options.run_name:
         previous = resumed["config"].get("run_dir")
         if previous and Path(previous).is_dir():
             return Path(previous)
-    name = config["run_name"] or f"{time.strftime('%Y%m%d-%H%M%S')}-{config['config']}-{config['model']}"
+    name = options.run_name or f"{time.strftime('%Y%m%d-%H%M%S')}-{options.config}-{options.model}"
     name = dist.gather_objects(name)[0]
-    return Path(config["output_dir"]).expanduser().absolute() / name
+    return Path(options.output_dir).expanduser().absolute() / name
+
+
+def _checkpoint_dir(options: RunOptions, run_dir: Path, resumed_from: Path | None,
+                    resumed: Mapping[str, Any] | None) -> Path:
+    """``--checkpoint-output-dir``, else the resumed checkpoint's folder when resuming in place, else
+    RUN_DIR/checkpoints."""
+    ckpt_dir = options.checkpoint_output_dir
+    if not ckpt_dir and resumed_from is not None and resumed is not None \
+            and resumed["config"].get("run_dir") == str(run_dir):
+        ckpt_dir = str(resumed_from.parent)
+    return Path(ckpt_dir or run_dir / "checkpoints").expanduser()
 
 
 def _seed_everything(seed: int) -> None:
@@ -101,15 +92,14 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _inference_metadata(config: Config, num_classes: int, class_names: list[str]) -> dict[str, Any]:
+def _inference_metadata(plan: RunPlan, normalization_location: str, class_names: list[str]) -> dict[str, Any]:
+    """What inference needs from a checkpoint on its own: the model, its classes and its eval preprocessing."""
     return {
-        "model_name": config["timm_model"],
-        "num_classes": num_classes,
+        "model_name": plan.timm_model,
+        "num_classes": plan.num_classes,
         "class_names": list(class_names),
-        "image_size": config["image_size"],
-        "eval": {"size": config["image_size"], "crop_pct": config["eval_crop_pct"],
-                 "interpolation": config["interpolation"], "mean": config["mean"], "std": config["std"],
-                 "normalization_location": config["normalization_location"]},
+        "image_size": plan.eval.image_size,
+        "eval": plan.eval.checkpoint_record(normalization_location),
     }
 
 
@@ -121,100 +111,111 @@ def _format_duration(seconds: float) -> str:
 class _Trainer:
     """Holds the run's objects so checkpointing and validation read them from one place."""
 
-    def __init__(self, config: Config, loaders: Loaders | None) -> None:
-        self.config = config
-        self.options = run_options(config)  # what the user asked, before anything is derived: --resume restores it
-        config["device"] = resolve_device_type(config["device"])
-        self.dist = init_distributed(config["device"], config["dist_backend"])
-        config.update(derive(config, self.dist))
+    def __init__(self, options: RunOptions, loaders: Loaders | None) -> None:
+        self.options = options
+        device = resolve_device_type(options.device)
+        self.dist = init_distributed(device, options.dist_backend)
+        batches = plan_batches(options, device, self.dist.world_size)
+        spec = model_spec(options.model)
+        eval_pre = EvalPreprocessing.resolve(spec, image_size=options.image_size, crop_pct=options.eval_crop_pct,
+                                             interpolation=options.interpolation,
+                                             plain=options.normalization_location == "none")
         self.resumed_from: Path | None = None
         resumed: dict[str, Any] | None = None
-        if config["resume"]:
-            self.resumed_from, resumed = resolve_checkpoint(config["resume"])
-        self.run_dir = _run_dir(config, self.dist, resumed)
-        config["run_dir"] = str(self.run_dir)
-        ckpt_dir = config["checkpoint_output_dir"]
-        if not ckpt_dir and self.resumed_from is not None and resumed is not None \
-                and resumed["config"].get("run_dir") == str(self.run_dir):
-            ckpt_dir = str(self.resumed_from.parent)
-        self.checkpoint_dir = Path(ckpt_dir or self.run_dir / "checkpoints").expanduser()
-        config["checkpoint_dir"] = str(self.checkpoint_dir)
+        if options.resume:
+            self.resumed_from, resumed = resolve_checkpoint(options.resume)
+        run_dir = _run_dir(options, self.dist, resumed)
+        checkpoint_dir = _checkpoint_dir(options, run_dir, self.resumed_from, resumed)
         if self.dist.is_main:  # a folder that cannot be written fails now, not at the first checkpoint
-            prepare_checkpoint_dir(self.checkpoint_dir)
-        _seed_everything(int(config["seed"]))
+            prepare_checkpoint_dir(checkpoint_dir)
+        _seed_everything(options.seed)
 
-        self.train_loader, self.val_loader, self.num_classes, self.class_names = (
-            loaders if loaders is not None else self._create_loaders())
-        config["num_classes_resolved"] = self.num_classes
-        self.model: NormalizedModel = create_model(
-            config["model"], self.num_classes, pretrained=bool(config["pretrained"]), weights=config["weights"],
-            drop_rate=config["dropout"], drop_path_rate=config["drop_path"],
-            zero_init_residual=config["zero_init_residual"],
-            normalize=config["normalization_location"] != "host", mean=config["mean"], std=config["std"],
-            channels_last=config["device"] != "ipu")
-        self.host_normalizer = None
-        if config["normalization_location"] == "host":
-            from ipu_cnn.models import InputNormalizer
-
-            self.host_normalizer = InputNormalizer(config["mean"], config["std"])
-        # different ranks draw different dropout masks; the weights are equal (DDP broadcasts rank 0's)
-        torch.manual_seed(int(config["seed"]) * 1000 + self.dist.rank)
-
-        self.backend = create_backend(config, self.dist)
-        self.train_model = self.backend.prepare_model(self.model)
-        self.steps_per_epoch = len(self.train_loader)  # type: ignore[arg-type]
-        if self.steps_per_epoch < 1:
-            raise SystemExit(f"the training set gives no full batch of {config['loader_batch_size']} samples per rank: "
+        self.backend = create_backend(
+            device, self.dist, precision=options.precision, half_dtype=options.half_dtype,
+            loss_scaling=options.loss_scaling, auto_loss_scaling=options.auto_loss_scaling,
+            compile_model=options.compile, sync_bn=options.sync_bn, ipu=ipu_settings(options),
+            eval_batch_size=batches.validation_loader_batch_size)
+        self.train_loader, self.val_loader, num_classes, self.class_names = (
+            loaders if loaders is not None else self._create_loaders(batches, eval_pre))
+        steps_per_epoch = len(self.train_loader)
+        if steps_per_epoch < 1:
+            raise SystemExit(f"the training set gives no full batch of {batches.loader_batch_size} samples per rank: "
                              "lower --micro-batch-size or --gradient-accumulation, or use more data")
-        lr = float(config["lr_effective"])
-        if config["device"] == "ipu":
-            from ipu_cnn.backends.ipu import ipu_optimizer
+        self.plan = RunPlan(device=device, world_size=self.dist.world_size, timm_model=spec.name, batches=batches,
+                            eval=eval_pre, lr_effective=effective_lr(options.lr, options.lr_reference_batch,
+                                                                     batches.global_batch_size),
+                            num_classes=num_classes, steps_per_epoch=steps_per_epoch, run_dir=run_dir,
+                            checkpoint_dir=checkpoint_dir)
+        self.model: NormalizedModel = create_model(
+            options.model, num_classes, pretrained=options.pretrained, weights=options.weights,
+            drop_rate=options.dropout, drop_path_rate=options.drop_path, zero_init_residual=options.zero_init_residual,
+            normalize=options.normalization_location != "host", mean=eval_pre.mean, std=eval_pre.std,
+            channels_last=self.backend.channels_last)
+        host_normalizer = None
+        if options.normalization_location == "host":
+            host_normalizer = InputNormalizer(eval_pre.mean, eval_pre.std)
+        self.train_feed = DeviceFeeder(self.train_loader, self.backend, host_normalizer)
+        self.val_feed = DeviceFeeder(self.val_loader, self.backend, host_normalizer) \
+            if self.val_loader is not None else None
+        # different ranks draw different dropout masks; the weights are equal (DDP broadcasts rank 0's)
+        torch.manual_seed(options.seed * 1000 + self.dist.rank)
 
-            self.optimizer = ipu_optimizer(config, parameter_groups(self.model, float(config["weight_decay"])),
-                                           self.backend.poptorch)  # type: ignore[union-attr]
-        else:
-            self.optimizer = create_optimizer(self.model, config, lr)
-        self.schedule = schedule_from_config(config, self.steps_per_epoch)
+        self.train_model = self.backend.prepare_model(self.model)
+        self.optimizer = self.backend.create_optimizer(self.model, optimizer_settings(options, self.plan.lr_effective))
+        self.schedule = LRSchedule(kind=options.lr_schedule, steps_per_epoch=steps_per_epoch,
+                                   epochs=float(options.epoch), warmup_epochs=options.warmup_epoch,
+                                   decay=options.lr_decay, decay_epochs=list(options.lr_epoch_decay or []),
+                                   decay_period=options.lr_decay_period, min_ratio=options.lr_min_ratio)
         self.scheduler = create_scheduler(self.optimizer, self.schedule)
-        self.scaler = self.backend.create_scaler() if isinstance(self.backend, TorchBackend) else None
-        self.mixing = mixing_from_config(config, self.num_classes, self.dist.rank)
-        criterion = LabelSmoothingCrossEntropy(float(config["label_smoothing"]))
+        self.scaler = self.backend.create_scaler()
+        mixing = Mixing(num_classes, mixup_alpha=options.mixup_alpha, cutmix_low=options.cutmix_lambda_low,
+                        cutmix_high=options.cutmix_lambda_high, cutmix_disable_prob=options.cutmix_disable_prob,
+                        label_smoothing=options.label_smoothing, seed=options.seed * 1000 + self.dist.rank)
+        self.mixing = mixing if mixing.enabled else None  # hard labels are cheaper
+        criterion = LabelSmoothingCrossEntropy(options.label_smoothing)
         self.average: WeightAverage | None = None
-        if config["weight_avg_strategy"] != "none":
-            start = int(round(float(config["weight_avg_start_epoch"]) * self.steps_per_epoch))
-            self.average = WeightAverage(unwrap_model(self.model), config["weight_avg_strategy"],
-                                         float(config["weight_avg_exp_decay"]), start)
-        if isinstance(self.backend, TorchBackend):
-            self.step_fn: Any = TorchTrainStep(self.backend, self.train_model, self.optimizer, criterion,
-                                               accumulation=int(config["gradient_accumulation"]), scaler=self.scaler,
-                                               mix=self.mixing)
-        else:
-            self.step_fn = self.backend.create_train_step(self.train_model, self.optimizer, criterion, mix=self.mixing)
-        if self.host_normalizer is not None:
-            self.step_fn = _HostNormalized(self.step_fn, self.host_normalizer)
+        if options.weight_avg_strategy != "none":
+            start = int(round(options.weight_avg_start_epoch * steps_per_epoch))
+            self.average = WeightAverage(unwrap_model(self.model), options.weight_avg_strategy,
+                                         options.weight_avg_exp_decay, start)
+        self.step_fn = self.backend.create_train_step(self.train_model, self.optimizer, criterion,
+                                                      accumulation=options.gradient_accumulation, scaler=self.scaler,
+                                                      mix=self.mixing)
         self.state = TrainState()
         self.loader_state: Any = None
         self.last_validation: dict[str, Any] = {}
         if resumed is not None:
             self._restore(resumed)
-        self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=bool(config["tensorboard"]),
-                                wandb=bool(config["wandb"]), wandb_project=str(config["wandb_project"]), config=config,
-                                append=resumed is not None)
+        self.logger = RunLogger(run_dir, enabled=self.dist.is_main, tensorboard=options.tensorboard,
+                                wandb=options.wandb, wandb_project=options.wandb_project,
+                                config=self.plan.record(options), append=resumed is not None)
 
-    def _create_loaders(self) -> Loaders:
-        from ipu_cnn.train.data import create_loaders
+    @property
+    def run_dir(self) -> Path:
+        return self.plan.run_dir
 
-        if self.config["device"] == "ipu" and self.dist.launcher != "poprun":
-            return create_loaders(self.config, 0, 1)
-        return create_loaders(self.config, self.dist.rank, self.dist.world_size)
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.plan.checkpoint_dir
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.plan.steps_per_epoch
+
+    def _create_loaders(self, batches: BatchPlan, eval_pre: EvalPreprocessing) -> Loaders:
+        rank, count = self.backend.data_shard()
+        return create_loaders(DataSettings.from_options(self.options), batch_size=batches.loader_batch_size,
+                              val_batch_size=batches.validation_loader_batch_size, eval=eval_pre,
+                              device=self.backend.device, pin_memory=self.backend.pin_memory, rank=rank,
+                              world_size=count)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def _restore(self, ckpt: Mapping[str, Any]) -> None:
         if ckpt.get("version", 0) > CHECKPOINT_VERSION:
             raise SystemExit(f"{self.resumed_from}: written by a newer ipu_cnn (checkpoint version {ckpt['version']})")
-        if ckpt["model_name"] != self.config["timm_model"] or ckpt["num_classes"] != self.num_classes:
+        if ckpt["model_name"] != self.plan.timm_model or ckpt["num_classes"] != self.plan.num_classes:
             raise SystemExit(f"--resume {self.resumed_from}: it holds {ckpt['model_name']} with {ckpt['num_classes']} "
-                             f"classes, but this run builds {self.config['timm_model']} with {self.num_classes}; "
+                             f"classes, but this run builds {self.plan.timm_model} with {self.plan.num_classes}; "
                              "resume with the same --model and data (or start from it with --weights)")
         unwrap_model(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -248,7 +249,7 @@ class _Trainer:
         if epoch_step >= self.steps_per_epoch:
             epoch, epoch_step = epoch + 1, 0
         elif epoch_step:
-            loader_state = self.train_loader.state_dict()  # type: ignore[attr-defined]
+            loader_state = self.train_loader.state_dict()
         per_rank = self.dist.gather_objects({"rng": capture_rng_state(), "loader": loader_state,
                                              "mixing": self.mixing.state_dict() if self.mixing else None})
         path = None
@@ -264,8 +265,9 @@ class _Trainer:
                 "epoch": epoch, "step": self.state.step, "epoch_step": epoch_step, "samples": self.state.samples,
                 "loader": [r["loader"] for r in per_rank] if epoch_step else None,
                 "rng": [r["rng"] for r in per_rank],
-                "config": dict(self.config), "options": dict(self.options), "metrics": self.last_validation,
-                **_inference_metadata(self.config, self.num_classes, self.class_names),
+                "config": self.plan.record(self.options), "options": run_options(self.options),
+                "metrics": self.last_validation,
+                **_inference_metadata(self.plan, self.options.normalization_location, self.class_names),
             }
             path = save_checkpoint(state, self.checkpoint_dir / checkpoint_name(epoch, self.state.step, tag))
         self.dist.barrier()
@@ -273,10 +275,10 @@ class _Trainer:
 
     # -- validation ----------------------------------------------------------------------------------------------
     def validate(self) -> EvalResult | None:
-        if self.val_loader is None:
+        if self.val_feed is None:
             return None
         self.backend.sync_weights_to_host()
-        result = evaluate(self.backend, self._eval_model(self.model), self.val_loader, self.dist)
+        result = evaluate(self.backend, self.model, self.val_feed, self.dist)
         epoch = round(self.state.epoch + self.state.epoch_step / self.steps_per_epoch, 4)
         self.last_validation = {"loss": result.loss, "accuracy": result.accuracy, "count": result.count,
                                 "epoch": epoch, "step": self.state.step}
@@ -286,7 +288,7 @@ class _Trainer:
                           f"{result.count} images, {result.seconds:.1f} s)")
         if self.average is not None:
             averaged = NormalizedModel(self.average.module, self.model.normalizer)
-            avg = evaluate(self.backend, self._eval_model(averaged), self.val_loader, self.dist)
+            avg = evaluate(self.backend, averaged, self.val_feed, self.dist)
             self.last_validation["averaged_accuracy"] = avg.accuracy
             self.logger.record({"split": "validation", "weights": "averaged", "epoch": epoch,
                                 "step": self.state.step, "samples": self.state.samples, "loss": avg.loss,
@@ -294,41 +296,36 @@ class _Trainer:
             self.logger.print(f"validation accuracy (averaged weights): {avg.accuracy:.2f} % (loss {avg.loss:.4f})")
         return result
 
-    def _eval_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        if self.host_normalizer is None:
-            return model
-        return _HostNormalizedModel(model, self.host_normalizer)
-
     # -- the run -------------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        config, dist, logger = self.config, self.dist, self.logger
+        options, plan, dist, logger = self.options, self.plan, self.dist, self.logger
         if dist.is_main:
-            (self.run_dir / "config.yaml").write_text(config_to_yaml(config, _derived(config)))
+            (self.run_dir / "config.yaml").write_text(config_to_yaml(plan.record(options), plan.derived()))
             logger.print(f"run folder: {self.run_dir}")
-            logger.print(f"training {config['timm_model']} ({sum(p.numel() for p in self.model.parameters()):,} "
-                         f"parameters) on {config['data']} data, {self.num_classes} classes, "
-                         f"{config['image_size']} px, "
-                         f"device {config['device']} x {dist.world_size}, global batch {config['global_batch_size']}, "
-                         f"{self.steps_per_epoch} steps per epoch, peak lr {config['lr_effective']:.4g}")
-        epochs = int(config["epoch"])
-        max_steps = config["max_steps"]
+            logger.print(f"training {plan.timm_model} ({sum(p.numel() for p in self.model.parameters()):,} "
+                         f"parameters) on {options.data} data, {plan.num_classes} classes, "
+                         f"{plan.eval.image_size} px, "
+                         f"device {plan.device} x {dist.world_size}, global batch {plan.batches.global_batch_size}, "
+                         f"{self.steps_per_epoch} steps per epoch, peak lr {plan.lr_effective:.4g}")
+        epochs = options.epoch
+        max_steps = options.max_steps
         start = time.perf_counter()
         stop = StopRequest()
         stopped = False
         last_checkpoint: Path | None = None
-        val_mode = config["validation_mode"]
+        val_mode = options.validation_mode
         with stop:
             while self.state.epoch < epochs:
                 epoch = self.state.epoch
-                self.train_loader.set_epoch(epoch)  # type: ignore[attr-defined]
+                self.train_loader.set_epoch(epoch)
                 if self.loader_state is not None:
-                    self.train_loader.load_state_dict(self.loader_state)  # type: ignore[attr-defined]
+                    self.train_loader.load_state_dict(self.loader_state)
                     self.loader_state = None
                 result = train_one_epoch(
-                    self.step_fn, self.train_loader, backend=self.backend, model=self.train_model,
+                    self.step_fn, self.train_feed, backend=self.backend, model=self.train_model,
                     optimizer=self.optimizer, scheduler=self.scheduler, state=self.state,
                     steps_per_epoch=self.steps_per_epoch, epochs=epochs, dist=dist, logger=logger,
-                    logs_per_epoch=int(config["logs_per_epoch"]), progress_mode=config["progress"],
+                    logs_per_epoch=options.logs_per_epoch, progress_mode=options.progress,
                     should_stop=lambda: stop.requested or (max_steps is not None and self.state.step >= max_steps),
                     on_step_end=self._after_step)
                 if result.samples:
@@ -338,11 +335,11 @@ class _Trainer:
                                  f"({_format_duration(result.seconds)})")
                 last_epoch = epoch + 1 == epochs
                 if result.completed:
-                    if val_mode == "during" and ((epoch + 1) % int(config["validation_freq"]) == 0 or last_epoch):
+                    if val_mode == "during" and ((epoch + 1) % options.validation_freq == 0 or last_epoch):
                         self.validate()
                     # with --validation-mode after, the final checkpoint is written once, after that validation
                     final_later = last_epoch and val_mode == "after"
-                    if not final_later and ((epoch + 1) % int(config["checkpoint_save_freq"]) == 0 or last_epoch
+                    if not final_later and ((epoch + 1) % options.checkpoint_save_freq == 0 or last_epoch
                                             or result.stopped):
                         last_checkpoint = self.save("final" if last_epoch else None)
                     self.state.epoch += 1
@@ -357,7 +354,7 @@ class _Trainer:
             last_checkpoint = self.save("final")
         seconds = time.perf_counter() - start
         plot_path = None
-        if dist.is_main and config["plot"]:
+        if dist.is_main and options.plot:
             plot_path = _plot(self.run_dir)
         summary = {
             "run_dir": str(self.run_dir), "checkpoint": str(last_checkpoint) if last_checkpoint else None,
@@ -390,45 +387,10 @@ class _Trainer:
     def close(self) -> None:
         self.logger.close()
         for loader in (self.train_loader, self.val_loader):
-            close = getattr(loader, "close", None)
-            if close is not None:
-                close()
-        detach = getattr(self.backend, "detach", None)
-        if detach is not None:
-            detach()
+            if loader is not None:
+                loader.close()
+        self.backend.close()
         self.dist.close()
-
-
-class _HostNormalized:
-    """``--normalization-location host``: normalise the uint8 batch on the host before the step moves it."""
-
-    def __init__(self, step_fn: Any, normalizer: torch.nn.Module) -> None:
-        self.step_fn = step_fn
-        self.normalizer = normalizer
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> Any:
-        with torch.no_grad():
-            images = self.normalizer(images)
-        return self.step_fn(images, labels)
-
-
-class _HostNormalizedModel(torch.nn.Module):
-    """Evaluation counterpart of `_HostNormalized` (the normaliser runs where the images are)."""
-
-    def __init__(self, model: torch.nn.Module, normalizer: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.normalizer = normalizer
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalizer.to(images.device)(images))
-
-
-def _derived(config: Mapping[str, Any]) -> dict[str, Any]:
-    keys = ("timm_model", "image_size", "eval_crop_pct", "mean", "std", "world_size", "loader_batch_size",
-            "validation_loader_batch_size", "global_batch_size", "lr_effective", "num_classes_resolved", "run_dir",
-            "checkpoint_dir", "device")
-    return {k: config[k] for k in keys if k in config}
 
 
 def _plot(run_dir: Path) -> Path | None:
@@ -441,13 +403,14 @@ def _plot(run_dir: Path) -> Path | None:
         return None
 
 
-def train(config: Config, loaders: Loaders | None = None) -> dict[str, Any]:
-    """Run training as `config` says; returns a summary (run folder, last checkpoint, plot, final validation).
+def train(options: RunOptions, loaders: Loaders | None = None) -> dict[str, Any]:
+    """Run training as `options` say; returns a summary (run folder, last checkpoint, plot, final validation).
 
     Args:
-        loaders: ``(train_loader, val_loader, num_classes, class_names)`` to use instead of `create_loaders`'s.
+        loaders: ``(train_source, val_source, num_classes, class_names)`` to use instead of `create_loaders`'s
+            (any `ipu_cnn.batch_sources.BatchSource`s).
     """
-    trainer = _Trainer(config, loaders)
+    trainer = _Trainer(options, loaders)
     try:
         return trainer.run()
     finally:

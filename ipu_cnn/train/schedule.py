@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -71,14 +71,6 @@ class LRSchedule:
 
     def __call__(self, step: int) -> float:
         return self.factor(step)
-
-
-def schedule_from_config(config: Mapping[str, Any], steps_per_epoch: int) -> LRSchedule:
-    """The `LRSchedule` that the ``--lr-*`` and ``--warmup-epoch`` options describe."""
-    return LRSchedule(kind=config["lr_schedule"], steps_per_epoch=steps_per_epoch, epochs=float(config["epoch"]),
-                      warmup_epochs=float(config["warmup_epoch"]), decay=float(config["lr_decay"]),
-                      decay_epochs=list(config["lr_epoch_decay"] or []), decay_period=float(config["lr_decay_period"]),
-                      min_ratio=float(config["lr_min_ratio"]))
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, schedule: LRSchedule) -> torch.optim.lr_scheduler.LambdaLR:

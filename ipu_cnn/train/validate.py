@@ -32,43 +32,48 @@ def _checkpoints(path: Path) -> list[Path]:
 def validate_checkpoint(path: Path, overrides: dict[str, Any], averaged: bool = False) -> dict[str, Any]:
     """Validate checkpoint `path`; returns its top-1 accuracy (%), loss and sample count."""
     from ipu_cnn.backends import DistContext, create_backend, resolve_device_type
-    from ipu_cnn.models import create_model
-    from ipu_cnn.train.config import Config
-    from ipu_cnn.train.data import create_loaders
+    from ipu_cnn.backends.feeder import DeviceFeeder
+    from ipu_cnn.models import EvalPreprocessing, create_model, model_spec
+    from ipu_cnn.train.config import options_from_record
+    from ipu_cnn.train.data import DataSettings, create_loaders
     from ipu_cnn.train.engine import evaluate
+    from ipu_cnn.train.plan import ipu_settings, plan_batches
 
     state = load_checkpoint(path)
-    config = Config(state["config"])
-    for key, value in overrides.items():
-        if value is not None:
-            config[key] = value
-    config["device"] = resolve_device_type(config["device"] if config["device"] != "ipu" or "device" in overrides
-                                           else "ipu")
-    val_micro = int(config.get("validation_batch_size") or config["micro_batch_size"])
-    config["validation_loader_batch_size"] = val_micro
-    config["loader_batch_size"] = int(config["micro_batch_size"])
-    config["image_size"] = int(state["image_size"])
-    config["eval_crop_pct"] = float(state["eval"]["crop_pct"])
+    options = options_from_record(state.get("options") or state["config"])
+    if overrides:
+        options = options.replace(**overrides)
+    # the device the run resolved (not its "auto"), unless one is given here
+    device = resolve_device_type(overrides.get("device") or state["config"].get("device") or options.device)
+    val_batch = plan_batches(options, device, 1, check_processes=False).validation_loader_batch_size
+    eval_pre = EvalPreprocessing.resolve(model_spec(state["model_name"]), image_size=int(state["image_size"]),
+                                         crop_pct=float(state["eval"]["crop_pct"]),
+                                         interpolation=options.interpolation, saved=state["eval"])
     dist = DistContext()
-    _, val_loader, num_classes, _ = create_loaders(config, 0, 1)
+    backend = create_backend(device, dist, precision=options.precision, half_dtype=options.half_dtype,
+                             ipu=ipu_settings(options), eval_batch_size=val_batch)
+    _, val_loader, num_classes, _ = create_loaders(DataSettings.from_options(options),
+                                                   batch_size=options.micro_batch_size, val_batch_size=val_batch,
+                                                   eval=eval_pre, device=backend.device,
+                                                   pin_memory=backend.pin_memory)
     if val_loader is None:
         raise SystemExit(f"{path}: its run has no validation data; give --data-path / --val-data-path")
     if num_classes != state["num_classes"]:
         raise SystemExit(f"{path}: the model has {state['num_classes']} classes but this data has {num_classes}")
-    model = create_model(state["model_name"], state["num_classes"], mean=tuple(state["eval"]["mean"]),
-                         std=tuple(state["eval"]["std"]), channels_last=config["device"] != "ipu")
+    model = create_model(state["model_name"], state["num_classes"], mean=eval_pre.mean, std=eval_pre.std,
+                         channels_last=backend.channels_last)
     weights = state["model"]
     if averaged:
         if not state.get("weight_average"):
             raise SystemExit(f"{path}: the run kept no averaged weights (--weight-avg-strategy none)")
         weights = state["weight_average"]["model"]
     model.model.load_state_dict(weights)
-    backend = create_backend(config, dist)
-    placed = backend.prepare_model(model) if config["device"] == "ipu" else model.to(backend.device)
-    result = evaluate(backend, placed, val_loader, dist)
-    close = getattr(val_loader, "close", None)
-    if close is not None:
-        close()
+    placed = backend.prepare_model(model, training=False)
+    try:
+        result = evaluate(backend, placed, DeviceFeeder(val_loader, backend), dist)
+    finally:
+        val_loader.close()
+        backend.close()
     return {"checkpoint": str(path), "accuracy": result.accuracy, "loss": result.loss, "count": result.count,
             "epoch": state["epoch"], "step": state["step"]}
 

@@ -1,15 +1,48 @@
-"""Batch sources that need no JPEG loader: random host batches (``--data generated``) and device-made batches
-(``--data synthetic``). Both follow the loader's interface: iteration yields ``(uint8 [B, 3, H, W] channels_last,
-int64 [B])``; ``len``, ``set_epoch``, ``state_dict`` / ``load_state_dict`` (mid-epoch resume) and ``close``.
+"""The contract of "something that yields batches" (`BatchSource`), and the sources that need no JPEG loader.
+
+A `BatchSource` iterates ``(images uint8 [B, 3, H, W] channels_last, labels int64 [B])`` host or device batches for
+one epoch at a time, and has ``len`` (batches per epoch), ``set_epoch``, ``state_dict`` / ``load_state_dict``
+(mid-epoch resume) and ``close``. `ipu_cnn.data.Loader` is one; so are `HostBatches` (batches a dataset makes
+itself: ``--data generated`` in training) and `RandomBatches` (one random batch made once and served again: training's
+``--data synthetic`` and the inference benchmark's ``generated`` and ``synthetic`` data). A loader's batch may be a
+view of a buffer it reuses: `ipu_cnn.backends.feeder.DeviceFeeder` is what moves batches to the device and keeps that
+buffer's rule.
 """
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Protocol
+import itertools
+from typing import Any, Iterator, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 from ipu_cnn.data.sampling import num_batches, rank_batches
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@runtime_checkable
+class BatchSource(Protocol):
+    """Batches of one epoch per iteration; see the module docstring."""
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def forever(source: BatchSource) -> Iterator[Batch]:
+    """The batches of `source`, epoch after epoch, without end (benchmarks)."""
+    for epoch in itertools.count():
+        source.set_epoch(epoch)
+        yield from source
 
 
 class BatchDataset(Protocol):
@@ -21,7 +54,7 @@ class BatchDataset(Protocol):
 
 
 class _EpochPosition:
-    """The loader interface's epoch bookkeeping: ``set_epoch``, mid-epoch ``state_dict`` / ``load_state_dict``,
+    """The epoch bookkeeping of a `BatchSource`: ``set_epoch``, mid-epoch ``state_dict`` / ``load_state_dict``,
     ``close``. ``_position`` counts the batches already delivered in this epoch."""
 
     epoch = 0
@@ -65,7 +98,7 @@ class HostBatches(_EpochPosition):
     def __len__(self) -> int:
         return num_batches(len(self.dataset), self.batch_size, self.rank, self.world_size, self.drop_last)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         batches = self._batches()
         while self._position < len(batches):
             images, labels = self.dataset.batch(batches[self._position])
@@ -78,23 +111,30 @@ class HostBatches(_EpochPosition):
         self._position = 0
 
 
-class DeviceBatches(_EpochPosition):
-    """Random uint8 images and labels made once on the device and served `steps` times per epoch: no host I/O at all
-    (the Graphcore app's ``synthetic`` data, for measuring the device alone)."""
+class RandomBatches(_EpochPosition):
+    """Random uint8 images and labels made once and served `steps` times per epoch.
 
-    def __init__(self, batch_size: int, image_size: int, num_classes: int, steps: int, device: torch.device,
-                 seed: int = 0) -> None:
+    On the device (`device` cuda, or cpu for CPU runs) no host work is left at all: the Graphcore app's
+    ``synthetic`` data, for measuring the device alone. On the host with ``pin_memory`` (the inference benchmark's
+    ``generated`` data) decoding is left out but the host-to-device copy of every step is not.
+    """
+
+    def __init__(self, batch_size: int, image_size: int | tuple[int, int], num_classes: int, steps: int,
+                 device: torch.device, seed: int = 0, *, pin_memory: bool = False) -> None:
+        height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
         generator = torch.Generator().manual_seed(seed)
-        images = torch.randint(0, 256, (batch_size, image_size, image_size, 3), dtype=torch.uint8, generator=generator)
+        images = torch.randint(0, 256, (batch_size, height, width, 3), dtype=torch.uint8, generator=generator)
         labels = torch.randint(0, num_classes, (batch_size,), generator=generator)
-        self.images = images.to(device).permute(0, 3, 1, 2)
+        if pin_memory:
+            images, labels = images.pin_memory(), labels.pin_memory()
+        self.images = images.to(device).permute(0, 3, 1, 2)  # NHWC memory = channels_last NCHW view
         self.labels = labels.to(device)
         self.steps = steps
 
     def __len__(self) -> int:
         return self.steps
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         while self._position < self.steps:
             self._position += 1
             yield self.images, self.labels

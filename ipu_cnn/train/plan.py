@@ -1,0 +1,116 @@
+"""What follows from a run's options: the device, the process group's size, batch sizes, the learning rate actually
+used, the eval preprocessing, and the run and checkpoint folders: resolved once, frozen, never written back.
+
+`plan_batches` is the batch arithmetic; `RunPlan` is the whole, built by the trainer once the data has said how many
+classes and steps per epoch there are. `RunPlan.record` is the flat resolved record the run saves in checkpoints
+(``config``) and, with `RunPlan.derived`, as its ``config.yaml``: the option values with the resolved ones in place
+(``device``, ``image_size``, ``eval_crop_pct``) plus the derived values, exactly as earlier versions wrote them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ipu_cnn.backends import IpuSettings, OptimizerSettings
+from ipu_cnn.models import EvalPreprocessing
+from ipu_cnn.train.config import RunOptions
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """Samples per batch at each level.
+
+    Attributes:
+        micro_batch_size: samples per forward/backward pass on one replica.
+        gradient_accumulation: micro-batches per optimizer step.
+        device_replicas: replicas one host batch feeds (the IPU replication factor; 1 on CPU/CUDA, where each
+            replica is a process).
+        device_iterations: optimizer steps per host call (IPU; 1 on CPU/CUDA).
+        loader_batch_size: samples of one training loader batch on this process: one optimizer step on CPU/CUDA,
+            one host call on IPUs.
+        validation_loader_batch_size: samples of one validation loader batch on this process.
+        global_batch_size: samples per optimizer step over all replicas and processes.
+    """
+
+    micro_batch_size: int
+    gradient_accumulation: int
+    device_replicas: int
+    device_iterations: int
+    loader_batch_size: int
+    validation_loader_batch_size: int
+    global_batch_size: int
+
+
+def plan_batches(options: RunOptions, device_type: str, world_size: int, *, check_processes: bool = True) -> BatchPlan:
+    """The batch sizes of `options` on `device_type` with `world_size` processes; ``--replicas`` that does not match
+    the process count on CPU/CUDA is an error that says how to launch (unless not `check_processes`: a single
+    process that validates a multi-process run's checkpoint)."""
+    ipu = device_type == "ipu"  # IPUs replicate and iterate inside one process; CPU/CUDA replicas are processes
+    if check_processes and not ipu and options.replicas not in (1, world_size):
+        raise SystemExit(f"--replicas {options.replicas}: on CPU/CUDA each replica is a process; launch with "
+                         f"`torchrun --nproc-per-node {options.replicas} -m ipu_cnn.train ...` (this job has "
+                         f"{world_size} process{'es' if world_size > 1 else ''})")
+    micro, accumulation = options.micro_batch_size, options.gradient_accumulation
+    replicas = options.replicas if ipu else 1
+    iterations = options.device_iterations if ipu else 1
+    val_micro = options.validation_batch_size or micro
+    return BatchPlan(micro, accumulation, replicas, iterations,
+                     loader_batch_size=micro * accumulation * replicas * iterations,
+                     validation_loader_batch_size=val_micro * replicas * iterations,
+                     global_batch_size=micro * accumulation * replicas * world_size)
+
+
+def effective_lr(lr: float, reference_batch: int | None, global_batch_size: int) -> float:
+    """``--lr``, scaled linearly from ``--lr-reference-batch`` to the global batch when that is given."""
+    return lr * global_batch_size / reference_batch if reference_batch else lr
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run derives from its options (see the module docstring)."""
+
+    device: str
+    world_size: int
+    timm_model: str
+    batches: BatchPlan
+    eval: EvalPreprocessing
+    lr_effective: float
+    num_classes: int
+    steps_per_epoch: int
+    run_dir: Path
+    checkpoint_dir: Path
+
+    def derived(self) -> dict[str, Any]:
+        """The derived values by the names earlier versions saved them under (``config.yaml``'s ``derived``)."""
+        return {
+            "timm_model": self.timm_model, "image_size": self.eval.image_size, "eval_crop_pct": self.eval.crop_pct,
+            "mean": list(self.eval.mean), "std": list(self.eval.std), "world_size": self.world_size,
+            "loader_batch_size": self.batches.loader_batch_size,
+            "validation_loader_batch_size": self.batches.validation_loader_batch_size,
+            "global_batch_size": self.batches.global_batch_size, "lr_effective": self.lr_effective,
+            "num_classes_resolved": self.num_classes, "run_dir": str(self.run_dir),
+            "checkpoint_dir": str(self.checkpoint_dir), "device": self.device,
+        }
+
+    def record(self, options: RunOptions) -> dict[str, Any]:
+        """The run's flat resolved record: `options` with the resolved values in place, plus `derived`."""
+        return {**options.as_dict(), **self.derived()}
+
+
+def optimizer_settings(options: RunOptions, lr: float) -> OptimizerSettings:
+    """The optimizer options, at peak learning rate `lr` (`effective_lr`), as the backends take them."""
+    return OptimizerSettings(options.optimizer, lr, weight_decay=options.weight_decay, momentum=options.momentum,
+                             eps=options.optimizer_eps, rmsprop_decay=options.rmsprop_decay,
+                             loss_scaling=options.loss_scaling)
+
+
+def ipu_settings(options: RunOptions) -> IpuSettings:
+    """The options PopTorch's ``Options`` are built from."""
+    return IpuSettings(replicas=options.replicas, device_iterations=options.device_iterations, seed=options.seed,
+                       precision=options.precision, gradient_accumulation=options.gradient_accumulation,
+                       auto_loss_scaling=options.auto_loss_scaling, half_partial=options.half_partial,
+                       enable_stochastic_rounding=options.enable_stochastic_rounding,
+                       recompute_mode=options.recompute_mode,
+                       available_memory_proportion=options.available_memory_proportion,
+                       executable_cache_dir=options.executable_cache_dir)
