@@ -437,3 +437,53 @@ def test_the_whole_uint64_range_is_accepted_and_consistent(photo_files: list[Pat
     assert np.array_equal(out[1], decode_image(photo_files[1], t, seed=top, epoch=top, index=2**63))
     decode_batch(photo_files[:2], out, t, indices=np.array([top, 3], np.uint64))
     assert np.array_equal(out[1], decode_image(photo_files[1], t, index=3))
+
+
+# -- a decoder keeps nothing from the image before (fuzz finding: leftover quantization / Huffman tables) --------------
+
+def _without_segments(jpeg: bytes, marker: int) -> bytes:
+    """The JPEG with every marker segment of type `marker` (e.g. 0xDB, DQT) before the first scan removed."""
+    out, p = bytearray(jpeg[:2]), 2
+    while p + 4 <= len(jpeg) and jpeg[p] == 0xFF:
+        code, length = jpeg[p + 1], struct.unpack(">H", jpeg[p + 2:p + 4])[0]
+        if code == 0xDA:  # the scan and everything after it stay
+            break
+        if code != marker:
+            out += jpeg[p:p + 2 + length]
+        p += 2 + length
+    return bytes(out + jpeg[p:])
+
+
+@pytest.mark.parametrize("marker, what", [(0xDB, "quantization"), (0xC4, "Huffman")])
+def test_a_decoder_keeps_no_tables_from_the_previous_image(marker: int, what: str) -> None:
+    """A JPEG whose tables are missing decodes (or fails) the same whatever the thread decoded before: alone and right
+    after a complete JPEG, as a single image and inside a batch on one thread."""
+    complete = encode_jpeg(photo_like(64, 48, seed=9), quality=75, optimize=True)  # its own Huffman tables
+    stripped = _without_segments(complete, marker)
+    assert len(stripped) < len(complete), f"the test JPEG has {what} tables to remove"
+
+    def outcome(run: "callable") -> str:
+        try:
+            return f"ok {int(np.asarray(run()).sum())}"
+        except DecodeError as e:
+            return f"error {e.reason}"
+
+    code = textwrap.dedent(f"""
+        from ipu_cnn.data import DecodeError, decode_image
+        try:
+            print("ok", int(decode_image({stripped!r}).sum()))
+        except DecodeError as e:
+            print("error", e.reason)
+    """)
+    fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env=subprocess_env(), cwd=Path(__file__).parent, check=True).stdout.strip()
+    for _ in range(2):
+        decode_image(complete)
+        assert outcome(lambda: decode_image(stripped)) == fresh
+    out = np.zeros((2, 32, 32, 3), np.uint8)
+    failures = decode_batch([complete, stripped], out, EvalTransform(32, resize_size=36), num_threads=1,
+                            on_error="report")
+    if fresh.startswith("error"):
+        assert [pos for pos, _, _ in failures] == [1], failures
+    else:
+        assert failures == []
