@@ -96,11 +96,6 @@ Source to_source(const py::handle& obj, const std::string& what, std::vector<py:
   return s;
 }
 
-void check_status(const DecodeReport& r, const std::string& what) {
-  if (r.status == Status::Fallback) throw py::value_error("FALLBACK: " + r.message);
-  if (r.status != Status::Ok) throw py::value_error(what + ": " + r.message);
-}
-
 py::tuple decode_batch(const py::list& sources, const py::object& out, const CropParams& crop, int filter,
                        uint64_t seed, uint64_t epoch, const py::object& indices, int num_threads,
                        const DecodeOptions& opts) {
@@ -137,14 +132,15 @@ py::tuple decode_batch(const py::list& sources, const py::object& out, const Cro
     const SampleResult& r = results[size_t(i)];
     warnings += r.warnings;
     if (r.status == Status::Ok) scales[size_t(r.scale_num)] += 1;
-    else failures.append(py::make_tuple(i, int(r.status), r.message));
+    else failures.append(py::make_tuple(i, r.status, r.message));
   }
   return py::make_tuple(failures, warnings, scales);
 }
 
-// Bytes of a source for the single-image calls (path read here, without the GIL, under opts' file limits).
+// Runs fn over the bytes of a source for the single-image calls (a path is read here, without the GIL, under opts'
+// file limits). A file that cannot be read is an Error report, as it is for a sample of a batch.
 template <typename F>
-auto with_bytes(const py::object& source, const DecodeOptions& opts, F&& fn) {
+DecodeReport with_bytes(const py::object& source, const DecodeOptions& opts, F&& fn) {
   std::vector<py::buffer_info> keep;
   Source s = to_source(source, "source", &keep);
   std::vector<uint8_t> buf;
@@ -152,8 +148,10 @@ auto with_bytes(const py::object& source, const DecodeOptions& opts, F&& fn) {
   if (s.data == nullptr) {
     std::string err = read_file(s.path, opts, &buf);
     if (!err.empty()) {
-      py::gil_scoped_acquire acquire;
-      throw py::value_error(err);
+      DecodeReport r;
+      r.status = Status::Error;
+      r.message = err;
+      return r;
     }
     s.data = buf.data();
     s.size = buf.size();
@@ -192,14 +190,27 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("dct_scaling", &DecodeOptions::dct_scaling)
       .def_readwrite("decode_only", &DecodeOptions::decode_only);
 
-  m.attr("STATUS_OK") = int(Status::Ok);
-  m.attr("STATUS_FALLBACK") = int(Status::Fallback);
-  m.attr("STATUS_ERROR") = int(Status::Error);
+  py::enum_<Status>(m, "Status", "What became of one image: decoded, left to Pillow (not a JPEG, or a JPEG process this "
+                                 "libjpeg lacks), or refused (the reason says why).")
+      .value("OK", Status::Ok)
+      .value("FALLBACK", Status::Fallback)
+      .value("ERROR", Status::Error);
+
+  py::class_<DecodeReport>(m, "DecodeReport", "The outcome of one single-image call besides its pixels.")
+      .def_readonly("status", &DecodeReport::status)
+      .def_readonly("reason", &DecodeReport::message, "why, when status is not OK")
+      .def_readonly("warnings", &DecodeReport::warnings, "corrupt-data warnings libjpeg emitted (decoded anyway)")
+      .def_readonly("scale_num", &DecodeReport::scale_num, "DCT scale used, scale_num / 8")
+      .def("__repr__", [](const DecodeReport& r) {
+        return "DecodeReport(status=" + std::string(r.status == Status::Ok ? "OK" : r.status == Status::Fallback
+                                                                                      ? "FALLBACK" : "ERROR") +
+               ", reason=" + std::string(py::repr(py::str(r.message))) + ")";
+      });
 
   m.def("decode_batch", &decode_batch, py::arg("sources"), py::arg("out"), py::arg("crop"), py::arg("filter"),
         py::arg("seed"), py::arg("epoch"), py::arg("indices"), py::arg("num_threads"), py::arg("options"),
-        "Decode, crop, resize and flip every source into out[i]. Returns (failures [(position, status, reason)], "
-        "warnings, count of images per DCT scale numerator).");
+        "Decode, crop, resize and flip every source into out[i]. Returns (failures [(position, Status, reason)], "
+        "warnings, count of images per DCT scale numerator); a failed slot is zero-filled.");
 
   m.def(
       "decode_full",
@@ -209,12 +220,13 @@ PYBIND11_MODULE(_C, m) {
         DecodeReport r = with_bytes(source, opts, [&](const uint8_t* d, size_t n) {
           return thread_decoder().decode_full(d, n, opts, &pixels, &w, &h);
         });
-        check_status(r, "decode failed");
+        if (r.status != Status::Ok) return py::make_tuple(r, py::object(py::none()));
         U8Array arr({py::ssize_t(h), py::ssize_t(w), py::ssize_t(3)});
         std::memcpy(arr.mutable_data(), pixels.data(), pixels.size());
-        return py::make_tuple(arr, r.warnings);
+        return py::make_tuple(r, py::object(arr));
       },
-      py::arg("source"), py::arg("options"), "Full-frame RGB decode: (array HxWx3, warnings).");
+      py::arg("source"), py::arg("options"),
+      "Full-frame RGB decode: (report, array HxWx3), the array None unless report.status is OK.");
 
   m.def(
       "decode_transform",
@@ -224,11 +236,11 @@ PYBIND11_MODULE(_C, m) {
         DecodeReport r = with_bytes(source, opts, [&](const uint8_t* d, size_t n) {
           return thread_decoder().decode_transform(d, n, crop, Filter(filter), seed, epoch, index, opts, dst);
         });
-        check_status(r, "decode failed");
-        return py::make_tuple(r.warnings, r.scale_num);
+        return r;
       },
       py::arg("source"), py::arg("out"), py::arg("crop"), py::arg("filter"), py::arg("seed"), py::arg("epoch"),
-      py::arg("index"), py::arg("options"));
+      py::arg("index"), py::arg("options"),
+      "One sample of decode_batch into out (H, W, 3); out holds it when report.status is OK.");
 
   m.def(
       "read_header",
@@ -238,7 +250,7 @@ PYBIND11_MODULE(_C, m) {
           DecodeReport rep = thread_decoder().read_header(d, n, with_orientation, &info);
           return rep;
         });
-        check_status(r, "cannot read JPEG header");
+        if (r.status != Status::Ok) return py::make_tuple(r, py::object(py::none()));
         py::dict h;
         h["width"] = info.width;
         h["height"] = info.height;
@@ -247,11 +259,11 @@ PYBIND11_MODULE(_C, m) {
         h["progressive"] = info.progressive;
         h["arithmetic"] = info.arithmetic;
         h["orientation"] = info.orientation;
-        return h;
+        return py::make_tuple(r, py::object(h));
       },
       py::arg("source"), py::arg("with_orientation") = true, py::arg("options") = DecodeOptions(),
-      "Header only: a dict of width, height, components, colour space, progressive, arithmetic, EXIF orientation. "
-      "options.max_file_bytes caps what a path may be.");
+      "Header only: (report, dict of width, height, components, colour space, progressive, arithmetic, EXIF "
+      "orientation), the dict None unless report.status is OK. options.max_file_bytes caps what a path may be.");
 
   m.def(
       "transform_pixels",
