@@ -13,6 +13,7 @@
 #include "pipeline.h"
 #include "resample.h"
 #include "thread_pool.h"
+#include "transform.h"
 
 namespace py = pybind11;
 using namespace ipu;
@@ -190,8 +191,9 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("dct_scaling", &DecodeOptions::dct_scaling)
       .def_readwrite("decode_only", &DecodeOptions::decode_only);
 
-  py::enum_<Status>(m, "Status", "What became of one image: decoded, left to Pillow (not a JPEG, or a JPEG process this "
-                                 "libjpeg lacks), or refused (the reason says why).")
+  py::enum_<Status>(m, "Status",
+                    "What became of one image: decoded, left to Pillow (not a JPEG, or a JPEG process this libjpeg "
+                    "lacks), or refused (the reason says why).")
       .value("OK", Status::Ok)
       .value("FALLBACK", Status::Fallback)
       .value("ERROR", Status::Error);
@@ -218,7 +220,7 @@ PYBIND11_MODULE(_C, m) {
         std::vector<uint8_t> pixels;
         int w = 0, h = 0;
         DecodeReport r = with_bytes(source, opts, [&](const uint8_t* d, size_t n) {
-          return thread_decoder().decode_full(d, n, opts, &pixels, &w, &h);
+          return thread_workspace().decoder.decode_full(d, n, opts, &pixels, &w, &h);
         });
         if (r.status != Status::Ok) return py::make_tuple(r, py::object(py::none()));
         U8Array arr({py::ssize_t(h), py::ssize_t(w), py::ssize_t(3)});
@@ -234,7 +236,7 @@ PYBIND11_MODULE(_C, m) {
          uint64_t epoch, uint64_t index, const DecodeOptions& opts) {
         uint8_t* dst = checked_out(out, {crop.out_h, crop.out_w, 3}, "out");
         DecodeReport r = with_bytes(source, opts, [&](const uint8_t* d, size_t n) {
-          return thread_decoder().decode_transform(d, n, crop, Filter(filter), seed, epoch, index, opts, dst);
+          return transform_jpeg(thread_workspace(), d, n, crop, Filter(filter), seed, epoch, index, opts, dst);
         });
         return r;
       },
@@ -247,7 +249,7 @@ PYBIND11_MODULE(_C, m) {
       [](const py::object& source, bool with_orientation, const DecodeOptions& opts) {
         JpegInfo info;
         DecodeReport r = with_bytes(source, opts, [&](const uint8_t* d, size_t n) {
-          DecodeReport rep = thread_decoder().read_header(d, n, with_orientation, &info);
+          DecodeReport rep = thread_workspace().decoder.read_header(d, n, with_orientation, &info);
           return rep;
         });
         if (r.status != Status::Ok) return py::make_tuple(r, py::object(py::none()));
@@ -275,13 +277,15 @@ PYBIND11_MODULE(_C, m) {
           throw py::value_error("pixels must be a uint8 array of shape (H, W, 3) or (H, W, 4)");
         const int h = int(src.shape(0)), w = int(src.shape(1)), c = int(src.shape(2));
         const uint8_t* p = src.data();
-        bool ok;
+        std::string bad;
         {
           py::gil_scoped_release release;
-          thread_local ResampleScratch scratch;
-          ok = transform_pixels(p, w, h, c, crop, Filter(filter), seed, epoch, index, dst, scratch);
+          bad = transform_pixels(p, w, h, c, crop, Filter(filter), seed, epoch, index, dst, thread_workspace().scratch);
         }
-        if (!ok) throw py::value_error("cannot resize an image of " + std::to_string(w) + "x" + std::to_string(h));
+        if (!bad.empty()) {
+          throw py::value_error("cannot resize an image of " + std::to_string(w) + "x" + std::to_string(h) + ": " +
+                                bad);
+        }
       },
       py::arg("pixels"), py::arg("out"), py::arg("crop"), py::arg("filter"), py::arg("seed"), py::arg("epoch"),
       py::arg("index"), "Crop + resize + flip an already decoded image (the non-JPEG path) with the same semantics.");
