@@ -252,7 +252,6 @@ void set_failure(const char* message, DecodeReport* r) {
   r->status = unsupported ? Status::Fallback : Status::Error;
 }
 
-constexpr int kMargin = 4;  // pixels beyond the filter support: iMCU snap and chroma upsampling at region edges
 
 // The next marker at or after *pos, found as libjpeg's marker reader finds it: skip to a 0xFF, skip fill 0xFF bytes,
 // take the code that follows; stuffed zeros, restart markers and TEM (no payload, part of entropy-coded data) are
@@ -343,33 +342,6 @@ std::string check_scans(const uint8_t* data, size_t size, const jpeg_decompress_
   return "";
 }
 
-// A crop's frame in an image decoded at DCT scale m/8 (SW x SH): the frame's pixels [x0, x0 + w) x [y0, y0 + h), the
-// box to resize in the frame's coordinates, and the output window. At full scale (m = 8) the frame is exact and the
-// box is all of it, so the resize is Pillow's on the cropped frame (torchvision's geometry, bit for bit). At smaller
-// scales the frame's edges fall between scaled pixels: the frame is widened to whole pixels and the box keeps the
-// fractional edges, so the filter still stops (within one scaled pixel) where torchvision's stops.
-struct ScaledFrame {
-  int x0, y0, w, h;
-  double box[4];
-  OutputWindow window;
-};
-
-ScaledFrame scale_frame(const Crop& cr, int m, int SW, int SH) {
-  const double f = m / 8.0;  // exact: the products below are exact too
-  ScaledFrame s;
-  const int x1 = std::min(SW, int(std::ceil(cr.frame[2] * f))), y1 = std::min(SH, int(std::ceil(cr.frame[3] * f)));
-  s.x0 = std::min(int(std::floor(cr.frame[0] * f)), x1 - 1);
-  s.y0 = std::min(int(std::floor(cr.frame[1] * f)), y1 - 1);
-  s.w = x1 - s.x0;
-  s.h = y1 - s.y0;
-  s.box[0] = cr.frame[0] * f - s.x0;
-  s.box[1] = cr.frame[1] * f - s.y0;
-  s.box[2] = std::min(cr.frame[2] * f - s.x0, double(s.w));
-  s.box[3] = std::min(cr.frame[3] * f - s.y0, double(s.h));
-  s.window = OutputWindow{cr.grid_w, cr.grid_h, cr.off_x, cr.off_y};
-  return s;
-}
-
 }  // namespace
 
 FrameSearch find_frame_header(const uint8_t* data, size_t size, FrameHeader* frame) {
@@ -451,7 +423,7 @@ DecodeReport JpegDecoder::read_header(const uint8_t* data, size_t size, bool wit
   }
   st_->warnings = 0;
   st_->strict = strict;
-  st_->multi_scan = false;  // begin() arms the scan budget once the header says how many scans to expect
+  st_->multi_scan = false;  // open() arms the scan budget once the header says how many scans to expect
   if (guarded_read_header(st_, data, size, with_orientation) != 0) {
     set_failure(st_->message, &r);
     return r;
@@ -499,7 +471,7 @@ bool is_cmyk(const jpeg_decompress_struct& c) {
 
 }  // namespace
 
-DecodeReport JpegDecoder::begin(const uint8_t* data, size_t size, const DecodeOptions& opts, JpegInfo* info) {
+DecodeReport JpegDecoder::open(const uint8_t* data, size_t size, const DecodeOptions& opts, JpegInfo* info) {
   DecodeReport r = read_header(data, size, opts.apply_exif_orientation, info, opts.strict);
   if (r.status != Status::Ok) return r;
   std::string bad = check_header(st_->cinfo, opts);
@@ -531,12 +503,12 @@ DecodeReport JpegDecoder::begin(const uint8_t* data, size_t size, const DecodeOp
 DecodeReport JpegDecoder::decode_full(const uint8_t* data, size_t size, const DecodeOptions& opts,
                                       std::vector<uint8_t>* pixels, int* width, int* height) {
   JpegInfo info;
-  DecodeReport r = begin(data, size, opts, &info);
+  DecodeReport r = open(data, size, opts, &info);
   if (r.status != Status::Ok) return r;
   jpeg_decompress_struct& c = st_->cinfo;
   const int w = info.width, h = info.height;
   const bool cmyk = is_cmyk(c);
-  std::vector<uint8_t>& raw = (cmyk || info.orientation != 1) ? region_ : *pixels;
+  std::vector<uint8_t>& raw = (cmyk || info.orientation != 1) ? raw_ : *pixels;
   raw.resize(size_t(w) * size_t(h) * (cmyk ? 4 : 3));
   int col0 = 0, cols = w;
   if (guarded_decode_rows(st_, 8, cmyk ? JCS_CMYK : JCS_RGB, 0, h, &col0, &cols, raw.data(), raw.size(), true) != 0) {
@@ -560,109 +532,36 @@ DecodeReport JpegDecoder::decode_full(const uint8_t* data, size_t size, const De
   return r;
 }
 
-DecodeReport JpegDecoder::decode_transform(const uint8_t* data, size_t size, const CropParams& crop, Filter filter,
-                                           uint64_t seed, uint64_t epoch, uint64_t index, const DecodeOptions& opts,
-                                           uint8_t* dst) {
-  JpegInfo info;
-  DecodeReport r = begin(data, size, opts, &info);
-  if (r.status != Status::Ok) return r;
+DecodeReport JpegDecoder::decode_region(const uint8_t* data, size_t size, int scale_num, int x0, int y0, int x1,
+                                        int y1, std::vector<uint8_t>* buf, DecodedRegion* got) {
+  DecodeReport r;
   jpeg_decompress_struct& c = st_->cinfo;
-
-  if (info.orientation != 1) {
-    // Rare (photos from phones, when asked): orient the full frame, then crop it like any decoded image.
-    jpeg_abort_decompress(&c);
-    int w = 0, h = 0;
-    r = decode_full(data, size, opts, &full_, &w, &h);
-    if (r.status != Status::Ok) return r;
-    if (!transform_pixels(full_.data(), w, h, 3, crop, filter, seed, epoch, index, dst, scratch_)) {
-      r.status = Status::Error;
-      r.message = "resize failed";
-    }
-    return r;
-  }
-
-  const int W = info.width, H = info.height;
-  const Crop cr = sample_crop(crop, W, H, seed, epoch, index);
-  const int out_w = crop.mode == CropMode::None ? W : crop.out_w;
-  const int out_h = crop.mode == CropMode::None ? H : crop.out_h;
-  if (cr.off_x < 0 || cr.off_y < 0 || int64_t(cr.off_x) + out_w > cr.grid_w || int64_t(cr.off_y) + out_h > cr.grid_h) {
-    jpeg_abort_decompress(&c);
-    r.status = Status::Error;
-    r.message = "the " + std::to_string(out_w) + "x" + std::to_string(out_h) + " centre crop does not fit in the image "
-                "resized to " + std::to_string(cr.grid_w) + "x" + std::to_string(cr.grid_h) +
-                " (torchvision's CenterCrop would pad it; not supported)";
-    return r;
-  }
-
-  // Smallest of the fast DCT scales (1/8, 1/4, 1/2, 1) that keeps the box at least the output size.
-  const double bw = cr.box[2] - cr.box[0], bh = cr.box[3] - cr.box[1];
-  int m = 8;
-  if (opts.dct_scaling) {
-    for (int cand : {1, 2, 4}) {
-      if (bw * cand / 8.0 >= out_w && bh * cand / 8.0 >= out_h) {
-        m = cand;
-        break;
-      }
-    }
-  }
-  const int SW = int((int64_t(W) * m + 7) / 8), SH = int((int64_t(H) * m + 7) / 8);
-  const ScaledFrame fr = scale_frame(cr, m, SW, SH);
-  int x_lo, x_hi, y_lo, y_hi;
-  resample_support(fr.w, fr.h, fr.box, out_w, out_h, filter, &x_lo, &x_hi, &y_lo, &y_hi, fr.window);
-  x_lo += fr.x0;
-  x_hi += fr.x0;
-  y_lo += fr.y0;
-  y_hi += fr.y0;
-  // The margin reaches past the frame on purpose: it is there for the decoder, the resampler reads inside the frame.
-  x_lo = std::max(0, x_lo - kMargin);
-  y_lo = std::max(0, y_lo - kMargin);
-  x_hi = std::min(SW, x_hi + kMargin);
-  y_hi = std::min(SH, y_hi + kMargin);
-
+  const int SH = int((int64_t(c.image_height) * scale_num + 7) / 8);
+  const int SW = int((int64_t(c.image_width) * scale_num + 7) / 8);
   const bool cmyk = is_cmyk(c);
-  int col0 = x_lo, cols = x_hi - x_lo;
+  int col0 = x0, cols = x1 - x0;
   // crop_scanline widens the window to the iMCU grid: at most one iMCU (<= 32 scaled pixels) on the left and right.
   const int max_cols = std::min(SW, cols + 64);
-  region_.resize(size_t(max_cols) * 4 * size_t(y_hi - y_lo));
-  const bool whole = (y_lo == 0 && y_hi == SH);
-  if (guarded_decode_rows(st_, m, cmyk ? JCS_CMYK : JCS_EXT_RGBX, y_lo, y_hi, &col0, &cols, region_.data(),
-                          region_.size(), whole) != 0) {
+  buf->resize(size_t(max_cols) * 4 * size_t(y1 - y0));
+  const bool whole = (y0 == 0 && y1 == SH);
+  if (guarded_decode_rows(st_, scale_num, cmyk ? JCS_CMYK : JCS_EXT_RGBX, y0, y1, &col0, &cols, buf->data(),
+                          buf->size(), whole) != 0) {
     set_failure(st_->message, &r);
     r.warnings = st_->warnings;
     return r;
   }
   r.warnings = st_->warnings;
-  r.scale_num = m;
+  r.scale_num = scale_num;
   if (!c.progressive_mode && !whole && !has_end_marker(data, size)) {
     r.status = Status::Error;
     r.message = "Premature end of JPEG file (no end-of-image marker: the file is truncated)";
     return r;
   }
-  if (opts.decode_only) return r;
-  if (cmyk) cmyk_to_rgbx_inplace(region_.data(), size_t(cols) * size_t(y_hi - y_lo));
-  // The decoded window, cut to the frame and seen in the frame's coordinates.
-  const int wx0 = std::max(col0, fr.x0), wx1 = std::min(col0 + cols, fr.x0 + fr.w);
-  const int wy0 = std::max(y_lo, fr.y0), wy1 = std::min(y_hi, fr.y0 + fr.h);
-  const Region reg{region_.data() + size_t(wy0 - y_lo) * size_t(cols) * 4 + size_t(wx0 - col0) * 4, cols * 4, 4,
-                   wx0 - fr.x0, wy0 - fr.y0, wx1 - wx0, wy1 - wy0, fr.w, fr.h};
-  if (wx1 <= wx0 || wy1 <= wy0 ||
-      !resize_box(reg, fr.box, out_w, out_h, filter, cr.flip, dst, out_w * 3, scratch_, fr.window)) {
-    r.status = Status::Error;
-    r.message = "internal error: decoded region does not cover the resampling support";
-  }
+  if (cmyk) cmyk_to_rgbx_inplace(buf->data(), size_t(cols) * size_t(y1 - y0));
+  *got = DecodedRegion{buf->data(), cols * 4, col0, y0, cols, y1 - y0};
   return r;
 }
 
-bool transform_pixels(const uint8_t* pixels, int width, int height, int channels, const CropParams& crop, Filter filter,
-                      uint64_t seed, uint64_t epoch, uint64_t index, uint8_t* dst, ResampleScratch& scratch) {
-  const Crop cr = sample_crop(crop, width, height, seed, epoch, index);
-  const int out_w = crop.mode == CropMode::None ? width : crop.out_w;
-  const int out_h = crop.mode == CropMode::None ? height : crop.out_h;
-  const ScaledFrame fr = scale_frame(cr, 8, width, height);
-  const size_t stride = size_t(width) * size_t(channels);
-  const Region reg{pixels + size_t(fr.y0) * stride + size_t(fr.x0) * size_t(channels), int(stride), channels, 0, 0,
-                   fr.w, fr.h, fr.w, fr.h};
-  return resize_box(reg, fr.box, out_w, out_h, filter, cr.flip, dst, out_w * 3, scratch, fr.window);
-}
+void JpegDecoder::abort() { jpeg_abort_decompress(&st_->cinfo); }
 
 }  // namespace ipu

@@ -1,4 +1,6 @@
-// libjpeg(-turbo) wrapper: header, DCT-scaled region decode, full-frame decode, EXIF orientation.
+// libjpeg(-turbo) wrapper: header, DCT-scaled region decode into a caller buffer, full-frame decode, EXIF orientation,
+// colour conversion and the guards every decode makes. Which region, at which scale, is the caller's choice
+// (transform.h).
 // libjpeg reports fatal errors by longjmp; that happens only inside jpeg_decoder.cpp, in functions that
 // own no C++ objects with destructors, and comes back here as a status and a message.
 #pragma once
@@ -6,9 +8,6 @@
 #include <cstdint>
 #include <string>
 #include <vector>
-
-#include "crop.h"
-#include "resample.h"
 
 namespace ipu {
 
@@ -45,7 +44,15 @@ struct DecodeReport {
   int scale_num = 8;    // DCT scale used, scale_num / 8
 };
 
-// Per-thread decoder: holds a libjpeg decompress object and scratch buffers, reused across images.
+// A window of a decoded image: RGBX (4 bytes a pixel, row stride `stride` bytes) covering columns [x0, x0 + w) and
+// rows [y0, y0 + h) of the image at the scale it was decoded at.
+struct DecodedRegion {
+  const uint8_t* pixels = nullptr;
+  int stride = 0;
+  int x0 = 0, y0 = 0, w = 0, h = 0;
+};
+
+// Per-thread decoder: holds a libjpeg decompress object, reused across images.
 class JpegDecoder {
  public:
   JpegDecoder();
@@ -63,28 +70,27 @@ class JpegDecoder {
   DecodeReport decode_full(const uint8_t* data, size_t size, const DecodeOptions& opts, std::vector<uint8_t>* pixels,
                            int* width, int* height);
 
-  // The whole transform: header -> crop (sampled from the oriented size) -> smallest fast DCT scale that keeps
-  // the box at least the output size -> decode only the rows and columns the resampler reads (plus a margin)
-  // -> antialiased resize + flip into dst (out_h x out_w x 3, row stride out_w * 3).
-  DecodeReport decode_transform(const uint8_t* data, size_t size, const CropParams& crop, Filter filter,
-                                uint64_t seed, uint64_t epoch, uint64_t index, const DecodeOptions& opts,
-                                uint8_t* dst);
+  // Header, then the checks every decode makes (pixel limit, colour space, scan budget); arms strict mode and the scan
+  // cap. On Ok the image is open for one decode_region (or abort).
+  DecodeReport open(const uint8_t* data, size_t size, const DecodeOptions& opts, JpegInfo* info);
+
+  // Decode columns [x0, x1) and rows [y0, y1) of the open image (data, size: the bytes given to open) at DCT scale
+  // scale_num/8 (1, 2, 4 or 8) into *buf (resized as needed) as RGBX, CMYK converted as Pillow converts it. libjpeg
+  // widens the columns to its iMCU grid, so *got can be wider than asked. A baseline file is checked for its
+  // end-of-image marker when only part of it was decoded (a truncation below the region would otherwise go
+  // unnoticed). report.scale_num = scale_num.
+  DecodeReport decode_region(const uint8_t* data, size_t size, int scale_num, int x0, int y0, int x1, int y1,
+                             std::vector<uint8_t>* buf, DecodedRegion* got);
+
+  // Give up on the open image (the next call starts clean anyway; this frees libjpeg's per-image memory now).
+  void abort();
 
   struct State;  // libjpeg objects and the error bridge (defined in the .cpp)
 
  private:
-  // Header, then the checks every decode makes (pixel limit, colour space); arms strict mode and the scan cap.
-  DecodeReport begin(const uint8_t* data, size_t size, const DecodeOptions& opts, JpegInfo* info);
-
   State* st_;
-  std::vector<uint8_t> region_;  // decoded window (RGBX)
-  std::vector<uint8_t> full_;    // oriented full frame when EXIF orientation must be applied
-  ResampleScratch scratch_;
+  std::vector<uint8_t> raw_;  // full-frame decode before CMYK conversion or EXIF orientation
 };
-
-// Resize a decoded RGB/RGBX image (e.g. from Pillow for non-JPEG files) with the same crop semantics.
-bool transform_pixels(const uint8_t* pixels, int width, int height, int channels, const CropParams& crop, Filter filter,
-                      uint64_t seed, uint64_t epoch, uint64_t index, uint8_t* dst, ResampleScratch& scratch);
 
 // True when the bytes start like a JPEG file (SOI followed by a marker).
 bool looks_like_jpeg(const uint8_t* data, size_t size);

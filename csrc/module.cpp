@@ -13,6 +13,7 @@
 #include "pipeline.h"
 #include "resample.h"
 #include "thread_pool.h"
+#include "transform.h"
 
 namespace py = pybind11;
 using namespace ipu;
@@ -96,11 +97,6 @@ Source to_source(const py::handle& obj, const std::string& what, std::vector<py:
   return s;
 }
 
-void check_status(const DecodeReport& r, const std::string& what) {
-  if (r.status == Status::Fallback) throw py::value_error("FALLBACK: " + r.message);
-  if (r.status != Status::Ok) throw py::value_error(what + ": " + r.message);
-}
-
 py::tuple decode_batch(const py::list& sources, const py::object& out, const CropParams& crop, int filter,
                        uint64_t seed, uint64_t epoch, const py::object& indices, int num_threads,
                        const DecodeOptions& opts) {
@@ -137,14 +133,15 @@ py::tuple decode_batch(const py::list& sources, const py::object& out, const Cro
     const SampleResult& r = results[size_t(i)];
     warnings += r.warnings;
     if (r.status == Status::Ok) scales[size_t(r.scale_num)] += 1;
-    else failures.append(py::make_tuple(i, int(r.status), r.message));
+    else failures.append(py::make_tuple(i, r.status, r.message));
   }
   return py::make_tuple(failures, warnings, scales);
 }
 
-// Bytes of a source for the single-image calls (path read here, without the GIL, under opts' file limits).
+// Runs fn over the bytes of a source for the single-image calls (a path is read here, without the GIL, under opts'
+// file limits). A file that cannot be read is an Error report, as it is for a sample of a batch.
 template <typename F>
-auto with_bytes(const py::object& source, const DecodeOptions& opts, F&& fn) {
+DecodeReport with_bytes(const py::object& source, const DecodeOptions& opts, F&& fn) {
   std::vector<py::buffer_info> keep;
   Source s = to_source(source, "source", &keep);
   std::vector<uint8_t> buf;
@@ -152,8 +149,10 @@ auto with_bytes(const py::object& source, const DecodeOptions& opts, F&& fn) {
   if (s.data == nullptr) {
     std::string err = read_file(s.path, opts, &buf);
     if (!err.empty()) {
-      py::gil_scoped_acquire acquire;
-      throw py::value_error(err);
+      DecodeReport r;
+      r.status = Status::Error;
+      r.message = err;
+      return r;
     }
     s.data = buf.data();
     s.size = buf.size();
@@ -192,14 +191,28 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("dct_scaling", &DecodeOptions::dct_scaling)
       .def_readwrite("decode_only", &DecodeOptions::decode_only);
 
-  m.attr("STATUS_OK") = int(Status::Ok);
-  m.attr("STATUS_FALLBACK") = int(Status::Fallback);
-  m.attr("STATUS_ERROR") = int(Status::Error);
+  py::enum_<Status>(m, "Status",
+                    "What became of one image: decoded, left to Pillow (not a JPEG, or a JPEG process this libjpeg "
+                    "lacks), or refused (the reason says why).")
+      .value("OK", Status::Ok)
+      .value("FALLBACK", Status::Fallback)
+      .value("ERROR", Status::Error);
+
+  py::class_<DecodeReport>(m, "DecodeReport", "The outcome of one single-image call besides its pixels.")
+      .def_readonly("status", &DecodeReport::status)
+      .def_readonly("reason", &DecodeReport::message, "why, when status is not OK")
+      .def_readonly("warnings", &DecodeReport::warnings, "corrupt-data warnings libjpeg emitted (decoded anyway)")
+      .def_readonly("scale_num", &DecodeReport::scale_num, "DCT scale used, scale_num / 8")
+      .def("__repr__", [](const DecodeReport& r) {
+        return "DecodeReport(status=" + std::string(r.status == Status::Ok ? "OK" : r.status == Status::Fallback
+                                                                                      ? "FALLBACK" : "ERROR") +
+               ", reason=" + std::string(py::repr(py::str(r.message))) + ")";
+      });
 
   m.def("decode_batch", &decode_batch, py::arg("sources"), py::arg("out"), py::arg("crop"), py::arg("filter"),
         py::arg("seed"), py::arg("epoch"), py::arg("indices"), py::arg("num_threads"), py::arg("options"),
-        "Decode, crop, resize and flip every source into out[i]. Returns (failures [(position, status, reason)], "
-        "warnings, count of images per DCT scale numerator).");
+        "Decode, crop, resize and flip every source into out[i]. Returns (failures [(position, Status, reason)], "
+        "warnings, count of images per DCT scale numerator); a failed slot is zero-filled.");
 
   m.def(
       "decode_full",
@@ -207,14 +220,15 @@ PYBIND11_MODULE(_C, m) {
         std::vector<uint8_t> pixels;
         int w = 0, h = 0;
         DecodeReport r = with_bytes(source, opts, [&](const uint8_t* d, size_t n) {
-          return thread_decoder().decode_full(d, n, opts, &pixels, &w, &h);
+          return thread_workspace().decoder.decode_full(d, n, opts, &pixels, &w, &h);
         });
-        check_status(r, "decode failed");
+        if (r.status != Status::Ok) return py::make_tuple(r, py::object(py::none()));
         U8Array arr({py::ssize_t(h), py::ssize_t(w), py::ssize_t(3)});
         std::memcpy(arr.mutable_data(), pixels.data(), pixels.size());
-        return py::make_tuple(arr, r.warnings);
+        return py::make_tuple(r, py::object(arr));
       },
-      py::arg("source"), py::arg("options"), "Full-frame RGB decode: (array HxWx3, warnings).");
+      py::arg("source"), py::arg("options"),
+      "Full-frame RGB decode: (report, array HxWx3), the array None unless report.status is OK.");
 
   m.def(
       "decode_transform",
@@ -222,23 +236,23 @@ PYBIND11_MODULE(_C, m) {
          uint64_t epoch, uint64_t index, const DecodeOptions& opts) {
         uint8_t* dst = checked_out(out, {crop.out_h, crop.out_w, 3}, "out");
         DecodeReport r = with_bytes(source, opts, [&](const uint8_t* d, size_t n) {
-          return thread_decoder().decode_transform(d, n, crop, Filter(filter), seed, epoch, index, opts, dst);
+          return transform_jpeg(thread_workspace(), d, n, crop, Filter(filter), seed, epoch, index, opts, dst);
         });
-        check_status(r, "decode failed");
-        return py::make_tuple(r.warnings, r.scale_num);
+        return r;
       },
       py::arg("source"), py::arg("out"), py::arg("crop"), py::arg("filter"), py::arg("seed"), py::arg("epoch"),
-      py::arg("index"), py::arg("options"));
+      py::arg("index"), py::arg("options"),
+      "One sample of decode_batch into out (H, W, 3); out holds it when report.status is OK.");
 
   m.def(
       "read_header",
       [](const py::object& source, bool with_orientation, const DecodeOptions& opts) {
         JpegInfo info;
         DecodeReport r = with_bytes(source, opts, [&](const uint8_t* d, size_t n) {
-          DecodeReport rep = thread_decoder().read_header(d, n, with_orientation, &info);
+          DecodeReport rep = thread_workspace().decoder.read_header(d, n, with_orientation, &info);
           return rep;
         });
-        check_status(r, "cannot read JPEG header");
+        if (r.status != Status::Ok) return py::make_tuple(r, py::object(py::none()));
         py::dict h;
         h["width"] = info.width;
         h["height"] = info.height;
@@ -247,11 +261,11 @@ PYBIND11_MODULE(_C, m) {
         h["progressive"] = info.progressive;
         h["arithmetic"] = info.arithmetic;
         h["orientation"] = info.orientation;
-        return h;
+        return py::make_tuple(r, py::object(h));
       },
       py::arg("source"), py::arg("with_orientation") = true, py::arg("options") = DecodeOptions(),
-      "Header only: a dict of width, height, components, colour space, progressive, arithmetic, EXIF orientation. "
-      "options.max_file_bytes caps what a path may be.");
+      "Header only: (report, dict of width, height, components, colour space, progressive, arithmetic, EXIF "
+      "orientation), the dict None unless report.status is OK. options.max_file_bytes caps what a path may be.");
 
   m.def(
       "transform_pixels",
@@ -263,13 +277,15 @@ PYBIND11_MODULE(_C, m) {
           throw py::value_error("pixels must be a uint8 array of shape (H, W, 3) or (H, W, 4)");
         const int h = int(src.shape(0)), w = int(src.shape(1)), c = int(src.shape(2));
         const uint8_t* p = src.data();
-        bool ok;
+        std::string bad;
         {
           py::gil_scoped_release release;
-          thread_local ResampleScratch scratch;
-          ok = transform_pixels(p, w, h, c, crop, Filter(filter), seed, epoch, index, dst, scratch);
+          bad = transform_pixels(p, w, h, c, crop, Filter(filter), seed, epoch, index, dst, thread_workspace().scratch);
         }
-        if (!ok) throw py::value_error("cannot resize an image of " + std::to_string(w) + "x" + std::to_string(h));
+        if (!bad.empty()) {
+          throw py::value_error("cannot resize an image of " + std::to_string(w) + "x" + std::to_string(h) + ": " +
+                                bad);
+        }
       },
       py::arg("pixels"), py::arg("out"), py::arg("crop"), py::arg("filter"), py::arg("seed"), py::arg("epoch"),
       py::arg("index"), "Crop + resize + flip an already decoded image (the non-JPEG path) with the same semantics.");

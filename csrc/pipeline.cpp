@@ -13,11 +13,6 @@
 
 namespace ipu {
 
-JpegDecoder& thread_decoder() {
-  thread_local JpegDecoder decoder;
-  return decoder;
-}
-
 namespace {
 
 const char* file_kind(mode_t mode) {
@@ -139,7 +134,7 @@ void run_batch(const std::vector<Source>& sources, const uint64_t* indices, uint
       }
       if (res.status == Status::Ok) {
         const DecodeReport r =
-            thread_decoder().decode_transform(data, size, crop, filter, seed, epoch, indices[i], opts, dst);
+            transform_jpeg(thread_workspace(), data, size, crop, filter, seed, epoch, indices[i], opts, dst);
         res.status = r.status;
         res.message = r.message;
         res.warnings = r.warnings;

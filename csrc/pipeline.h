@@ -1,5 +1,5 @@
-// The batch job: for each sample, read the bytes (in the worker thread), decode the region its crop needs, resize and
-// flip it into its slot of the caller's (N, H, W, 3) buffer. Runs without the GIL on the shared thread pool.
+// Sources and the batch: read each sample's bytes (in the worker thread, under the file limits) and run its transform
+// (transform.h) into its slot of the caller's (N, H, W, 3) buffer, over the shared thread pool, without the GIL.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include "crop.h"
 #include "jpeg_decoder.h"
 #include "resample.h"
+#include "transform.h"
 
 namespace ipu {
 
@@ -40,8 +41,5 @@ void run_batch(const std::vector<Source>& sources, const uint64_t* indices, uint
 std::string read_file(const std::string& path, const DecodeOptions& opts, std::vector<uint8_t>* buf);
 constexpr size_t kPlainReadBytes = size_t(16) << 20;
 constexpr uint64_t kBytesPerSample = 16;  // worst-case Huffman coding with byte stuffing needs about 6.5
-
-// The calling thread's decoder (one per thread, reused).
-JpegDecoder& thread_decoder();
 
 }  // namespace ipu

@@ -281,12 +281,11 @@ def _pil_transform(
                                 f"{_describe(e)}") from None
 
 
-def _fallback_reason(error: ValueError, name: str, prefix: str) -> str:
-    """The native core's reason when it leaves an image to Pillow; any other native error becomes a DecodeError."""
-    text = str(error)
-    if text.startswith("FALLBACK: "):
-        return text.removeprefix("FALLBACK: ")
-    raise DecodeError(name, text.removeprefix(prefix)) from None
+def _pillow_reason(report: "_C.DecodeReport", name: str) -> str:
+    """Why the native core left an image to Pillow; a refusal (status ERROR) becomes the source's DecodeError."""
+    if report.status == _C.Status.ERROR:
+        raise DecodeError(name, report.reason)
+    return report.reason
 
 
 def decode_batch(
@@ -340,7 +339,7 @@ def decode_batch(
     non_jpeg = 0
     for pos, status, reason in raw_failures:
         name = source_name(sources[pos], pos)
-        if status == _C.STATUS_FALLBACK:
+        if status == _C.Status.FALLBACK:
             index = pos if idx is None else int(idx[pos])
             try:
                 _pil_transform(sources[pos], out[pos], transform, seed, epoch, index, max_pixels,
@@ -395,23 +394,26 @@ def decode_image(
         _check_regular_file(native, name)
     if transform is None:
         try:
-            pixels, _warnings = _C.decode_full(native, opts)
-            return pixels
-        except ValueError as e:
-            reason = _fallback_reason(e, name, "decode failed: ")
+            report, pixels = _C.decode_full(native, opts)
+        except ValueError as e:  # the source itself refused (e.g. a strided buffer)
+            raise DecodeError(name, str(e)) from None
         except MemoryError:
             raise DecodeError(name, "out of memory while decoding it") from None
-        return _pil_decode(source, max_pixels, apply_exif_orientation, name, reason)
+        if pixels is not None:
+            return pixels
+        return _pil_decode(source, max_pixels, apply_exif_orientation, name, _pillow_reason(report, name))
     h, w = transform.output_hw
     out = np.empty((h, w, 3), dtype=np.uint8)
     try:
-        _C.decode_transform(native, out, transform.native(), transform.filter, seed, epoch, index, opts)
-        return out
-    except ValueError as e:
-        reason = _fallback_reason(e, name, "decode failed: ")
+        report = _C.decode_transform(native, out, transform.native(), transform.filter, seed, epoch, index, opts)
+    except ValueError as e:  # the source itself refused (e.g. a strided buffer)
+        raise DecodeError(name, str(e)) from None
     except MemoryError:
         raise DecodeError(name, "out of memory while decoding it") from None
-    _pil_transform(source, out, transform, seed, epoch, index, max_pixels, apply_exif_orientation, name, reason)
+    if report.status == _C.Status.OK:
+        return out
+    _pil_transform(source, out, transform, seed, epoch, index, max_pixels, apply_exif_orientation, name,
+                   _pillow_reason(report, name))
     return out
 
 
@@ -429,12 +431,14 @@ def read_header(source: Source, *, max_file_bytes: int | None = DEFAULT_MAX_FILE
     opts = _C.DecodeOptions()
     opts.max_file_bytes = _limit("max_file_bytes", max_file_bytes)
     try:
-        h = _C.read_header(native, True, opts)
-        return ImageHeader(h["width"], h["height"], h["components"], "JPEG", h["progressive"], h["orientation"])
-    except ValueError as e:
-        native_reason = _fallback_reason(e, name, "cannot read JPEG header: ")
+        report, h = _C.read_header(native, True, opts)
+    except ValueError as e:  # the source itself refused (e.g. a strided buffer)
+        raise DecodeError(name, str(e)) from None
     except MemoryError:
         raise DecodeError(name, "out of memory while reading it") from None
+    if h is not None:
+        return ImageHeader(h["width"], h["height"], h["components"], "JPEG", h["progressive"], h["orientation"])
+    native_reason = _pillow_reason(report, name)
     from PIL import Image, UnidentifiedImageError
 
     try:
