@@ -99,7 +99,12 @@ int guarded_read_header(State* s, const uint8_t* data, size_t size, bool save_ap
     jpeg_abort_decompress(&s->cinfo);
     return -1;
   }
-  jpeg_abort_decompress(&s->cinfo);  // whatever the previous use left, start from a clean state
+  // A fresh decompressor for every image: one libjpeg object keeps the quantization and Huffman tables it has read
+  // (for abbreviated datastreams), so a file without its own tables would decode with the previous image's, and a
+  // result would depend on what the thread decoded before. Recreating it costs a few small allocations.
+  jpeg_destroy_decompress(&s->cinfo);
+  jpeg_create_decompress(&s->cinfo);  // keeps err and client_data
+  s->cinfo.progress = &s->progress;
   jpeg_mem_src(&s->cinfo, data, static_cast<unsigned long>(size));
   jpeg_save_markers(&s->cinfo, JPEG_APP0 + 1, save_app1 ? 0xFFFF : 0);
   jpeg_read_header(&s->cinfo, TRUE);
