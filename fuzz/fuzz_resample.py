@@ -11,8 +11,8 @@ source region of torchvision's Resize + CenterCrop window (``reference.eval_box`
 small image, ``transform_pixels`` equals the Pillow reference of the new geometry bit for bit
 (``ipu_cnn.data.reference``): Train crops the sampled box out, resizes the crop and mirrors it (``pil_train``);
 Eval resizes the whole image to torchvision's integer Resize size and crops the centre window (``pil_eval``; compared
-when that resize is at most REFERENCE_PIXELS, else only run). It refuses only an empty Train box (the float-cast
-finding in fuzz/known_findings) or an Eval resize larger than the resampler's side limit (2**24). Then, on the
+when that resize is at most REFERENCE_PIXELS, else only run). It refuses only an empty Train box (the centre
+fallback's, in fuzz/known_findings) or an Eval resize larger than the resampler's side limit (2**24). Then, on the
 record's own box, valid or not: the SIMD and scalar resamplers agree bit for bit (or both refuse it with
 ValueError); a flipped resize is the mirror image; RGBX input gives the RGB result. Check "eval-resize-range": an Eval
 resize too large for the native parameters (2**31 and up, or a crop_pct whose size / crop_pct overflows a float)
@@ -93,7 +93,7 @@ def reference_pixels(t: TrainTransform | EvalTransform, px: np.ndarray, box: tup
     img = Image.fromarray(np.ascontiguousarray(px[..., :3]))
     if isinstance(t, TrainTransform):
         left, top, right, bottom = box
-        if right <= left or bottom <= top:  # only with an overflowing ratio (fuzz/known_findings): no pixels to resize
+        if right <= left or bottom <= top:  # the centre fallback's empty crop (fuzz/known_findings): nothing to resize
             return None
         return pil_train(img, box, flip, t.output_hw, t.interpolation)
     new_w, new_h, _, _ = eval_geometry(w, h, t.output_hw, t.resize)
