@@ -35,17 +35,24 @@ SOURCE_SEPARATOR = b"|ipu-next-source|"
 #: Named checks that $IPU_CNN_FUZZ_SKIP_CHECKS (comma-separated) turns off, to fuzz past a known finding.
 SKIP_CHECKS = frozenset(filter(None, os.environ.get("IPU_CNN_FUZZ_SKIP_CHECKS", "").split(",")))
 
-#: How a source can be handed to the API; "strided" and "reversed" are non-contiguous numpy views. Forms named in
-#: $IPU_CNN_FUZZ_SKIP_FORMS (comma-separated) are left out, to fuzz past a known finding until it is fixed.
+#: How a source can be handed to the API; "strided" and "reversed" are non-contiguous numpy views, which the API
+#: refuses (NONCONTIGUOUS_FORMS: the targets check the refusal). Forms named in $IPU_CNN_FUZZ_SKIP_FORMS
+#: (comma-separated) are left out, to fuzz past a known finding until it is fixed.
 ALL_SOURCE_FORMS = ("bytes", "bytearray", "memoryview", "ndarray", "strided", "reversed", "path")
 SOURCE_FORMS = tuple(f for f in ALL_SOURCE_FORMS if f not in os.environ.get("IPU_CNN_FUZZ_SKIP_FORMS", "").split(","))
+#: The forms whose bytes are not one C-contiguous buffer (of two bytes or more; shorter views are contiguous):
+#: the native core reads a source as one block of bytes, so it refuses these (a DecodeError from decode_image and
+#: read_header, a ValueError for the whole call from decode_batch) with a message containing CONTIGUITY_REFUSAL.
+NONCONTIGUOUS_FORMS = frozenset({"strided", "reversed"})
+CONTIGUITY_REFUSAL = "must be a C-contiguous buffer of bytes"
 
 
 #: The resample target's input record, then pixel bytes: width, height (u16: the image a crop is sampled for),
 #: out_w - 1, out_h - 1 (u8), flags (u8: BICUBIC, FLIP, RGBX pixels, EVAL transform, INT_SIZE square size), pixel
 #: image width - 1 and height - 1 (u8, mod 64), seed (u32), epoch (u16), index (u32), box (4 f64), then scale lo/hi,
-#: ratio lo/hi, flip_prob, crop_pct (6 f64). Short inputs are zero-padded.
-RECORD = struct.Struct("<HHBBBBBIHI4d6d")
+#: ratio lo/hi, flip_prob, crop_pct (6 f64), then EvalTransform's resize_size as two u32 (0, 0: not given, crop_pct
+#: is; (n, 0): the int n; (h, w): (h, w)). Short inputs are zero-padded.
+RECORD = struct.Struct("<HHBBBBBIHI4d6dII")
 BICUBIC, FLIP, RGBX, EVAL, INT_SIZE = 1, 2, 4, 8, 16
 
 
@@ -62,6 +69,7 @@ class Record(NamedTuple):
     index: int
     box: tuple[float, float, float, float]
     params: tuple[float, float, float, float, float, float]  # scale lo/hi, ratio lo/hi, flip_prob, crop_pct
+    resize: tuple[int, int] = (0, 0)  # EvalTransform's resize_size: (0, 0) none, (n, 0) n, (h, w) (h, w)
 
 
 def parse_record(data: bytes) -> tuple[Record, bytes]:
@@ -69,14 +77,14 @@ def parse_record(data: bytes) -> tuple[Record, bytes]:
     head = data[: RECORD.size].ljust(RECORD.size, b"\0")
     v = RECORD.unpack(head)
     rec = Record(max(1, v[0]), max(1, v[1]), v[2] + 1, v[3] + 1, v[4], v[5] % 64 + 1, v[6] % 64 + 1, v[7], v[8], v[9],
-                 tuple(v[10:14]), tuple(v[14:20]))
+                 tuple(v[10:14]), tuple(v[14:20]), tuple(v[20:22]))
     return rec, data[RECORD.size:]
 
 
 def pack_record(rec: Record, pixels: bytes = b"") -> bytes:
     """The input bytes for a record (the seed builder's side of ``parse_record``)."""
     return RECORD.pack(rec.width, rec.height, rec.out_w - 1, rec.out_h - 1, rec.flags, rec.pix_w - 1, rec.pix_h - 1,
-                       rec.seed, rec.epoch, rec.index, *rec.box, *rec.params) + pixels
+                       rec.seed, rec.epoch, rec.index, *rec.box, *rec.params, *rec.resize) + pixels
 
 
 class Knobs:
@@ -119,6 +127,12 @@ def as_source(data: bytes, form: str, slot: int = 0) -> object:
         path.write_bytes(data)
         return str(path)
     raise ValueError(f"unknown source form {form!r}; expected one of {ALL_SOURCE_FORMS}")
+
+
+def noncontiguous(source: object) -> bool:
+    """Whether the API must refuse ``source`` as not C-contiguous (as the buffer protocol judges it: a view of fewer
+    than two bytes is contiguous whatever its stride)."""
+    return isinstance(source, np.ndarray) and not source.flags.c_contiguous
 
 
 _SCRATCH: list[Path] = []

@@ -6,7 +6,10 @@ Oracle, with on_error="report": failures are unique in-range positions with a re
 the stats add up (images + errors = sources; DCT-scale counts + non-JPEG = images); every slot equals what
 ``decode_image`` gives for that source and index (documented as the same), and a failed source makes decode_image
 raise DecodeError (check "batch-equals-single"). With on_error="raise": DecodeError exactly when report mode found a
-failure.
+failure. A batch holding a non-contiguous source (the "strided" and "reversed" forms) is refused as a whole, before
+anything is decoded: a ValueError naming the first such ``sources[i]`` and saying it must be a C-contiguous buffer,
+``out`` and the stats untouched; the oracle above then runs on the batch with those sources made contiguous. Only
+transforms the constructors accept are fuzzed (an input drawing parameters they refuse is skipped).
 
     python fuzz/fuzz_decode_batch.py CORPUS_DIR [SEED_DIR] -dict=DICT -max_total_time=60   # see fuzz/README.md
 """
@@ -14,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from _common import (MAX_PIXELS, SKIP_CHECKS, SOURCE_FORMS, SOURCE_SEPARATOR, Knobs, as_source, check_image,
-                     fuzz_main, instrumented)
+from _common import (CONTIGUITY_REFUSAL, MAX_PIXELS, SKIP_CHECKS, SOURCE_FORMS, SOURCE_SEPARATOR, Knobs, as_source,
+                     check_image, fuzz_main, instrumented, noncontiguous)
 from fuzz_decode_image import random_transform
 
 with instrumented():
@@ -27,7 +30,10 @@ MAX_SOURCES = 6
 def one_input(data: bytes) -> None:
     k = Knobs(data, salt=1)
     parts = data.split(SOURCE_SEPARATOR, MAX_SOURCES - 1)  # the last source keeps any further separators
-    transform = random_transform(k) or EvalTransform(k.int(1, 48))
+    try:
+        transform = random_transform(k) or EvalTransform(k.int(1, 48))
+    except ValueError:  # parameters the constructor refuses: nothing to fuzz
+        return
     forms = [k.choice(SOURCE_FORMS) for _ in parts]
     sources = [as_source(p, f, slot) for slot, (p, f) in enumerate(zip(parts, forms))]
     indices = [k.int(0, 10**9) for _ in parts] if k.bit() else None
@@ -38,6 +44,20 @@ def one_input(data: bytes) -> None:
     h, w = transform.output_hw
     out = np.full((len(sources), h, w, 3), 0xAB, np.uint8)
     stats = DecodeStats()
+
+    refused = [pos for pos, source in enumerate(sources) if noncontiguous(source)]
+    if refused:
+        try:
+            decode_batch(sources, out, transform, seed=seed, epoch=epoch, indices=indices, num_threads=threads,
+                         on_error=k.choice(("report", "raise")), stats=stats, **options)
+        except ValueError as e:
+            assert f"sources[{refused[0]}] {CONTIGUITY_REFUSAL}" in str(e), f"{what}: refused with {e!r}"
+        else:
+            raise AssertionError(f"{what}: decoded non-contiguous sources {refused} instead of refusing the batch")
+        assert (out == 0xAB).all() and stats == DecodeStats(), f"{what}: the refused batch wrote out or stats"
+        sources = [np.ascontiguousarray(s) if pos in refused else s for pos, s in enumerate(sources)]
+        what += f" with sources {refused} made contiguous"
+
     failures = decode_batch(sources, out, transform, seed=seed, epoch=epoch, indices=indices, num_threads=threads,
                             on_error="report", stats=stats, **options)
 

@@ -131,8 +131,12 @@ def _resample_seeds(folder: Path, files: list[Path], count: int = 120) -> None:
         boxes = [(0.0, 0.0, float(pw), float(ph)), (0.5, 0.25, pw * 0.75, ph - 0.125), (-1e-7, 0.0, pw + 1e-7, ph),
                  (pw / 3, ph / 3, pw / 3, ph)]
         out = rng.choice(((224, 224), (1, 1), (17, 9), (64, 48), (256, 3)))
+        # EvalTransform's resize_size: crop_pct instead (square sizes only), the shorter side, or (height, width).
+        resize = rng.choice(((0, 0), (max(out) + rng.choice((0, 1, 32)), 0), (out[1] + rng.randrange(9), out[0] + 1)))
+        if flags & EVAL and not flags & INT_SIZE and resize == (0, 0):
+            resize = (max(out), 0)  # a non-square size needs resize_size
         rec = Record(w, h, out[0], out[1], flags, pw, ph, rng.getrandbits(32), rng.randrange(4), rng.randrange(10**6),
-                     boxes[i % len(boxes)], params[i % len(params)])
+                     boxes[i % len(boxes)], params[i % len(params)], resize)
         _link_or_write(folder, f"geom_{i:03d}", data=pack_record(rec, px.tobytes()))
 
 

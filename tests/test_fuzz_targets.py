@@ -120,13 +120,73 @@ def test_resample_oracle_catches_resamplers_that_disagree(fuzz_modules: dict[str
         target.one_input(common.pack_record(rec, bytes(range(256)) * 3))
 
 
+def test_resample_oracle_catches_the_old_geometry(fuzz_modules: dict[str, ModuleType],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """transform_pixels computed as before torchvision's geometry (a Pillow-semantics resize of the sampled box of the
+    whole image, the filter reading past the box) is caught, for Train and for Eval."""
+    target = fuzz_modules["resample"]
+    native = target._C
+
+    class NativeWithOldGeometry:
+        def __getattr__(self, name: str) -> object:
+            return getattr(native, name)
+
+        @staticmethod
+        def transform_pixels(px: np.ndarray, out: np.ndarray, crop: object, f: int, seed: int, epoch: int,
+                             index: int) -> None:
+            h, w = px.shape[:2]
+            box, flip = native.sample_crop(crop, w, h, seed, epoch, index)
+            out[...] = native.resize(px, list(box), out.shape[1], out.shape[0], f, flip, False)
+
+    monkeypatch.setattr(target, "_C", NativeWithOldGeometry())
+    common = fuzz_modules["_common"]
+    pixels = np.random.default_rng(5).integers(0, 256, 64 * 64 * 3, np.uint8).tobytes()
+    train = common.Record(500, 375, 24, 24, 0, 64, 48, 1, 0, 2, (0.0, 0.0, 16.0, 16.0),
+                          (0.08, 0.5, 3 / 4, 4 / 3, 0.5, 0.875))
+    evaluate = train._replace(out_w=31, out_h=20, flags=common.EVAL, resize=(40, 0))
+    for rec in (train, evaluate):
+        with pytest.raises(AssertionError, match="Pillow reference"):
+            target.one_input(common.pack_record(rec, pixels))
+    monkeypatch.setattr(target, "_C", native)
+    for rec in (train, evaluate):
+        target.one_input(common.pack_record(rec, pixels))  # the real core passes
+
+
+@pytest.mark.parametrize("target_name", ["decode_image", "read_header", "decode_batch"])
+def test_oracles_demand_the_contiguity_refusal(fuzz_modules: dict[str, ModuleType], target_name: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """With only non-contiguous forms drawn, the real API passes (it refuses them as the oracles require), and an API
+    that copied such a source instead of refusing it is caught."""
+    target = fuzz_modules[target_name]
+    monkeypatch.setattr(target, "SOURCE_FORMS", ("strided", "reversed"))
+    data = fuzz_modules["seeds"].generated_jpegs()["baseline_420"]
+    inputs = [data + bytes([i]) for i in range(12)]  # the trailing byte varies the drawn options
+    for one in inputs:
+        target.one_input(one)
+    name = target_name  # each target imports the function it is named after
+    real = getattr(target, name)
+
+    def copying(source: object, *args: object, **kwargs: object) -> object:
+        if name == "decode_batch":
+            source = [np.ascontiguousarray(s) if isinstance(s, np.ndarray) else s for s in source]  # type: ignore
+        elif isinstance(source, np.ndarray):
+            source = np.ascontiguousarray(source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(target, name, copying)
+    with pytest.raises(AssertionError, match="instead of refusing|not refused"):
+        for one in inputs:  # decode_image: at least one draws options under which the copy decodes
+            target.one_input(one)
+
+
 def test_record_round_trip_and_knobs_replay(fuzz_modules: dict[str, ModuleType]) -> None:
     common = fuzz_modules["_common"]
     rec = common.Record(640, 480, 224, 3, common.EVAL | common.FLIP, 33, 64, 2**32 - 1, 7, 123456,
-                        (0.5, -1.0, float("inf"), 3.25), (0.08, 1.0, 0.75, 4 / 3, 0.5, 0.875))
+                        (0.5, -1.0, float("inf"), 3.25), (0.08, 1.0, 0.75, 4 / 3, 0.5, 0.875), (300, 2**32 - 1))
     parsed, rest = common.parse_record(common.pack_record(rec, b"pixels"))
     assert parsed == rec and rest == b"pixels"
     assert common.parse_record(b"")[0].width == 1  # short inputs are zero-padded, sizes clamped to >= 1
+    assert common.parse_record(b"")[0].resize == (0, 0)  # no resize_size: crop_pct
     a, b = common.Knobs(b"same input"), common.Knobs(b"same input")
     assert [a.int(0, 10**9) for _ in range(5)] == [b.int(0, 10**9) for _ in range(5)]
 
