@@ -143,16 +143,20 @@ def good_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def test_pillow_path_resize_failure_is_reported_per_sample(wide_png: Path, good_files: list[Path]) -> None:
+    """A 17,000,000 x 1 PNG: its train crop is cut out before resizing, so it decodes; its eval resize (shorter side
+    to 16 px: 272 million columns) cannot be done. Either way nothing escapes a batch: the failure is that sample's."""
     sources = [good_files[0], wide_png, good_files[-1]]
     out = np.full((3, 16, 16, 3), 7, np.uint8)
-    failures = decode_batch(sources, out, TrainTransform(16), on_error="report", seed=1)
+    assert decode_batch(sources, out, TrainTransform(16), on_error="report", seed=1) == []
+    assert np.array_equal(out[1], decode_image(wide_png, TrainTransform(16), seed=1, index=1))
+    failures = decode_batch(sources, out, EvalTransform(16), on_error="report")
     assert [(pos, src) for pos, src, _ in failures] == [(1, str(wide_png))]
     assert "17000000x1" in failures[0][2] and "cannot be cropped and resized" in failures[0][2], failures
     assert not out[1].any(), "the bad slot is zero-filled"
     for pos in (0, 2):  # the rest of the batch is decoded as if alone
-        assert np.array_equal(out[pos], decode_image(sources[pos], TrainTransform(16), seed=1, index=pos))
+        assert np.array_equal(out[pos], decode_image(sources[pos], EvalTransform(16)))
     with pytest.raises(DecodeError, match=re.escape(str(wide_png))):
-        decode_batch(sources, out, TrainTransform(16), on_error="raise")
+        decode_batch(sources, out, EvalTransform(16), on_error="raise")
     with pytest.raises(DecodeError, match="cannot be cropped and resized"):
         decode_image(wide_png, EvalTransform(16))
 
