@@ -55,7 +55,7 @@ def test_cli_reports_every_pipeline(photos: Path, tmp_path: Path, capsys: pytest
         assert re.fullmatch(NUMBER, cells[1]) and re.fullmatch(NUMBER, cells[2]), cells  # train, eval img/s
         assert re.fullmatch(r"[0-9.]+x", cells[3]) and re.fullmatch(r"[0-9.]+x", cells[4]), cells  # ratios
     assert "1.00x" in _row(report, labels["ours"])
-    for name in ("turbojpeg", "pillow-simd"):  # optional: a row, or a "not run" line saying why
+    for name in ("turbojpeg", "dali", "pillow-simd"):  # optional: a row, or a "not run" line saying why
         assert labels[name] in report or f"not run: {name}:" in report
 
     assert "### Thread scaling" in report
@@ -124,6 +124,34 @@ def test_peers_resize_the_same_boxes_as_ours(photos: Path, mode: str) -> None:
             theirs = np.asarray(theirs.permute(1, 2, 0) if name == "torchvision" else theirs, dtype=np.float32)
             assert theirs.shape == ours.shape == (224, 224, 3)
             assert np.abs(theirs - ours).mean() < limit, (name, i)
+
+
+def test_dali_peer_does_the_same_work(photos: Path) -> None:
+    """NVIDIA DALI's CPU pipeline (optional; skipped with the reason when not installed): eval is the same Resize(256)
+    + CenterCrop(224) geometry as ours (its own antialiased filter, so close, not equal; its crop rounds a half-pixel
+    centre offset up where torchvision rounds it to even, so the window may sit one column over: compared at the best
+    of those shifts, inside a 2-pixel border); train samples its own crops, so only the output's shape and type are
+    checked; a pass over more images than one batch (with a short last batch) returns every image."""
+    blobs = [(photos / f"photo_{i:05d}.jpg").read_bytes() for i in range(8)]
+    prepared = _peer("dali", "eval", blobs)
+    for i in range(len(blobs)):
+        ours = decode_image(blobs[i], Workload().transform("eval"), index=i).astype(np.float32)
+        theirs = np.asarray(prepared.process(i), dtype=np.float32)
+        assert theirs.shape == ours.shape == (224, 224, 3)
+        diffs = [np.abs(np.roll(theirs, dx, 1) - ours)[2:-2, 2:-2].mean() for dx in (-1, 0, 1)]
+        assert min(diffs) < 2.0, (i, diffs)
+    train = next(p for p in PIPELINES if p.name == "dali").prepare(blobs, "train", Workload(batch_size=3), 1)
+    assert train.failures() == {}
+    train.run()
+    image = np.asarray(train.process(5))
+    assert image.shape == (224, 224, 3) and image.dtype == np.uint8 and image.std() > 5
+
+
+def test_dali_peer_says_why_it_cannot_run() -> None:
+    p = next(p for p in PIPELINES if p.name == "dali")
+    if importlib.util.find_spec("nvidia") and importlib.util.find_spec("nvidia.dali"):
+        pytest.skip("NVIDIA DALI is installed here")
+    assert "pip install nvidia-dali-cuda120" in str(p.unavailable())
 
 
 def test_reference_matches_ours_without_dct_scaling(photos: Path) -> None:

@@ -53,9 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m ipu_cnn.benchmark",
         description="Images/s of TrainTransform and EvalTransform with ours (ipu_cnn decode_batch) against the bare "
-        "region-decode floor, Pillow, Pillow + draft(), torchvision v2, simplejpeg + OpenCV and PyTurboJPEG (when it "
-        "loads), each on one core, plus ours' thread scaling, in one run; prints a Markdown table of figures and "
-        "ratios.",
+        "region-decode floor, Pillow (pillow-simd when that is the Pillow installed), Pillow + draft(), torchvision "
+        "v2, simplejpeg + OpenCV, PyTurboJPEG and NVIDIA DALI's CPU pipeline (the last two when they load), each on "
+        "one core, plus ours' thread scaling, in one run, in the Python it is launched from; prints a Markdown table "
+        "of figures and ratios.",
         epilog="Ratios are only meaningful within one run; on a shared machine absolute figures vary from run to run.",
     )
     parser.add_argument("folder", nargs="?", type=Path,

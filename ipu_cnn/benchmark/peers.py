@@ -7,9 +7,9 @@ crop itself it uses the same box our native sampler draws for that image (``ipu_
 pipeline resizes the same regions; torchvision v2 samples its own with ``v2.RandomResizedCrop``, as its users do (same
 distribution, seeded per pass).
 
-Optional peers (PyTurboJPEG, simplejpeg, OpenCV, torchvision) are skipped with a reason when they cannot run here.
-pillow-simd is not a separate peer but a build of Pillow installed in its place: the Pillow rows name the build they
-measured, and the "pillow-simd" entry only says whether it is installed.
+Optional peers (PyTurboJPEG, simplejpeg, OpenCV, torchvision, NVIDIA DALI) are skipped with a reason when they cannot
+run here. pillow-simd is not a separate peer but a build of Pillow installed in its place: the Pillow rows name the
+build they measured, and the "pillow-simd" entry only says whether it is installed.
 """
 from __future__ import annotations
 
@@ -367,6 +367,94 @@ class TurboJPEGPeer(Pipeline):
         return _full_frame_prepare(lambda b: jpeg.decode(b, pixel_format=turbojpeg.TJPF_RGB), blobs, mode, work)
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# NVIDIA DALI, CPU only
+
+
+class DaliPrepared(Prepared):
+    """A DALI pipeline fed the encoded bytes through ``external_source``, run one batch of ``work.batch_size`` at a
+    time (DALI works on batches, as its loaders do); ``run()`` is one pass over the images."""
+
+    def __init__(self, pipe: object, blobs: Sequence[bytes], batch_size: int) -> None:
+        self.pipe = pipe
+        self.arrays = [np.frombuffer(b, np.uint8) for b in blobs]
+        self.batch_size = batch_size
+        super().__init__(process=self._one, count=len(self.arrays))
+
+    def _feed_run(self, chunk: list[np.ndarray]) -> list[np.ndarray]:
+        # external_source takes a batch of any size up to the pipeline's: a short last batch is just shorter.
+        self.pipe.feed_input("jpegs", chunk)  # type: ignore[attr-defined]
+        (images,) = self.pipe.run()  # type: ignore[attr-defined]
+        return [images.at(k) for k in range(len(chunk))]
+
+    def _one(self, i: int) -> np.ndarray:
+        return self._feed_run([self.arrays[i]])[0]
+
+    def run(self, limit: int | None = None) -> None:
+        n = self.count if limit is None else min(limit, self.count)
+        for start in range(0, n, self.batch_size):
+            self._feed_run(self.arrays[start : min(start + self.batch_size, n)])
+
+    def failures(self) -> dict[int, str]:
+        """Whole batches first; only a batch that fails is run again one image at a time, to name its images."""
+        bad: dict[int, str] = {}
+        for start in range(0, self.count, self.batch_size):
+            stop = min(start + self.batch_size, self.count)
+            try:
+                self._feed_run(self.arrays[start:stop])
+                continue
+            except Exception:  # noqa: BLE001 - found again image by image below
+                pass
+            for i in range(start, stop):
+                try:
+                    self._one(i)
+                except Exception as e:  # noqa: BLE001 - a failure on a file excludes the file, for every pipeline
+                    bad[i] = f"{type(e).__name__}: {e}"
+        return bad
+
+
+class DaliPeer(Pipeline):
+    """NVIDIA DALI's CPU pipeline (``device_id=None``, one thread): train ``fn.decoders.image_random_crop`` (its own
+    RandomResizedCrop sampling, area 0.08-1, ratio 3/4-4/3, decoding only the crop) + ``fn.resize`` (antialiased) +
+    ``fn.flip`` by a coin; eval ``fn.decoders.image`` + ``fn.resize(resize_shorter=256)`` + ``fn.crop(224)``. Optional:
+    ``pip install nvidia-dali-cuda120`` (the CPU operators need no GPU)."""
+
+    name, label = "dali", "NVIDIA DALI (CPU): decoders + fn.resize + flip / crop"
+
+    def unavailable(self) -> str | None:
+        try:
+            import nvidia.dali  # noqa: F401
+        except ImportError as e:
+            missing = e.name or e
+            return f"NVIDIA DALI is not installed ({missing}; pip install nvidia-dali-cuda120; CPU use needs no GPU)"
+        except OSError as e:  # a broken install: its shared libraries do not load
+            return f"NVIDIA DALI cannot load: {str(e).splitlines()[0]}"
+        return None
+
+    def prepare(self, blobs: Sequence[bytes], mode: str, work: Workload, threads: int = 1) -> Prepared:
+        from nvidia.dali import fn, pipeline_def, types
+
+        interp = types.INTERP_CUBIC if work.interpolation == "bicubic" else types.INTERP_LINEAR
+        size, batch = work.size, max(1, min(work.batch_size, len(blobs)))
+
+        @pipeline_def(batch_size=batch, num_threads=max(1, threads), device_id=None, seed=work.seed + 1,
+                      prefetch_queue_depth=1)
+        def graph():  # type: ignore[no-untyped-def]
+            jpegs = fn.external_source(name="jpegs", dtype=types.UINT8, ndim=1)
+            if mode == "train":
+                images = fn.decoders.image_random_crop(jpegs, device="cpu", output_type=types.RGB,
+                                                       random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3])
+                images = fn.resize(images, resize_x=size, resize_y=size, interp_type=interp, antialias=True)
+                return fn.flip(images, horizontal=fn.random.coin_flip())
+            images = fn.decoders.image(jpegs, device="cpu", output_type=types.RGB)
+            images = fn.resize(images, resize_shorter=work.resize_size, interp_type=interp, antialias=True)
+            return fn.crop(images, crop=(size, size))
+
+        pipe = graph()
+        pipe.build()
+        return DaliPrepared(pipe, blobs, batch)
+
+
 class PillowSimdNote(Pipeline):
     """pillow-simd is a build of Pillow installed in its place (same ``PIL`` package), so it cannot run beside it: when
     it is the Pillow installed, the Pillow rows measure it. This entry only says which is the case."""
@@ -387,7 +475,7 @@ class PillowSimdNote(Pipeline):
 #: Every pipeline, in table order.
 PIPELINES: tuple[Pipeline, ...] = (
     Ours(), Floor(), PillowPeer(), PillowDraftPeer(), TorchvisionPeer(), SimplejpegOpenCVPeer(), TurboJPEGPeer(),
-    PillowSimdNote(),
+    DaliPeer(), PillowSimdNote(),
 )
 
 
