@@ -9,6 +9,9 @@ start from the same weights and see the same images; the crops, flips and batch 
 It prints each run's top-1 validation accuracy, each pipeline's mean and spread over the seeds, and the paired
 difference. The two pipelines compute the same transforms bit for bit at full DCT scale (tests/test_eval_exact.py),
 so the difference measures the random draws plus our DCT-scaled decoding of large crops, nothing systematic.
+
+The defaults (resnet18 at 48 px, 6 epochs of 1,000 images, 3 seeds) take several minutes on two idle CPU cores; the
+README's figures come from ``--image-size 64 --epochs 8``, 2.4 times the work.
 """
 from __future__ import annotations
 
@@ -40,9 +43,9 @@ class Recipe:
     """What both pipelines train with."""
 
     model: str = "resnet18"
-    image_size: int = 64
+    image_size: int = 48
     batch_size: int = 32
-    epochs: int = 8
+    epochs: int = 6
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-5
