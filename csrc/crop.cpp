@@ -97,9 +97,12 @@ Crop sample_crop(const CropParams& p, int width, int height, uint64_t seed, uint
   for (int attempt = 0; attempt < 10 && !found; ++attempt) {
     const double target_area = area * rng.uniform(p.scale_lo, p.scale_hi);
     const double aspect = std::exp(rng.uniform(log_lo, log_hi));
-    w = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area * aspect)));
-    h = static_cast<int64_t>(std::nearbyint(std::sqrt(target_area / aspect)));
-    if (w > 0 && w <= width && h > 0 && h <= height) {
+    // Compared as doubles before any cast: an extreme ratio makes them far larger than an int64 holds.
+    const double wd = std::nearbyint(std::sqrt(target_area * aspect));
+    const double hd = std::nearbyint(std::sqrt(target_area / aspect));
+    if (wd > 0 && wd <= width && hd > 0 && hd <= height) {
+      w = static_cast<int64_t>(wd);
+      h = static_cast<int64_t>(hd);
       i = rng.randint(0, height - h + 1);
       j = rng.randint(0, width - w + 1);
       found = true;
@@ -108,12 +111,14 @@ Crop sample_crop(const CropParams& p, int width, int height, uint64_t seed, uint
   if (!found) {  // centre fallback
     const double in_ratio = double(width) / double(height);
     const double rmin = std::min(p.ratio_lo, p.ratio_hi), rmax = std::max(p.ratio_lo, p.ratio_hi);
+    // torchvision's formulas; where they give an empty crop (a 1-pixel-high image and a narrow ratio range, where
+    // torchvision itself fails) the crop keeps at least one pixel, and never more than the image.
     if (in_ratio < rmin) {
       w = width;
-      h = static_cast<int64_t>(std::nearbyint(w / rmin));
+      h = static_cast<int64_t>(std::clamp(std::nearbyint(w / rmin), 1.0, double(height)));
     } else if (in_ratio > rmax) {
       h = height;
-      w = static_cast<int64_t>(std::nearbyint(h * rmax));
+      w = static_cast<int64_t>(std::clamp(std::nearbyint(h * rmax), 1.0, double(width)));
     } else {
       w = width;
       h = height;

@@ -487,3 +487,26 @@ def test_a_decoder_keeps_no_tables_from_the_previous_image(marker: int, what: st
         assert [pos for pos, _, _ in failures] == [1], failures
     else:
         assert failures == []
+
+
+# -- transform parameters at their extremes (fuzz findings) ------------------------------------------------------------
+
+def test_extreme_train_ratios_sample_a_valid_crop(tmp_path: Path) -> None:
+    """An aspect ratio far beyond any image (1e40) is compared before any integer cast (no undefined behaviour) and
+    falls back to torchvision's centre crop; where that fallback would be empty (a 1-pixel-high image, a narrow ratio
+    range) the crop keeps one pixel instead of failing every decode."""
+    jpeg = encode_jpeg(photo_like(120, 80, seed=3), quality=90)
+    assert decode_image(jpeg, TrainTransform(32, ratio=(1e40, 1e40))).shape == (32, 32, 3)
+    one = tmp_path / "one.png"
+    Image.fromarray(np.full((1, 1, 3), 200, np.uint8)).save(one)
+    assert (decode_image(one, TrainTransform(8, ratio=(0.1, 0.4))) == 200).all()
+    thin = tmp_path / "thin.png"
+    Image.fromarray(np.full((1, 40, 3), 90, np.uint8)).save(thin)
+    assert (decode_image(thin, TrainTransform(8, ratio=(0.1, 0.4)), seed=2) == 90).all()
+
+
+@pytest.mark.parametrize("kwargs", [dict(resize_size=2**31), dict(resize_size=(8, 2**25)), dict(crop_pct=1e-300),
+                                    dict(crop_pct=5e-324)])
+def test_eval_resizes_beyond_the_resampler_are_refused_when_built(kwargs: dict) -> None:
+    with pytest.raises(ValueError, match="EvalTransform: .*(limit|beyond any size)"):
+        EvalTransform(4, **kwargs)

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 from ipu_cnn import _C
 
+#: The largest side the resampler produces (csrc/resample.cpp refuses larger grids).
+MAX_RESIZE_SIDE = 1 << 24
+
 INTERPOLATIONS = {"bilinear": 0, "bicubic": 1}
 
 
@@ -115,7 +118,13 @@ class EvalTransform:
                 "non-square sizes after a ratio-keeping resize that this transform does not implement); give "
                 "resize_size, an int for the shorter side or (height, width)"
             )
-        resize = self.resize
+        try:
+            resize = self.resize
+        except OverflowError:  # floor(size / crop_pct) of a vanishing crop_pct
+            raise ValueError(f"EvalTransform: crop_pct {self.crop_pct!r} resizes the image beyond any size") from None
+        if max((resize,) if isinstance(resize, int) else resize) > MAX_RESIZE_SIDE:
+            raise ValueError(f"EvalTransform: a resize to {resize!r} is above the resampler's limit of "
+                             f"{MAX_RESIZE_SIDE} pixels a side")
         if isinstance(resize, int):
             if max(h, w) > resize:
                 raise ValueError(
