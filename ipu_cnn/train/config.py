@@ -374,7 +374,7 @@ def parse_config(argv: Sequence[str] | None = None) -> RunOptions:
     argv = list(sys.argv[1:] if argv is None else argv)
     explicit = _cli.explicit_options(build_parser(add_help=False), argv)
     asks_help = _asks_for_help(argv)
-    parser = build_parser(epilog=_demo_epilog())
+    parser = build_parser(epilog=_demo_epilog() if asks_help else None)  # the demo YAML is read only for --help
     actions = _cli.option_actions(parser)
     resumed_from: Path | None = None
     restored: dict[str, Any] = {}
