@@ -179,7 +179,9 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    "batches made on the host, no decoding; synthetic: random data made on the device, no host I/O; "
                    "imagenet: DATA_PATH/train + DATA_PATH/validation; folder: an ImageFolder at DATA_PATH "
                    "(+ --val-data-path); filelist: a path,label list at DATA_PATH (+ --val-data-path)")
-    g.add_argument("--data-path", default=None, help="dataset root (imagenet, folder) or list file (filelist)")
+    g.add_argument("--data-path", "--imagenet-data-path", dest="data_path", default=None,
+                   help="dataset root (imagenet, folder) or list file (filelist); --imagenet-data-path is Graphcore's "
+                   "spelling")
     g.add_argument("--val-data-path", default=None, help="validation ImageFolder (folder) or list file (filelist)")
     _cli.add_num_classes_option(g, "classes (default: the dataset's; 1000 for generated and synthetic)")
     g.add_argument("--demo-classes", type=_cli.positive_int, default=10, help="classes of the demo dataset")
@@ -297,7 +299,8 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
     g = p.add_argument_group("validation")
     g.add_argument("--validation-mode", choices=VALIDATION_MODES, default="during",
                    help="validate after every --validation-freq epochs (during), once at the end (after), or never")
-    g.add_argument("--validation-freq", type=_cli.positive_int, default=1, help="epochs between validations (during)")
+    g.add_argument("--validation-freq", "--validation-frequency", dest="validation_freq", type=_cli.positive_int,
+                   default=1, help="epochs between validations (during); --validation-frequency is Graphcore's spelling")
     g.add_argument("--validation-batch-size", type=_cli.optional_int, default=None,
                    help="validation micro-batch (default: --micro-batch-size)")
 
