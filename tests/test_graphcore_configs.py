@@ -403,3 +403,11 @@ def test_the_docs_table_says_for_every_graphcore_option_what_it_is_here() -> Non
 def test_graphcores_spellings_of_renamed_options_are_accepted() -> None:
     options = parse_config(["--data", "imagenet", "--imagenet-data-path", "/imagenet", "--validation-frequency", "3"])
     assert (options.data_path, options.validation_freq) == ("/imagenet", 3)
+
+
+def test_inference_config_random_weights_yield_to_given_weights(tmp_path: Path) -> None:
+    assert parse_options(["--config", "efficientnet-b0-g16-gn"]).random_weights is True
+    given = parse_options(["--config", "efficientnet-b0-g16-gn", "--weights", str(tmp_path / "ckpt.pt")])
+    assert (given.random_weights, given.weights) == (False, str(tmp_path / "ckpt.pt"))
+    with pytest.raises(SystemExit):  # two given on the command line still clash (argparse: not allowed with)
+        parse_options(["--random-weights", "--weights", "x.pt"])

@@ -268,10 +268,14 @@ def parse_options(argv: Sequence[str]) -> InferenceOptions:
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(rest)
     label = "none"
+    defaults: dict[str, Any] = {}
     if known.config is not None:
         defaults, label = load_config_defaults(known.config, mode)
         parser.set_defaults(**defaults)
-    return _resolve({**vars(parser.parse_args(rest)), "mode": mode, "config": label})
+    values = vars(parser.parse_args(rest))
+    if defaults.get("random_weights") and (values["weights"] or values["pretrained"]):
+        values["random_weights"] = False  # a config's random weights (Graphcore's G16 configs) yield to given ones
+    return _resolve({**values, "mode": mode, "config": label})
 
 
 def _resolve(values: dict[str, Any]) -> InferenceOptions:

@@ -229,6 +229,10 @@ def load_model(choice: ModelChoice, *, default_weights: str | None = "random") -
             state = average["model"]
         # the shape the run trained (older checkpoints: the default shape); a checkpoint names its own
         shape = ModelShape.from_record(ckpt.get("model_shape") or ckpt.get("options"))
+        if not c.shape.is_default and c.shape != shape:
+            raise SystemExit(f"the shape options ({c.shape.describe()}) differ from the shape the checkpoint {path} "
+                             f"was trained with ({shape.describe() or 'the default'}): drop them (the checkpoint "
+                             "records its shape)")
         model = create_model(name, num_classes, mean=preprocessing.mean, std=preprocessing.std, shape=shape)
         try:
             unwrap_model(model).load_state_dict(state)
