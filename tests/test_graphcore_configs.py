@@ -250,7 +250,7 @@ def test_batch_norm_options_and_norm_type_none() -> None:
     assert bare(torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)).shape == (1, 4)
 
 
-# -- IPU-only values on CPU/CUDA ----------------------------------------------------------------------------------------
+# -- IPU-only values on CPU/CUDA --------------------------------------------------------------------------------------
 def test_a_configs_replicas_become_gradient_accumulation_in_one_process() -> None:
     options = parse_config(["--config", "resnet50", "--data-path", "/imagenet"])
     folded, note = fold_config_replicas(options, "cpu", 1)
@@ -304,6 +304,8 @@ def test_a_shaped_config_trains_validates_and_serves_with_its_shape(tmp_path: Pa
     assert "validation accuracy:" in capsys.readouterr().out
     loaded = load_model(ModelChoice("benchmark", weights=str(checkpoint)))  # inference too, without shape flags
     assert any(isinstance(m, nn.GroupNorm) for m in loaded.model.modules())
+    with pytest.raises(SystemExit, match="differ from the shape the checkpoint"):
+        load_model(ModelChoice("benchmark", weights=str(checkpoint), shape=ModelShape(norm_type="none")))
 
 
 # -- values that wait for other helpers' options ---------------------------------------------------------------------

@@ -300,7 +300,7 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
     g.add_argument("--validation-mode", choices=VALIDATION_MODES, default="during",
                    help="validate after every --validation-freq epochs (during), once at the end (after), or never")
     g.add_argument("--validation-freq", "--validation-frequency", dest="validation_freq", type=_cli.positive_int,
-                   default=1, help="epochs between validations (during); --validation-frequency is Graphcore's spelling")
+                   default=1, help="epochs between validations (during); --validation-frequency: Graphcore's spelling")
     g.add_argument("--validation-batch-size", type=_cli.optional_int, default=None,
                    help="validation micro-batch (default: --micro-batch-size)")
 

@@ -80,7 +80,9 @@ def fold_config_replicas(options: RunOptions, device_type: str, world_size: int)
     line that says so (None when nothing changes). ``--replicas`` given on the command line is taken literally
     (`plan_batches` then says how to launch that many processes), as is a count the processes do not divide."""
     r = options.replicas
-    if device_type == "ipu" or r in (1, world_size) or r % world_size or not _config_sets(options.config, "replicas", r):
+    if device_type == "ipu" or r in (1, world_size) or r % world_size:
+        return options, None
+    if not _config_sets(options.config, "replicas", r):
         return options, None
     per_process = r // world_size
     accumulation = options.gradient_accumulation * per_process
