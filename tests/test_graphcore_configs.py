@@ -46,7 +46,7 @@ _B4 = dict(_EFF, model="efficientnet-b4", precision="16.16", enable_stochastic_r
 _MNV3 = dict(label_smoothing=0.1, weight_decay=3e-5, optimizer="sgd_combined", lr_schedule="cosine", warmup_epoch=5.0,
              loss_scaling=128.0, seed=42, norm_type="batch", half_partial=True, eight_bit_io=True,
              normalization_location="device", epoch=360, momentum=0.9, lr=0.52, device_iterations=1,
-             validation_mode="after", micro_batch_size=32)
+             validation_mode="after", micro_batch_size=32, dropout=0.2)
 _SMALL = dict(_MNV3, model="mobilenet-v3-small", precision="16.16", recompute_mode="auto", gradient_accumulation=32,
               replicas=1, enable_stochastic_rounding=True)
 _LARGE = dict(_MNV3, model="mobilenet-v3-large", precision="16.32", gradient_accumulation=32, replicas=1,
