@@ -183,7 +183,7 @@ def test_g16_gn_structure_is_graphcores() -> None:
     for block in net.blocks[1:]:
         for layer in block:
             assert layer.conv_pw.out_channels == 4 * layer.conv_pw.in_channels
-    images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     net_in = create_model("efficientnet-b0", 7, shape=G16_GN).train()
     net_in(images).sum().backward()  # GroupNormAct kept its activation; gradients reach the stem
     assert net_in.model.conv_stem.weight.grad is not None
