@@ -176,6 +176,27 @@ def add_model_option(group: Any, *, default: str | None, help: str) -> None:
     group.add_argument("--model", default=default, help=help)
 
 
+def add_model_shape_options(group: Any) -> None:
+    """Graphcore's norm and EfficientNet shape options (`ipu_cnn.models.ModelShape`), the same in both applications;
+    a checkpoint records them, so validation and inference rebuild the shape it was trained with."""
+    group.add_argument("--norm-type", choices=("batch", "group", "none"), default="batch",
+                       help="norm layers: the model's BatchNorm, GroupNorm in its place, or none")
+    group.add_argument("--norm-num-groups", type=positive_int, default=32, help="GroupNorm groups (--norm-type group)")
+    group.add_argument("--norm-eps", type=optional_float, default=None,
+                       help="epsilon of every norm layer (default: the model's; 1e-5 for GroupNorm)")
+    group.add_argument("--batchnorm-momentum", type=optional_float, default=None,
+                       help="BatchNorm running-statistics momentum, PyTorch's convention (default: the model's, 0.1)")
+    group.add_argument("--efficientnet-expand-ratio", type=positive_int, default=6,
+                       help="expansion of the EfficientNet inverted-bottleneck blocks (6 as published; Graphcore's "
+                       "G16 recipes: 4)")
+    group.add_argument("--efficientnet-group-dim", type=positive_int, default=1,
+                       help="channels per group of the EfficientNet depthwise convolutions (1: depthwise as "
+                       "published; Graphcore's G16 recipes: 16)")
+    group.add_argument("--enable-fast-groupnorm", action="store_true",
+                       help="accepted for Graphcore's configs: it chose an IPU GroupNorm kernel; PyTorch's GroupNorm "
+                       "serves every device here, so it changes nothing")
+
+
 def add_num_classes_option(group: Any, help: str) -> None:
     group.add_argument("--num-classes", type=optional_int, default=None, help=help)
 

@@ -26,7 +26,9 @@ def test_recipes_carry_the_published_settings() -> None:
     assert (r50.optimizer, r50.momentum, r50.lr_schedule, r50.warmup_epoch) == ("sgd_combined", 0.9,
                                                                                             "cosine", 5.0)
     assert r50.label_smoothing == 0.1 and r50.weight_decay == 1e-4 and r50.zero_init_residual is True
-    assert r50.lr_reference_batch == 256
+    # Graphcore's published lr 2.0 for its global batch 18 x 57 x 16, scaled linearly to any other global batch
+    assert (r50.lr, r50.lr_reference_batch, r50.micro_batch_size * r50.gradient_accumulation * r50.replicas) == \
+        (2.0, 16416, 16416)
     b0 = parse_config(["--config", "efficientnet-b0", "--data-path", "x"])
     assert b0.optimizer == "rmsprop_tf" and b0.lr_schedule == "exponential"
     assert b0.weight_avg_strategy == "exponential" and b0.optimizer_eps == 1e-3

@@ -45,6 +45,13 @@ class InferenceOptions:
     pretrained: bool
     averaged_weights: bool
     num_classes: int | None
+    norm_type: str
+    norm_num_groups: int
+    norm_eps: float | None
+    batchnorm_momentum: float | None
+    efficientnet_expand_ratio: int
+    efficientnet_group_dim: int
+    enable_fast_groupnorm: bool
     image_size: int | None
     eval_crop_pct: float | None
     interpolation: str | None
@@ -105,8 +112,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                            "defaults")
 
     g = parser.add_argument_group("model and weights")
-    _cli.add_model_option(g, default=None, help="resnet50, efficientnet-b0, efficientnet-b4, resnet18 or any timm "
-                          "model name (default: the checkpoint's with --weights, else resnet50)")
+    _cli.add_model_option(g, default=None, help="resnet50, efficientnet-b0, efficientnet-b4, mobilenet-v3-small, "
+                          "mobilenet-v3-large, mobilenet, resnet18 or any timm model name (default: the checkpoint's "
+                          "with --weights, else resnet50); the shape options below apply without a checkpoint (a "
+                          "checkpoint records its own)")
     source = g.add_mutually_exclusive_group()
     source.add_argument("--weights", default=None, metavar="FILE|RUN_DIR",
                         help="a training checkpoint (restores the model name, classes, image size and eval "
@@ -120,6 +129,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                    help="with a checkpoint: use its averaged weights (--weight-avg-strategy in training)")
     _cli.add_num_classes_option(g, "classes of a model without a checkpoint (default: 1000, or what a plain state "
                                 "dict holds)")
+    _cli.add_model_shape_options(g)
 
     g = parser.add_argument_group("preprocessing (default: the checkpoint's, else the model's timm config)")
     _cli.add_image_options(g, interpolation_default=None,
@@ -258,10 +268,14 @@ def parse_options(argv: Sequence[str]) -> InferenceOptions:
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(rest)
     label = "none"
+    defaults: dict[str, Any] = {}
     if known.config is not None:
         defaults, label = load_config_defaults(known.config, mode)
         parser.set_defaults(**defaults)
-    return _resolve({**vars(parser.parse_args(rest)), "mode": mode, "config": label})
+    values = vars(parser.parse_args(rest))
+    if defaults.get("random_weights") and (values["weights"] or values["pretrained"]):
+        values["random_weights"] = False  # a config's random weights (Graphcore's G16 configs) yield to given ones
+    return _resolve({**values, "mode": mode, "config": label})
 
 
 def _resolve(values: dict[str, Any]) -> InferenceOptions:
@@ -298,6 +312,12 @@ def check_options(options: InferenceOptions) -> None:
     if options.mode == "export" and options.device == "ipu":
         raise SystemExit("export writes a device-independent graph (ONNX or TorchScript): use --device cpu or cuda; "
                          "PopTorch compiles for IPUs from the PyTorch model itself")
+    from ipu_cnn.models.registry import ModelShape  # lazily: timm is not needed to parse flags
+
+    try:
+        ModelShape.from_record(options.as_dict())
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     proportion = options.available_memory_proportion
     if proportion is not None and not 0.0 < proportion <= 1.0:
         raise SystemExit(f"--available-memory-proportion must be in (0, 1], got {proportion}")

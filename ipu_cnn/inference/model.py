@@ -23,6 +23,7 @@ from ipu_cnn.inference.classes import IMAGENET_CLASSES, class_names_for
 from ipu_cnn.inference.config import InferenceOptions
 from ipu_cnn.models import (
     EvalPreprocessing,
+    ModelShape,
     NormalizedModel,
     create_model,
     model_spec,
@@ -52,12 +53,13 @@ class ModelChoice:
     eval_crop_pct: float | None = None
     interpolation: str | None = None
     seed: int = 0
+    shape: ModelShape = ModelShape()
 
     @classmethod
     def from_options(cls, options: InferenceOptions) -> ModelChoice:
         o = options
         return cls(o.mode, o.model, o.weights, o.pretrained, o.random_weights, o.averaged_weights, o.num_classes,
-                   o.image_size, o.eval_crop_pct, o.interpolation, o.seed)
+                   o.image_size, o.eval_crop_pct, o.interpolation, o.seed, ModelShape.from_record(o.as_dict()))
 
 
 @dataclass
@@ -225,7 +227,13 @@ def load_model(choice: ModelChoice, *, default_weights: str | None = "random") -
                 raise SystemExit(f"--averaged-weights: the checkpoint {path} holds no averaged weights (train with "
                                  "--weight-avg-strategy mean or exponential); drop the option")
             state = average["model"]
-        model = create_model(name, num_classes, mean=preprocessing.mean, std=preprocessing.std)
+        # the shape the run trained (older checkpoints: the default shape); a checkpoint names its own
+        shape = ModelShape.from_record(ckpt.get("model_shape") or ckpt.get("options"))
+        if not c.shape.is_default and c.shape != shape:
+            raise SystemExit(f"the shape options ({c.shape.describe()}) differ from the shape the checkpoint {path} "
+                             f"was trained with ({shape.describe() or 'the default'}): drop them (the checkpoint "
+                             "records its shape)")
+        model = create_model(name, num_classes, mean=preprocessing.mean, std=preprocessing.std, shape=shape)
         try:
             unwrap_model(model).load_state_dict(state)
         except RuntimeError as error:
@@ -244,7 +252,7 @@ def load_model(choice: ModelChoice, *, default_weights: str | None = "random") -
         if pretrained:
             check_pretrained_available(name)
         torch.manual_seed(int(c.seed or 0))
-        model = create_model(name, num_classes, pretrained=pretrained, weights=weights_path or None)
+        model = create_model(name, num_classes, pretrained=pretrained, weights=weights_path or None, shape=c.shape)
         class_names = class_names_for(num_classes)
         source = "pretrained" if pretrained else (str(weights_path) if weights_path else "random")
     model.eval()

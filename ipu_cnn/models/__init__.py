@@ -12,15 +12,27 @@ from ipu_cnn.models.normalize import (
     unwrap_normalized,
 )
 from ipu_cnn.models.preprocessing import EvalPreprocessing
-from ipu_cnn.models.registry import ModelSpec, count_parameters, create_model, model_spec, resolve_model_name
+from ipu_cnn.models.registry import (
+    GRAPHCORE_ALIASES,
+    NORM_TYPES,
+    ModelShape,
+    ModelSpec,
+    count_parameters,
+    create_model,
+    model_spec,
+    resolve_model_name,
+)
 
 __all__ = [
     "EvalPreprocessing",
+    "GRAPHCORE_ALIASES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "InputNormalizer",
     "LabelSmoothingCrossEntropy",
+    "ModelShape",
     "ModelSpec",
+    "NORM_TYPES",
     "NormalizedModel",
     "count_parameters",
     "create_model",

@@ -1,15 +1,23 @@
 """Model registry: the Graphcore app's model names and any timm model, built with the normaliser as first op.
 
 Names: ``resnet18/34/50/101/152``, ``efficientnet-b0`` .. ``efficientnet-b7`` (the Graphcore spelling, mapped to
-timm's ``efficientnet_bN``) and any name ``timm.list_models()`` knows. Every model comes back as a `NormalizedModel`
-in channels_last memory format whose ``.model`` is the plain timm network, so checkpoints hold a state dict that
+timm's ``efficientnet_bN``), Graphcore's ``mobilenet`` / ``mobilenet-v3-small`` / ``mobilenet-v3-large`` (timm's
+``mobilenetv2_100`` / ``mobilenetv3_small_100`` / ``mobilenetv3_large_100``, see `GRAPHCORE_ALIASES`) and any name
+``timm.list_models()`` knows. Every model comes back as a `NormalizedModel` in channels_last memory format whose
+``.model`` is the plain timm network, so checkpoints of the default shape hold a state dict that
 ``timm.create_model(name, num_classes=...).load_state_dict`` accepts as is.
+
+`ModelShape` carries Graphcore's shape options (``--norm-type``, ``--norm-num-groups``, ``--norm-eps``,
+``--batchnorm-momentum``, ``--efficientnet-expand-ratio``, ``--efficientnet-group-dim``); see `create_model` for how
+they map onto timm's EfficientNet builder and norm layers.
 """
 from __future__ import annotations
 
 import difflib
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from functools import partial
 from typing import Any, Mapping
 
 import timm
@@ -26,6 +34,100 @@ _RECIPE_IMAGE_SIZE: dict[str, int] = {
     "efficientnet_b0": 224, "efficientnet_b1": 240, "efficientnet_b2": 260, "efficientnet_b3": 300,
     "efficientnet_b4": 380, "efficientnet_b5": 456, "efficientnet_b6": 528, "efficientnet_b7": 600,
 }
+
+
+#: Graphcore's model names that are not timm's, and the timm model each builds. Graphcore's ``mobilenet`` was
+#: torchvision's ``mobilenet_v2``, the same network as timm's ``mobilenetv2_100``; its MobileNetV3s (ported from
+#: ModelZoo.pytorch) are the paper's Small / Large at width 1.0, timm's ``mobilenetv3_small_100`` / ``_large_100``.
+GRAPHCORE_ALIASES: dict[str, str] = {
+    "mobilenet": "mobilenetv2_100",
+    "mobilenet-v3-small": "mobilenetv3_small_100",
+    "mobilenet-v3-large": "mobilenetv3_large_100",
+}
+
+#: Width and depth multipliers of timm's ``efficientnet_bN`` (the EfficientNet paper's compound scaling), for the
+#: builds with another expand ratio than 6.
+_EFFICIENTNET_SCALING: dict[str, tuple[float, float]] = {
+    "efficientnet_b0": (1.0, 1.0), "efficientnet_b1": (1.0, 1.1), "efficientnet_b2": (1.1, 1.2),
+    "efficientnet_b3": (1.2, 1.4), "efficientnet_b4": (1.4, 1.8), "efficientnet_b5": (1.6, 2.2),
+    "efficientnet_b6": (1.8, 2.6), "efficientnet_b7": (2.0, 3.1),
+}
+NORM_TYPES: tuple[str, ...] = ("batch", "group", "none")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Graphcore's model-shape options; the defaults build each model as timm defines it.
+
+    Attributes:
+        norm_type: ``batch`` keeps the model's BatchNorm layers; ``group`` replaces each by a GroupNorm of
+            `norm_num_groups` groups; ``none`` removes them (the activation that followed a fused norm stays).
+        norm_num_groups: GroupNorm groups (Graphcore's default 32; its EfficientNet recipes use 4).
+        norm_eps: epsilon of every norm layer (None: the model's own, 1e-5 for timm's; GroupNorm then 1e-5).
+        batchnorm_momentum: running-statistics momentum of every BatchNorm (None: the model's own, PyTorch's 0.1).
+        efficientnet_expand_ratio: inverted-bottleneck expansion of the EfficientNet blocks after the first (6 as
+            published; Graphcore's G16 recipes use 4).
+        efficientnet_group_dim: channels per group of the EfficientNet ``conv_dw`` convolutions (1: depthwise as
+            published; 16: Graphcore's G16 group convolutions).
+    """
+
+    norm_type: str = "batch"
+    norm_num_groups: int = 32
+    norm_eps: float | None = None
+    batchnorm_momentum: float | None = None
+    efficientnet_expand_ratio: int = 6
+    efficientnet_group_dim: int = 1
+
+    def __post_init__(self) -> None:
+        if self.norm_type not in NORM_TYPES:
+            raise ValueError(f"--norm-type {self.norm_type!r}: use one of {', '.join(NORM_TYPES)}")
+        if self.norm_num_groups < 1:
+            raise ValueError(f"--norm-num-groups must be >= 1, got {self.norm_num_groups}")
+        if self.norm_eps is not None and not self.norm_eps > 0:
+            raise ValueError(f"--norm-eps must be positive, got {self.norm_eps}")
+        if self.batchnorm_momentum is not None and not 0.0 <= self.batchnorm_momentum <= 1.0:
+            raise ValueError(f"--batchnorm-momentum must be in [0, 1], got {self.batchnorm_momentum}")
+        if self.efficientnet_expand_ratio < 1:
+            raise ValueError(f"--efficientnet-expand-ratio must be >= 1, got {self.efficientnet_expand_ratio}")
+        if self.efficientnet_group_dim < 1:
+            raise ValueError(f"--efficientnet-group-dim must be >= 1, got {self.efficientnet_group_dim}")
+
+    @property
+    def is_default(self) -> bool:
+        """True when the model builds exactly as timm defines it (so a plain timm state dict fits)."""
+        return self == ModelShape()
+
+    @property
+    def reshapes_efficientnet(self) -> bool:
+        return self.efficientnet_expand_ratio != 6 or self.efficientnet_group_dim != 1
+
+    def record(self) -> dict[str, Any]:
+        """The options by name (what checkpoints store under ``model_shape``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> ModelShape:
+        """The shape a record names (a checkpoint's ``model_shape``, or run options holding these keys); missing
+        keys take the defaults, other keys are ignored."""
+        if not record:
+            return cls()
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: record[k] for k in names if k in record and record[k] is not None})
+
+    def describe(self) -> str:
+        """A short label for log lines (empty for the default shape)."""
+        parts = []
+        if self.reshapes_efficientnet:
+            parts.append(f"expand ratio {self.efficientnet_expand_ratio}, group dim {self.efficientnet_group_dim}")
+        if self.norm_type == "group":
+            parts.append(f"GroupNorm {self.norm_num_groups} groups")
+        elif self.norm_type == "none":
+            parts.append("no norm layers")
+        if self.norm_eps is not None:
+            parts.append(f"norm eps {self.norm_eps:g}")
+        if self.batchnorm_momentum is not None and self.norm_type == "batch":
+            parts.append(f"BatchNorm momentum {self.batchnorm_momentum:g}")
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -60,6 +162,8 @@ class ModelSpec:
 def resolve_model_name(name: str) -> str:
     """The timm name for `name` (``efficientnet-b4`` -> ``efficientnet_b4``); an unknown name is a `ValueError`
     that suggests the closest known ones."""
+    if name.lower() in GRAPHCORE_ALIASES:
+        return GRAPHCORE_ALIASES[name.lower()]
     candidates = [name, name.replace("-", "_"), name.lower().replace("-", "_")]
     for candidate in candidates:
         if timm.models.is_model(candidate):
@@ -67,8 +171,8 @@ def resolve_model_name(name: str) -> str:
     known = timm.list_models()
     close = difflib.get_close_matches(name.lower().replace("-", "_"), known, n=5, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    raise ValueError(f"unknown model {name!r}: use resnet50, efficientnet-b0, efficientnet-b4, resnet18 or any name "
-                     f"from timm.list_models().{hint}")
+    raise ValueError(f"unknown model {name!r}: use resnet50, efficientnet-b0, efficientnet-b4, mobilenet-v3-large, "
+                     f"resnet18 or any name from timm.list_models().{hint}")
 
 
 def model_spec(name: str) -> ModelSpec:
@@ -127,6 +231,7 @@ def create_model(
     mean: tuple[float, float, float] | None = None,
     std: tuple[float, float, float] | None = None,
     channels_last: bool = True,
+    shape: ModelShape | None = None,
 ) -> NormalizedModel:
     """Build model `name` for `num_classes` classes, with an `InputNormalizer` first (unless `normalize` is False).
 
@@ -139,7 +244,13 @@ def create_model(
             ``zero_init_last``; ResNets only).
         normalize: put the normaliser in the model; False when the host normalises.
         mean, std: channel statistics on the 0..1 scale (default: the model's timm config).
+        shape: Graphcore's shape options (default: the model as timm defines it). Another expand ratio or group
+            dimension builds ``efficientnet_bN`` with timm's own EfficientNet builder (its block decoder, channel
+            rounding and init) from the published block table with that expansion, then gives each ``conv_dw``
+            ``max(channels // group_dim, 1)`` groups, as Graphcore's application did; ``norm_type`` group / none then
+            replaces every BatchNorm (timm's ``BatchNormAct2d`` by a ``GroupNormAct`` keeping its activation).
     """
+    shape = shape or ModelShape()
     spec = model_spec(name)
     kwargs: dict[str, Any] = {"num_classes": int(num_classes)}
     if drop_rate is not None:
@@ -148,8 +259,15 @@ def create_model(
         kwargs["drop_path_rate"] = float(drop_path_rate)
     if zero_init_residual is not None:
         kwargs["zero_init_last"] = bool(zero_init_residual)
+    if pretrained and (shape.reshapes_efficientnet or shape.norm_type != "batch"):
+        raise ValueError(f"pretrained weights exist for {spec.name} as published only: drop --pretrained, or drop "
+                         f"the shape options ({shape.describe()})")
     try:
-        model = timm.create_model(spec.name, pretrained=pretrained, **kwargs)
+        if shape.reshapes_efficientnet:
+            model = _reshaped_efficientnet(spec.name, shape, kwargs)
+        else:
+            model = timm.create_model(spec.name, pretrained=pretrained, **kwargs)
+        _apply_norm_type(model, shape)
     except TypeError as error:
         if zero_init_residual is not None and "zero_init_last" in str(error):
             raise ValueError(f"--zero-init-residual applies to residual networks with BatchNorm (ResNets), not to "
@@ -173,6 +291,88 @@ def create_model(
     if channels_last:
         wrapped = wrapped.to(memory_format=torch.channels_last)
     return wrapped
+
+
+def _reshaped_efficientnet(timm_name: str, shape: ModelShape, kwargs: dict[str, Any]) -> nn.Module:
+    """``efficientnet_bN`` with another expand ratio and group dimension, built by timm's EfficientNet builder (the
+    same stem, head, channel rounding, block decoding, SE ratio, swish and init as timm's ``efficientnet_bN``)."""
+    from timm.layers import get_act_layer
+    from timm.models.efficientnet import EfficientNet, decode_arch_def, round_channels
+
+    if timm_name not in _EFFICIENTNET_SCALING:
+        raise ValueError(f"--efficientnet-expand-ratio / --efficientnet-group-dim reshape EfficientNet-B0..B7 "
+                         f"(efficientnet-b0 .. efficientnet-b7), not {timm_name}: drop them or pick an EfficientNet")
+    width, depth = _EFFICIENTNET_SCALING[timm_name]
+    e = shape.efficientnet_expand_ratio
+    # the published block table (Tan & Le 2019, table 1) with expansion e in place of 6: kernel, stride, channels
+    blocks = [["ds_r1_k3_s1_e1_c16_se0.25"], [f"ir_r2_k3_s2_e{e}_c24_se0.25"], [f"ir_r2_k5_s2_e{e}_c40_se0.25"],
+              [f"ir_r3_k3_s2_e{e}_c80_se0.25"], [f"ir_r3_k5_s1_e{e}_c112_se0.25"], [f"ir_r4_k5_s2_e{e}_c192_se0.25"],
+              [f"ir_r1_k3_s1_e{e}_c320_se0.25"]]
+    round_chs = partial(round_channels, multiplier=width, divisor=8)
+    model = EfficientNet(block_args=decode_arch_def(blocks, depth), num_features=round_chs(1280), stem_size=32,
+                         round_chs_fn=round_chs, act_layer=get_act_layer("swish"), **kwargs)
+    if shape.efficientnet_group_dim > 1:
+        _group_depthwise_convolutions(model, shape.efficientnet_group_dim)
+    return model
+
+
+def _group_depthwise_convolutions(model: nn.Module, group_dim: int) -> None:
+    """Give every ``conv_dw`` ``max(channels // group_dim, 1)`` groups (Graphcore's rule: a layer narrower than
+    `group_dim` becomes a full convolution), initialised as timm initialises EfficientNet convolutions."""
+    from timm.layers import create_conv2d
+
+    for name, module in list(model.named_modules()):
+        if not (name.endswith("conv_dw") and isinstance(module, nn.Conv2d)):
+            continue
+        channels, k = module.in_channels, module.kernel_size[0]
+        groups = max(channels // group_dim, 1)
+        if channels % groups:
+            raise ValueError(f"--efficientnet-group-dim {group_dim}: {name} has {channels} channels, which "
+                             f"{groups} groups do not divide; use a group dimension that divides the block widths "
+                             "(1, 2, 4, 8 or 16)")
+        conv = create_conv2d(channels, module.out_channels, k, stride=module.stride[0], dilation=module.dilation[0],
+                             groups=groups)
+        fan_out = k * k * module.out_channels // groups  # timm's EfficientNet (TF "goog") init
+        nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / fan_out))
+        _set_submodule(model, name, conv)
+
+
+def _apply_norm_type(model: nn.Module, shape: ModelShape) -> None:
+    """Set every BatchNorm's eps and momentum (``batch``), or replace it by a GroupNorm (``group``) or by nothing
+    (``none``), keeping the dropout and activation that timm's fused ``BatchNormAct2d`` applies after the norm."""
+    from timm.layers import BatchNormAct2d, GroupNormAct
+
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, nn.modules.batchnorm._BatchNorm):
+            continue
+        if shape.norm_type == "batch":
+            if shape.norm_eps is not None:
+                module.eps = shape.norm_eps
+            if shape.batchnorm_momentum is not None:
+                module.momentum = shape.batchnorm_momentum
+            continue
+        fused = isinstance(module, BatchNormAct2d)
+        replacement: nn.Module
+        if shape.norm_type == "none":
+            replacement = nn.Sequential(module.drop, module.act) if fused else nn.Identity()
+        else:
+            channels, groups = module.num_features, shape.norm_num_groups
+            if channels % groups:
+                raise ValueError(f"--norm-num-groups {groups} does not divide the {channels} channels of {name}: "
+                                 "use a divisor of every norm layer's width (Graphcore's EfficientNets use 4)")
+            eps = shape.norm_eps if shape.norm_eps is not None else 1e-5
+            if fused:
+                replacement = GroupNormAct(channels, groups, eps=eps, apply_act=False)
+                replacement.drop, replacement.act = module.drop, module.act
+            else:
+                replacement = nn.GroupNorm(groups, channels, eps=eps)
+        _set_submodule(model, name, replacement)
+
+
+def _set_submodule(model: nn.Module, dotted: str, module: nn.Module) -> None:
+    parent_name, _, child = dotted.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, module)
 
 
 def count_parameters(model: nn.Module) -> int:

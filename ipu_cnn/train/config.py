@@ -71,6 +71,14 @@ class RunOptions:
     dropout: float | None
     drop_path: float | None
     zero_init_residual: bool | None
+    norm_type: str
+    norm_num_groups: int
+    norm_eps: float | None
+    batchnorm_momentum: float | None
+    efficientnet_expand_ratio: int
+    efficientnet_group_dim: int
+    enable_fast_groupnorm: bool
+    disable_stable_batchnorm: bool
     # batching and schedule
     micro_batch_size: int
     gradient_accumulation: int
@@ -171,7 +179,9 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    "batches made on the host, no decoding; synthetic: random data made on the device, no host I/O; "
                    "imagenet: DATA_PATH/train + DATA_PATH/validation; folder: an ImageFolder at DATA_PATH "
                    "(+ --val-data-path); filelist: a path,label list at DATA_PATH (+ --val-data-path)")
-    g.add_argument("--data-path", default=None, help="dataset root (imagenet, folder) or list file (filelist)")
+    g.add_argument("--data-path", "--imagenet-data-path", dest="data_path", default=None,
+                   help="dataset root (imagenet, folder) or list file (filelist); --imagenet-data-path is Graphcore's "
+                   "spelling")
     g.add_argument("--val-data-path", default=None, help="validation ImageFolder (folder) or list file (filelist)")
     _cli.add_num_classes_option(g, "classes (default: the dataset's; 1000 for generated and synthetic)")
     g.add_argument("--demo-classes", type=_cli.positive_int, default=10, help="classes of the demo dataset")
@@ -200,7 +210,8 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
 
     g = p.add_argument_group("model")
     _cli.add_model_option(g, default="resnet50",
-                          help="resnet50, efficientnet-b0, efficientnet-b4, resnet18 or any timm model name")
+                          help="resnet50, efficientnet-b0, efficientnet-b4, mobilenet-v3-small, mobilenet-v3-large, "
+                          "mobilenet, resnet18 or any timm model name")
     _cli.add_image_size_option(g, "training and evaluation image side (default: the model's: 224, EfficientNet-B4 "
                                "380)")
     g.add_argument("--pretrained", action="store_true", help="start from timm's pretrained weights (needs network)")
@@ -210,6 +221,10 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    help="stochastic depth rate (default: timm's)")
     g.add_argument("--zero-init-residual", action=argparse.BooleanOptionalAction, default=None,
                    help="zero-initialise the last BatchNorm gamma of each residual block (ResNets; default: timm's)")
+    _cli.add_model_shape_options(g)
+    g.add_argument("--disable-stable-batchnorm", action="store_true",
+                   help="accepted for Graphcore's configs: it chose a faster, less stable IPU BatchNorm kernel; "
+                   "PyTorch's BatchNorm serves every device here, so it changes nothing")
 
     g = p.add_argument_group("batching and schedule")
     _cli.add_micro_batch_option(g, "samples per forward/backward pass on one replica")
@@ -284,7 +299,8 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
     g = p.add_argument_group("validation")
     g.add_argument("--validation-mode", choices=VALIDATION_MODES, default="during",
                    help="validate after every --validation-freq epochs (during), once at the end (after), or never")
-    g.add_argument("--validation-freq", type=_cli.positive_int, default=1, help="epochs between validations (during)")
+    g.add_argument("--validation-freq", "--validation-frequency", dest="validation_freq", type=_cli.positive_int,
+                   default=1, help="epochs between validations (during); --validation-frequency: Graphcore's spelling")
     g.add_argument("--validation-batch-size", type=_cli.optional_int, default=None,
                    help="validation micro-batch (default: --micro-batch-size)")
 
@@ -482,6 +498,12 @@ def check_options(options: RunOptions) -> None:
         raise SystemExit(f"--image-size must be at least 8 pixels, got {o.image_size}")
     if o.auto_loss_scaling and o.precision == "32.32":
         raise SystemExit("--auto-loss-scaling needs half precision: add --precision 16.16 or 16.32, or drop it")
+    from ipu_cnn.models.registry import ModelShape  # lazily: timm is not needed to parse flags
+
+    try:
+        ModelShape.from_record(o.as_dict())
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     if o.sync_bn and o.device == "ipu":
         raise SystemExit("--sync-bn is for torchrun (CPU/CUDA); on IPUs use replicated BatchNorm options instead")
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ipu_cnn import _cli
 from ipu_cnn.backends import IpuSettings, OptimizerSettings
 from ipu_cnn.models import EvalPreprocessing
 from ipu_cnn.train.config import RunOptions
@@ -59,6 +60,53 @@ def plan_batches(options: RunOptions, device_type: str, world_size: int, *, chec
                      loader_batch_size=micro * accumulation * replicas * iterations,
                      validation_loader_batch_size=val_micro * replicas * iterations,
                      global_batch_size=micro * accumulation * replicas * world_size)
+
+
+def _config_sets(label: str, key: str, value: Any) -> bool:
+    """True when config `label` (a named config or a file) sets `key` to `value`."""
+    if label == "none":
+        return False
+    try:
+        data, _ = _cli.load_config_mapping("ipu_cnn.train", label)
+    except SystemExit:  # the file went away since the run started: nothing to attribute
+        return False
+    return data.get(key) == value
+
+
+def fold_config_replicas(options: RunOptions, device_type: str, world_size: int) -> tuple[RunOptions, str | None]:
+    """A config's IPU replication factor on CPU/CUDA, where replicas are processes: each of the `world_size`
+    processes runs ``replicas / world_size`` replicas' micro-batches one after another (gradient accumulation), so
+    the recipe keeps its published global batch, learning rate and schedule. Returns the options to run and the log
+    line that says so (None when nothing changes). ``--replicas`` given on the command line is taken literally
+    (`plan_batches` then says how to launch that many processes), as is a count the processes do not divide."""
+    r = options.replicas
+    if device_type == "ipu" or r in (1, world_size) or r % world_size:
+        return options, None
+    if not _config_sets(options.config, "replicas", r):
+        return options, None
+    per_process = r // world_size
+    accumulation = options.gradient_accumulation * per_process
+    global_batch = options.micro_batch_size * options.gradient_accumulation * r
+    folded = options.replace(replicas=world_size, gradient_accumulation=accumulation)
+    processes = f"{world_size} process{'es' if world_size > 1 else ''}"
+    return folded, (f"--config {options.config}: --replicas {r} is an IPU replication factor; on {device_type} with "
+                    f"{processes} each process runs {per_process} replicas' micro-batches in turn (gradient "
+                    f"accumulation {options.gradient_accumulation} x {per_process} = {accumulation}), keeping the "
+                    f"global batch of {global_batch}")
+
+
+def ipu_only_notes(options: RunOptions, device_type: str) -> list[str]:
+    """One log line for each option set to a value that acts on IPUs only, saying what the run does instead."""
+    if device_type == "ipu":
+        notes = []
+    else:
+        notes = [f"--device-iterations {options.device_iterations} sets the steps an IPU runs per host call; on "
+                 f"{device_type} the host feeds every step"] if options.device_iterations > 1 else []
+    if options.enable_fast_groupnorm:
+        notes.append("--enable-fast-groupnorm chose an IPU GroupNorm kernel; PyTorch's GroupNorm runs here")
+    if options.disable_stable_batchnorm:
+        notes.append("--disable-stable-batchnorm chose an IPU BatchNorm kernel; PyTorch's BatchNorm runs here")
+    return notes
 
 
 def effective_lr(lr: float, reference_batch: int | None, global_batch_size: int) -> float:

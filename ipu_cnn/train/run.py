@@ -36,6 +36,7 @@ from ipu_cnn.models import (
     EvalPreprocessing,
     InputNormalizer,
     LabelSmoothingCrossEntropy,
+    ModelShape,
     NormalizedModel,
     create_model,
     model_spec,
@@ -58,7 +59,16 @@ from ipu_cnn.train.data import DataSettings, Loaders, create_loaders
 from ipu_cnn.train.engine import EvalResult, TrainState, evaluate, train_one_epoch
 from ipu_cnn.train.logs import RunLogger
 from ipu_cnn.train.mixing import Mixing
-from ipu_cnn.train.plan import BatchPlan, RunPlan, effective_lr, ipu_settings, optimizer_settings, plan_batches
+from ipu_cnn.train.plan import (
+    BatchPlan,
+    RunPlan,
+    effective_lr,
+    fold_config_replicas,
+    ipu_settings,
+    ipu_only_notes,
+    optimizer_settings,
+    plan_batches,
+)
 from ipu_cnn.train.schedule import LRSchedule, create_scheduler, load_scheduler_state
 from ipu_cnn.train.signals import StopRequest
 
@@ -92,10 +102,13 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _inference_metadata(plan: RunPlan, normalization_location: str, class_names: list[str]) -> dict[str, Any]:
-    """What inference needs from a checkpoint on its own: the model, its classes and its eval preprocessing."""
+def _inference_metadata(plan: RunPlan, normalization_location: str, class_names: list[str],
+                        shape: ModelShape) -> dict[str, Any]:
+    """What inference needs from a checkpoint on its own: the model and its shape options, its classes and its eval
+    preprocessing."""
     return {
         "model_name": plan.timm_model,
+        "model_shape": shape.record(),
         "num_classes": plan.num_classes,
         "class_names": list(class_names),
         "image_size": plan.eval.image_size,
@@ -112,9 +125,13 @@ class _Trainer:
     """Holds the run's objects so checkpointing and validation read them from one place."""
 
     def __init__(self, options: RunOptions, loaders: Loaders | None) -> None:
-        self.options = options
         device = resolve_device_type(options.device)
         self.dist = init_distributed(device, options.dist_backend)
+        options, replica_note = fold_config_replicas(options, device, self.dist.world_size)
+        self.options = options
+        shape = ModelShape.from_record(options.as_dict())
+        self.notes = ([f"model shape: {shape.describe()}"] if not shape.is_default else []) + \
+            ([replica_note] if replica_note else []) + ipu_only_notes(options, device)
         batches = plan_batches(options, device, self.dist.world_size)
         spec = model_spec(options.model)
         eval_pre = EvalPreprocessing.resolve(spec, image_size=options.image_size, crop_pct=options.eval_crop_pct,
@@ -150,7 +167,7 @@ class _Trainer:
             options.model, num_classes, pretrained=options.pretrained, weights=options.weights,
             drop_rate=options.dropout, drop_path_rate=options.drop_path, zero_init_residual=options.zero_init_residual,
             normalize=options.normalization_location != "host", mean=eval_pre.mean, std=eval_pre.std,
-            channels_last=self.backend.channels_last)
+            channels_last=self.backend.channels_last, shape=ModelShape.from_record(options.as_dict()))
         host_normalizer = None
         if options.normalization_location == "host":
             host_normalizer = InputNormalizer(eval_pre.mean, eval_pre.std)
@@ -267,7 +284,8 @@ class _Trainer:
                 "rng": [r["rng"] for r in per_rank],
                 "config": self.plan.record(self.options), "options": run_options(self.options),
                 "metrics": self.last_validation,
-                **_inference_metadata(self.plan, self.options.normalization_location, self.class_names),
+                **_inference_metadata(self.plan, self.options.normalization_location, self.class_names,
+                                      ModelShape.from_record(self.options.as_dict())),
             }
             path = save_checkpoint(state, self.checkpoint_dir / checkpoint_name(epoch, self.state.step, tag))
         self.dist.barrier()
@@ -307,6 +325,8 @@ class _Trainer:
                          f"{plan.eval.image_size} px, "
                          f"device {plan.device} x {dist.world_size}, global batch {plan.batches.global_batch_size}, "
                          f"{self.steps_per_epoch} steps per epoch, peak lr {plan.lr_effective:.4g}")
+            for note in self.notes:
+                logger.print(note)
         epochs = options.epoch
         max_steps = options.max_steps
         start = time.perf_counter()

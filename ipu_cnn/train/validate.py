@@ -33,7 +33,7 @@ def validate_checkpoint(path: Path, overrides: dict[str, Any], averaged: bool = 
     """Validate checkpoint `path`; returns its top-1 accuracy (%), loss and sample count."""
     from ipu_cnn.backends import DistContext, create_backend, resolve_device_type
     from ipu_cnn.backends.feeder import DeviceFeeder
-    from ipu_cnn.models import EvalPreprocessing, create_model, model_spec
+    from ipu_cnn.models import EvalPreprocessing, ModelShape, create_model, model_spec
     from ipu_cnn.train.config import options_from_record
     from ipu_cnn.train.data import DataSettings, create_loaders
     from ipu_cnn.train.engine import evaluate
@@ -61,7 +61,8 @@ def validate_checkpoint(path: Path, overrides: dict[str, Any], averaged: bool = 
     if num_classes != state["num_classes"]:
         raise SystemExit(f"{path}: the model has {state['num_classes']} classes but this data has {num_classes}")
     model = create_model(state["model_name"], state["num_classes"], mean=eval_pre.mean, std=eval_pre.std,
-                         channels_last=backend.channels_last)
+                         channels_last=backend.channels_last,
+                         shape=ModelShape.from_record(state.get("model_shape") or state.get("options")))
     weights = state["model"]
     if averaged:
         if not state.get("weight_average"):
