@@ -198,6 +198,29 @@ def test_graphcore_names_resolve(resnet50: torch.nn.Module) -> None:
         resolve_module_name(resnet50, "add_16", "--x")
     b0 = timm.create_model("efficientnet_b0", num_classes=10)
     assert resolve_module_name(b0, "blocks/3/0/conv_pw", "--x") == "blocks.3.0.conv_pw"
+    # Graphcore's mobilenet-v3-large splits: its flat list of 15 bottlenecks is timm's 6 stages flattened
+    large = timm.create_model("mobilenetv3_large_100", num_classes=10)
+    assert pipeline_stages(large, ["mb_block/2/seq/0", "mb_block/7/seq/0", "mb_block/11/seq/0"]) == \
+        ["blocks.1.1", "blocks.3.1", "blocks.4.1"]
+    # Graphcore's efficientnet-b4-g16-gn-pod16 split and checkpoints (add_N: the N-th block with a skip)
+    b4 = timm.create_model("efficientnet_b4", num_classes=10)
+    assert pipeline_stages(b4, ["blocks/3/0/bn2"]) == ["blocks.3.0.bn2"]
+    assert recompute_targets(b4, ["add_1", "add_3"]) == ["blocks.1.1", "blocks.1.3"]
+
+
+def test_graphcores_resnet50_recompute_list_resolves(resnet50: torch.nn.Module) -> None:
+    """The recomputation checkpoints of Graphcore's resnet50 config (torch.fx names of torchvision's ResNet-50)
+    all land on timm's ResNet-50."""
+    graphcore = ["add", "add_1", "add_2", "add_3", "add_5", "add_6", "add_7", "add_9", "add_11", "add_12",
+                 "layer4/0/conv1", "layer4/0/bn1", "layer4/0/conv2", "layer4/0/bn2", "layer4/0/conv3", "layer4/0/bn3",
+                 "layer4/0/downsample_0", "layer4/0/downsample/1", "add_13", "layer4/1/conv1", "layer4/1/bn1",
+                 "layer4/1/conv2", "layer4/1/bn2", "layer4/1/conv3", "layer4/1/bn3", "add_14", "layer4/2/conv1",
+                 "layer4/2/bn1", "layer4/2/conv2", "layer4/2/bn2", "layer4/2/conv3", "layer4/2/bn3", "add_15",
+                 "avgpool", "fc"]
+    targets = recompute_targets(resnet50, graphcore)
+    assert len(targets) == len(graphcore)
+    assert targets[:4] == ["layer1.0", "layer1.1", "layer1.2", "layer2.0"] and targets[-2:] == ["global_pool", "fc"]
+    assert "layer4.0.downsample.0" in targets and "layer4.0.downsample.1" in targets
 
 
 def test_unknown_split_lists_the_valid_names(resnet50: torch.nn.Module) -> None:

@@ -4,8 +4,10 @@
 Graphcore's application named layers by their place in a traced graph, with ``/`` between levels
 (``blocks/3/0/conv_pw``, ``layer4/0/downsample_0``) and its residual additions ``add``, ``add_1``, ... in execution
 order. Here the names are the model's own ``named_modules()`` (``blocks.3.0.conv_pw``); `resolve_module_name` also
-takes Graphcore's spellings: ``/`` for ``.``, a trailing ``_N`` for a child ``.N``, and ``add_N`` for the output of the
-N-th residual block (the block whose last op is that addition). A name that resolves to nothing is an error that lists
+takes Graphcore's spellings: ``/`` for ``.``, a trailing ``_N`` for a child ``.N``, ``add_N`` for the output of the
+N-th residual block (the block whose last op is that addition), torchvision's ``avgpool`` for timm's
+``global_pool``, and Graphcore's MobileNet-v3 ``mb_block/N[/...]`` for the N-th block of timm's stages flattened (a
+stage boundary at the block's first op). A name that resolves to nothing is an error that lists
 the valid names, raised before anything is compiled.
 
 Pure functions of the model and the PopTorch module handed in, so they are tested with a recording stand-in.
@@ -23,11 +25,20 @@ from torch import nn
 #: EfficientNet / MobileNet: ``blocks.1.0``, ...).
 _BLOCK_NAME = re.compile(r"^(layer\d+|blocks\.\d+)\.\d+$")
 _ADD_NAME = re.compile(r"^add(?:_(\d+))?$")
+#: torchvision's names (which Graphcore's ResNet configs use) for what timm calls otherwise
+_TORCHVISION_NAMES = {"avgpool": "global_pool"}
+#: Graphcore's MobileNet-v3 held its bottlenecks in one flat ``mb_block`` list; timm nests them in stages
+_MB_BLOCK = re.compile(r"^mb_block\.(\d+)(?:\..*)?$")
 
 
 def module_names(model: nn.Module) -> list[str]:
     """The model's named modules (without the root), in definition order."""
     return [name for name, _ in model.named_modules() if name]
+
+
+def flat_blocks(model: nn.Module) -> list[str]:
+    """Names of the model's blocks (``layerS.B`` or ``blocks.S.B``) in definition order, stages flattened."""
+    return [name for name, _ in model.named_modules() if _BLOCK_NAME.match(name)]
 
 
 def residual_blocks(model: nn.Module) -> list[str]:
@@ -60,6 +71,14 @@ def resolve_module_name(model: nn.Module, name: str, flag: str, names: Sequence[
     indexed = re.sub(r"_(\d+)$", r".\1", dotted)
     if indexed in known:
         return indexed
+    if _TORCHVISION_NAMES.get(dotted) in known:
+        return _TORCHVISION_NAMES[dotted]
+    mb_block = _MB_BLOCK.match(dotted)
+    if mb_block:  # the block's start is where its first op (Graphcore's mb_block/N/seq/0) starts
+        blocks = flat_blocks(model)
+        index = int(mb_block.group(1))
+        if index < len(blocks):
+            return blocks[index]
     add = _ADD_NAME.match(dotted)
     if add:
         blocks = residual_blocks(model)

@@ -349,7 +349,8 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
     g.add_argument("--offline-target-ipu-version", type=int, choices=IPU_VERSIONS, default=None,
                    help="IPU version --compile-only targets (1: Mk1, 2: Mk2, 21: Bow; default: this machine's IPUs)")
     g.add_argument("--profile", nargs="?", const="", default=None, metavar="DIR",
-                   help="write a PopVision Graph Analyser report into DIR (default RUN_DIR/profile) (IPU only)")
+                   help="write a PopVision Graph Analyser report (compilation and execution) into DIR (default "
+                   "RUN_DIR/profile); add --max-steps N to profile a few steps only (IPU only)")
     g.add_argument("--offload-optimizer", action="store_true",
                    help="keep the optimizer state in streaming memory instead of on chip")
     g.add_argument("--enable-optimizer-rts", action="store_true",
