@@ -206,6 +206,8 @@ def test_graphcore_names_resolve(resnet50: torch.nn.Module) -> None:
     b4 = timm.create_model("efficientnet_b4", num_classes=10)
     assert pipeline_stages(b4, ["blocks/3/0/bn2"]) == ["blocks.3.0.bn2"]
     assert recompute_targets(b4, ["add_1", "add_3"]) == ["blocks.1.1", "blocks.1.3"]
+    assert pipeline_stages(b4, ["blocks/1/1/conv_pw", "blocks/3/0/conv_pw", "blocks/4/5/conv_pw"]) == \
+        ["blocks.1.1.conv_pw", "blocks.3.0.conv_pw", "blocks.4.5.conv_pw"]  # efficientnet-b4-g1-gn-pod16
 
 
 def test_graphcores_resnet50_recompute_list_resolves(resnet50: torch.nn.Module) -> None:
