@@ -537,3 +537,119 @@ def test_cpu_run_with_the_graphcore_schedule_and_ipu_flags(tmp_path, capsys: pyt
     assert [len(v) for _, v in sorted(rates.items())] == [1, 1, 1]  # one rate per epoch
     assert [rates[e].pop() for e in range(3)] == pytest.approx(
         [0.05 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)])
+
+
+# -- the trainer on the IPU path, with PopTorch replaced by a stand-in that runs the model on the CPU -------------
+class _Compiled:
+    """What ``poptorch.trainingModel`` / ``inferenceModel`` return, running the wrapped model on the CPU (forward
+    only: the device would do the update) and recording the host-side calls."""
+
+    def __init__(self, model: torch.nn.Module, calls: list) -> None:
+        self.model, self.calls = model, calls
+
+    def __call__(self, *args: torch.Tensor) -> Any:
+        with torch.no_grad():
+            return self.model(*args)
+
+    def setOptimizer(self, optimizer: Any) -> None:  # noqa: N802 - PopTorch's names
+        self.calls.append(("setOptimizer", optimizer.param_groups[0]["lr"], optimizer.loss_scaling))
+
+    def compile(self, *args: torch.Tensor) -> None:
+        self.calls.append(("compile", tuple(args[0].shape)))
+
+    def copyWeightsToHost(self) -> None:  # noqa: N802
+        pass
+
+    def copyWeightsToDevice(self) -> None:  # noqa: N802
+        pass
+
+    def detachFromDevice(self) -> None:  # noqa: N802
+        pass
+
+
+def _poptorch_sdk(calls: list) -> types.ModuleType:
+    module = fake_poptorch(calls)
+
+    class SGD(torch.optim.SGD):
+        def __init__(self, params: Any, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                     loss_scaling: float = 1.0, **_state_types: Any) -> None:
+            super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+            self.loss_scaling = loss_scaling
+
+    module.optim = types.SimpleNamespace(SGD=SGD)  # type: ignore[attr-defined]
+    module.trainingModel = lambda model, options, optimizer: _Compiled(model, calls)  # type: ignore[attr-defined]
+    module.inferenceModel = lambda model, options: _Compiled(model, calls)  # type: ignore[attr-defined]
+    module.identity_loss = lambda loss, reduction: loss  # type: ignore[attr-defined]
+    return module
+
+
+def _ipu_run(tmp_path: Any, monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> tuple[dict, list]:
+    import sys
+
+    from ipu_cnn.train import train
+
+    calls: list = []
+    monkeypatch.setitem(sys.modules, "poptorch", _poptorch_sdk(calls))
+    config = config_from_mapping({
+        "data": "synthetic", "device": "ipu", "model": "test_resnet", "image_size": 32, "num_classes": 4,
+        "micro_batch_size": 4, "generated_samples": 64, "epoch": 2, "lr": 0.1, "lr_schedule": "cosine",
+        "output_dir": str(tmp_path), "run_name": "run", "progress": "lines", "plot": False, **overrides})
+    return train(config), calls
+
+
+def test_trainer_on_ipus_pushes_the_optimizer_only_when_it_changes(tmp_path: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    summary, calls = _ipu_run(tmp_path, monkeypatch, lr_scheduler_freq=4.0, loss_scaling=4.0,
+                              initial_loss_scaling=2.0, pipeline_splits=["layer3"],
+                              available_memory_proportion=[0.2, 0.3])
+    assert summary["step"] == 32 and summary["checkpoint"]
+    # 16 steps per epoch, 4 updates per epoch: new rates before steps 4, 8, ..., 28; the loss scale doubles at
+    # epoch 2 (step 16), in the same push as that step's rate
+    schedule = LRSchedule("cosine", steps_per_epoch=16, epochs=2, updates_per_epoch=4.0)
+    pushes = [c[1:] for c in calls if c[0] == "setOptimizer"]
+    assert pushes == [(pytest.approx(0.1 * schedule.factor(s)), 2.0 if s < 16 else 4.0) for s in range(4, 32, 4)]
+    by_path = {p: a for p, a, _ in calls}
+    assert by_path["Options().enableSyntheticData"] == (True,)  # --data synthetic: made on the device
+    assert by_path["Options().setAvailableMemoryProportion"] == ({"IPU0": 0.2, "IPU1": 0.3},)
+    assert [c[2]["ipu_id"] for c in calls if c[0] == "BeginBlock"] == [1]
+
+
+def test_trainer_compile_only_compiles_and_ends(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    summary, calls = _ipu_run(tmp_path, monkeypatch, compile_only=True, offline_target_ipu_version=2)
+    assert summary["compiled"] and summary["step"] == 0
+    assert [c for c in calls if c[0] in ("compile", "setOptimizer")] == [("compile", (4, 3, 32, 32))]
+    assert ("Options().useOfflineIpuTarget", (2,), {}) in calls
+    assert "not kept: add --executable-cache-dir" in capsys.readouterr().out
+
+
+def test_init_distributed_under_poprun_reads_popdist(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from ipu_cnn.backends import init_distributed
+
+    inited: list[str] = []
+    popdist = types.ModuleType("popdist")
+    popdist.isPopdistEnvSet = lambda: True  # type: ignore[attr-defined]
+    popdist.init = lambda: inited.append("popdist")  # type: ignore[attr-defined]
+    popdist.getNumInstances = lambda: 2  # type: ignore[attr-defined]
+    popdist.getInstanceIndex = lambda: 1  # type: ignore[attr-defined]
+    popdist.getNumLocalReplicas = lambda: 8  # type: ignore[attr-defined]
+    popdist.getNumTotalReplicas = lambda: 16  # type: ignore[attr-defined]
+    hvd = types.ModuleType("horovod.torch")
+    hvd.init = lambda: inited.append("horovod")  # type: ignore[attr-defined]
+    horovod = types.ModuleType("horovod")
+    horovod.torch = hvd  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "popdist", popdist)
+    monkeypatch.setitem(sys.modules, "horovod", horovod)
+    monkeypatch.setitem(sys.modules, "horovod.torch", hvd)
+    monkeypatch.setenv("POPDIST_NUM_INSTANCES", "2")
+    dist = init_distributed("ipu")
+    assert inited == ["popdist", "horovod"]
+    assert (dist.rank, dist.world_size, dist.launcher, dist.local_replicas, dist.total_replicas) == \
+        (1, 2, "poprun", 8, 16)
+    assert dist.hvd is hvd and dist.uses_horovod
+    assert init_distributed("cpu").launcher == "none"  # popdist is for IPU runs only
+    monkeypatch.setitem(sys.modules, "horovod.torch", None)  # horovod missing with two instances: said at start
+    with pytest.raises(RuntimeError, match="needs horovod"):
+        init_distributed("ipu")

@@ -467,6 +467,9 @@ class IpuTrainStep:
         if self.mix is not None:
             images, targets = self.mix(images, labels)
         logits, losses = self.training_model(images.contiguous(), targets)
+        # the device stepped the optimizer; tell torch's LR scheduler so (it warns about a step order otherwise, as
+        # the Graphcore app's scheduler decorator also worked around)
+        self.optimizer._opt_called = True
         n = int(labels.shape[0])
         loss_sum = losses.float().mean() * n
         correct = (logits.float().argmax(dim=1) == labels).sum()
