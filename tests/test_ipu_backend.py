@@ -266,7 +266,8 @@ def test_annotations_begin_blocks_and_checkpoint_outputs() -> None:
 def test_backend_annotates_the_network_once_before_compiling() -> None:
     calls: list = []
     poptorch = fake_poptorch(calls)
-    poptorch.trainingModel = lambda model, options, optimizer: calls.append(("trainingModel", (), {})) or model  # type: ignore
+    poptorch.trainingModel = (  # type: ignore[attr-defined]
+        lambda model, options, optimizer: calls.append(("trainingModel", (), {})) or model)
     settings = ipu_settings(config_from_mapping({"data": "synthetic", "pipeline_splits": ["layer3"],
                                                  "recompute_mode": "auto", "recompute_checkpoints": ["layer2"]}))
     backend = IpuBackend(settings, eval_batch_size=4, poptorch=poptorch)
@@ -503,8 +504,11 @@ def test_popdist_options_get_ipus_per_replica_in_the_backend() -> None:
     backend = IpuBackend(settings, DistContext(0, 2, 0, "poprun"), eval_batch_size=4, poptorch=poptorch,
                          popdist=popdist)  # type: ignore[arg-type]
     assert backend.data_shard() == (0, 2)
-    backend.predict(torch.nn.Identity(), torch.zeros(3, 3, 8, 8))
+    model = timm.create_model("resnet18", num_classes=5)
+    backend.predict(model, torch.zeros(3, 3, 8, 8))
     assert ("popdist.Options", (), {"ipus_per_replica": 3}) in calls
+    # evaluation on its own (validate, inference) places the same stages as training would
+    assert [(c[1][0], c[2]["ipu_id"]) for c in calls if c[0] == "BeginBlock"] == [(model.layer3, 1), (model.layer4, 2)]
 
 
 def test_cpu_run_with_the_graphcore_schedule_and_ipu_flags(tmp_path, capsys: pytest.CaptureFixture) -> None:

@@ -218,8 +218,8 @@ def ipu_optimizer(settings: OptimizerSettings, precision: str, param_groups: Ite
     """The ``poptorch.optim`` optimizer for ``--optimizer`` with the precision's state types and static loss scale.
 
     ``sgd`` keeps separate accumulation and velocity tensors (``use_combined_accum=False``: PyTorch's SGD maths);
-    ``sgd_combined`` merges them to save memory, as in the Graphcore app, with the velocity scaled by the loss scale. ``rmsprop_tf`` is PopTorch's TensorFlow
-    variant (epsilon inside the square root, learning rate in the momentum).
+    ``sgd_combined`` merges them to save memory, as in the Graphcore app, with the velocity scaled by the loss scale.
+    ``rmsprop_tf`` is PopTorch's TensorFlow variant (epsilon inside the square root, learning rate in the momentum).
     """
     name = settings.name
     groups = list(param_groups)
@@ -387,6 +387,7 @@ class IpuBackend:
         compiled batch size and the padding's outputs dropped."""
         if self._inference is None or self._inference_source is not model:
             options = ipu_options(self.settings, self.poptorch, training=False, popdist=self.popdist)
+            self.annotate(model)  # the same stages as training: the options ask for one IPU per stage
             self._inference = self.poptorch.inferenceModel(model.eval(), options=options)
             self._inference_source = model
         full = self.eval_batch_size

@@ -334,8 +334,8 @@ class _Trainer:
             return self._compile_only()
         with stop, floating_point_checks(options.enable_fp_exceptions, plan.device):
             if options.enable_fp_exceptions and plan.device != "ipu":
-                logger.print(f"--enable-fp-exceptions on {plan.device}: autograd anomaly detection stops the run at the "
-                             "first operation whose gradient holds NaN (slow; IPUs trap in hardware)")
+                logger.print(f"--enable-fp-exceptions on {plan.device}: autograd anomaly detection stops the run at "
+                             "the first operation whose gradient holds NaN (slow; IPUs trap in hardware)")
             while self.state.epoch < epochs:
                 epoch = self.state.epoch
                 self._set_loss_scale(epoch)
