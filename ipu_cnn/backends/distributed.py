@@ -139,7 +139,8 @@ def poprun_context(popdist: Any, hvd: Any | None) -> DistContext:
     instances = int(popdist.getNumInstances())
     if instances > 1 and hvd is None:
         raise RuntimeError(HOROVOD_MISSING)
-    return DistContext(int(popdist.getInstanceIndex()), instances, 0, "poprun", None,
+    local_rank = int(hvd.local_rank()) if hvd is not None and hasattr(hvd, "local_rank") else 0  # on its host
+    return DistContext(int(popdist.getInstanceIndex()), instances, local_rank, "poprun", None,
                        local_replicas=int(popdist.getNumLocalReplicas()),
                        total_replicas=int(popdist.getNumTotalReplicas()), hvd=hvd)
 
