@@ -258,8 +258,10 @@ def add_half_partial_option(group: Any, help: str = "IPU: half-precision partial
 
 def add_ipu_tuning_options(group: Any, *, cache_default: str | None, cache_help: str,
                            memory_help: str = "IPU: fraction of tile memory for matmul/conv temporaries") -> None:
-    """The PopTorch knobs both applications pass on: memory proportion and executable cache."""
-    group.add_argument("--available-memory-proportion", type=optional_float, default=None, help=memory_help)
+    """The PopTorch knobs both applications pass on: memory proportion (one value, or one per pipeline stage) and
+    executable cache."""
+    group.add_argument("--available-memory-proportion", type=float, nargs="+", default=None, metavar="PROPORTION",
+                       help=memory_help)
     group.add_argument("--executable-cache-dir", default=cache_default, help=cache_help)
 
 

@@ -98,12 +98,28 @@ class Recorder:
         return self
 
 
-def fake_poptorch(calls: list) -> types.ModuleType:
+def fake_poptorch(calls: list, hardware_version: int = -1) -> types.ModuleType:
+    """A stand-in for PopTorch's public names that records every call made through them."""
     module = types.ModuleType("poptorch")
     module.Options = lambda: Recorder(calls, "Options()")  # type: ignore[attr-defined]
     module.ReductionType = types.SimpleNamespace(Mean="Mean", Sum="Sum")  # type: ignore[attr-defined]
     module.OutputMode = types.SimpleNamespace(All="All", Final="Final")  # type: ignore[attr-defined]
+    module.OverlapMode = types.SimpleNamespace(OverlapAccumulationLoop="OverlapAccumulationLoop")  # type: ignore
     module.optim = Recorder(calls, "optim")  # type: ignore[attr-defined]
+    module.ShardedExecution = lambda: "ShardedExecution()"  # type: ignore[attr-defined]
+    module.TensorLocationSettings = lambda: Recorder(calls, "TensorLocationSettings()")  # type: ignore[attr-defined]
+    module.ipuHardwareVersion = lambda: hardware_version  # type: ignore[attr-defined]
+
+    def begin_block(module_: Any, user_id: Any = None, ipu_id: Any = None) -> Any:
+        calls.append(("BeginBlock", (module_,), {"ipu_id": ipu_id}))
+        return module_
+
+    def checkpoint(tensor: Any) -> Any:
+        calls.append(("recomputationCheckpoint", (tensor,), {}))
+        return tensor
+
+    module.BeginBlock = begin_block  # type: ignore[attr-defined]
+    module.recomputationCheckpoint = checkpoint  # type: ignore[attr-defined]
     return module
 
 
@@ -136,8 +152,10 @@ def test_ipu_options_training_mapping() -> None:
     assert got["Training.setAutomaticLossScaling"] == ((True,), {})
     assert got["Precision.setPartialsType"] == ((torch.float16,), {})
     assert got["Precision.enableStochasticRounding"] == ((True,), {})
-    assert got["_Popart.set"] == (("autoRecomputation", 1), {})
+    popart = [args for path, args, _ in calls if path == "Options()._Popart.set"]
+    assert ("explicitRecomputation", True) in popart and ("autoRecomputation", 1) in popart
     assert got["setAvailableMemoryProportion"] == (({"IPU0": 0.6},), {})
+    assert "enableSyntheticData" in got  # --data synthetic: the IPU makes its own data, in training too
     assert got["enableExecutableCaching"] == (("/cache",), {})
     assert got["outputMode"] == (("All",), {})
 
@@ -154,9 +172,13 @@ def test_ipu_options_inference_and_fp32() -> None:
 
 def test_ipu_options_under_popdist_take_popdists_options() -> None:
     calls: list = []
-    popdist = types.SimpleNamespace(poptorch=types.SimpleNamespace(Options=lambda: Recorder(calls, "Options()")))
-    ipu_options(_ipu_config(replicas=2), fake_poptorch(calls), popdist=popdist)  # type: ignore[arg-type]
-    assert "replicationFactor" not in _calls_by_path(calls)  # popdist sets the instance's replicas
+    popdist = types.SimpleNamespace(poptorch=types.SimpleNamespace(
+        Options=lambda **kwargs: calls.append(("popdist.Options", (), kwargs)) or Recorder(calls, "Options()")))
+    ipu_options(_ipu_config(replicas=2, pipeline_splits=["layer3"]), fake_poptorch(calls),
+                popdist=popdist)  # type: ignore[arg-type]
+    got = _calls_by_path(calls)
+    assert "replicationFactor" not in got  # popdist sets the instance's replicas
+    assert got["popdist.Options"] == ((), {"ipus_per_replica": 2})  # one IPU per pipeline stage
 
 
 @pytest.mark.parametrize("name, cls, extra", [

@@ -70,3 +70,62 @@ def test_scheduler_steps_per_iteration_and_resumes() -> None:
     sched2 = create_scheduler(opt2, LRSchedule("cosine", steps_per_epoch=5, epochs=2, warmup_epochs=1))
     load_scheduler_state(sched2, state)
     assert opt2.param_groups[0]["lr"] == pytest.approx(0.4 * schedule.factor(7))
+
+
+# -- --lr-scheduler-freq and --initial-loss-scaling -------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["cosine", "exponential", "step"])
+@pytest.mark.parametrize("freq", [1.0, 4.0, 2.5, 0.424, 16.0])
+def test_scheduler_freq_holds_the_rate_between_updates(kind: str, freq: float) -> None:
+    from fractions import Fraction
+
+    spe = 10
+    held = LRSchedule(kind, steps_per_epoch=spe, epochs=12, warmup_epochs=2, decay=0.5, decay_epochs=[3.3, 7.1],
+                      updates_per_epoch=freq)
+    free = LRSchedule(kind, steps_per_epoch=spe, epochs=12, warmup_epochs=2, decay=0.5, decay_epochs=[3.3, 7.1])
+    f = Fraction(str(freq))
+    for step in range(spe * 12):
+        # closed form: the curve at the first step of the update interval k = floor(step * F / S)
+        k = math.floor(Fraction(step) * f / spe)
+        first = math.ceil(k * spe / f)
+        assert held.update_step(step) == first <= step
+        assert held.factor(step) == free.factor(first)
+    changes = sum(1 for s in range(1, spe * 12) if held.update_step(s) != held.update_step(s - 1))
+    # update k >= 1 starts at step ceil(k * S / F), which exists while that is <= the last step; more updates per
+    # epoch than steps is every step
+    assert changes == min(spe * 12 - 1, math.floor((spe * 12 - 1) * f / spe))
+
+
+def test_scheduler_freq_zero_is_every_step_and_negative_is_refused() -> None:
+    a = LRSchedule("cosine", steps_per_epoch=7, epochs=3, warmup_epochs=1, updates_per_epoch=0.0)
+    b = LRSchedule("cosine", steps_per_epoch=7, epochs=3, warmup_epochs=1)
+    assert [a.factor(s) for s in range(21)] == [b.factor(s) for s in range(21)]
+    with pytest.raises(ValueError, match="--lr-scheduler-freq must be >= 0"):
+        LRSchedule("cosine", steps_per_epoch=7, epochs=3, updates_per_epoch=-1.0)
+
+
+def _graphcore_ramp(epochs: int, initial: float, final: float) -> dict[int, float]:
+    """Graphcore's table of 1-based change epochs -> loss scale, built as its train.py builds it."""
+    n = int(math.log2(final // initial)) + 1
+    return {i * (epochs // n) + 1: initial * 2 ** i for i in range(n)}
+
+
+@pytest.mark.parametrize("epochs, initial, final", [(100, 16, 128), (350, 1, 128), (10, 32, 128), (3, 16, 128),
+                                                    (7, 16, 100), (5, 128, 128), (90, 0.5, 4)])
+def test_loss_scale_ramp_matches_graphcores_change_points(epochs: int, initial: float, final: float) -> None:
+    from ipu_cnn.train.schedule import loss_scale_ramp
+
+    table = _graphcore_ramp(epochs, initial, final)
+    scale = None
+    for epoch in range(epochs):
+        scale = table.get(epoch + 1, scale)  # Graphcore changes the scale at the start of a listed epoch
+        assert loss_scale_ramp(epoch, epochs, initial, final) == scale, epoch
+    assert scale is not None and scale <= final
+
+
+def test_loss_scale_ramp_documented_example_and_errors() -> None:
+    from ipu_cnn.train.schedule import loss_scale_ramp
+
+    values = [loss_scale_ramp(e, 100, 16, 128) for e in range(100)]
+    assert values == [16.0] * 25 + [32.0] * 25 + [64.0] * 25 + [128.0] * 25
+    with pytest.raises(ValueError, match="at most --loss-scaling"):
+        loss_scale_ramp(0, 10, 256, 128)

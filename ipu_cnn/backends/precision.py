@@ -8,7 +8,9 @@ bfloat16 has float32's range and needs none.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import ContextManager
 
 import torch
 
@@ -68,3 +70,13 @@ def precision_policy(precision: str, device_type: str, half_dtype: str = "auto",
     if loss_scaling is not None and loss_scaling != 1.0:
         return PrecisionPolicy(precision, dtype, "static", float(loss_scaling))
     return PrecisionPolicy(precision, dtype, "none", 1.0)
+
+
+def floating_point_checks(enabled: bool, device_type: str) -> ContextManager[object]:
+    """``--enable-fp-exceptions`` where the hardware does not trap: on CPU and CUDA, autograd's anomaly detection
+    with NaN checks, which raises at the first backward operation that produces NaN and names the forward operation
+    it came from (slow: it records a stack per operation). On IPUs the PopTorch option does it in hardware, so this
+    is a no-op there; nothing when not `enabled`."""
+    if not enabled or device_type == "ipu":
+        return contextlib.nullcontext()
+    return torch.autograd.set_detect_anomaly(True, check_nan=True)

@@ -172,6 +172,14 @@ class TorchTrainStep:
         self.after_step = after_step
         self.static_scale = backend.policy.loss_scale if backend.policy.loss_scaling == "static" else None
 
+    def set_loss_scale(self, scale: float) -> None:
+        """A new static loss scale from the next step on (``--initial-loss-scaling``'s ramp); dynamic scaling has
+        its own and refuses one."""
+        if self.scaler is not None:
+            raise ValueError("a static loss-scale ramp cannot drive dynamic loss scaling: give --loss-scaling, or "
+                             "drop --initial-loss-scaling")
+        self.static_scale = float(scale) if scale != 1.0 else None
+
     def _no_sync(self, last: bool) -> ContextManager[object]:
         model = getattr(self.model, "_orig_mod", self.model)
         if not last and isinstance(model, nn.parallel.DistributedDataParallel):

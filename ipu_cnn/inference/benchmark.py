@@ -87,8 +87,8 @@ def _benchmark(options: InferenceOptions, device_type: str, dist: DistContext) -
     out: TextIO = sys.stderr if options.json == "-" else sys.stdout
     iterations, warmup = int(options.iterations or 20), int(options.warmup_iterations or 0)
     if dist.is_main:
-        ipu = f", {options.replicas} replica(s) x {options.device_iterations} device iterations" \
-            if device_type == "ipu" else ""
+        replicas = dist.local_replicas or options.replicas  # poprun's count per instance, when under poprun
+        ipu = f", {replicas} replica(s) x {options.device_iterations} device iterations" if device_type == "ipu" else ""
         print(f"benchmarking {loaded.describe()}", file=out)
         print(f"device {device_type} x {dist.world_size} process(es){ipu}, data {data}, micro batch {micro} "
               f"(host batch {host_batch}), precision {options.precision}, {warmup} warm-up + "

@@ -61,7 +61,7 @@ class InferenceOptions:
     replicas: int
     device_iterations: int
     half_partial: bool
-    available_memory_proportion: float | None
+    available_memory_proportion: list[float] | None
     executable_cache_dir: str | None
     seed: int
     # benchmark and predict
@@ -318,6 +318,9 @@ def check_options(options: InferenceOptions) -> None:
         ModelShape.from_record(options.as_dict())
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    proportion = options.available_memory_proportion
-    if proportion is not None and not 0.0 < proportion <= 1.0:
-        raise SystemExit(f"--available-memory-proportion must be in (0, 1], got {proportion}")
+    proportions = options.available_memory_proportion
+    if isinstance(proportions, (int, float)):  # one number from a mapping or an older record
+        proportions = [proportions]
+    for proportion in proportions or ():
+        if not 0.0 < proportion <= 1.0:
+            raise SystemExit(f"--available-memory-proportion must be in (0, 1], got {proportion}")

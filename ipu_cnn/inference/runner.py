@@ -7,6 +7,8 @@ batch and returns when its logits are on the host, so the time of a call is the 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
@@ -50,8 +52,12 @@ def create_runner(model: nn.Module, options: InferenceOptions, micro_batch_size:
     PopTorch is the backends' clear `RuntimeError`. `synthetic_data`: the benchmark's device-made input (an IPU is
     then told to make it itself; CPU/CUDA are fed a batch made on them once)."""
     device_type = resolve_device_type(options.device)
+    dist = dist or DistContext()
+    # under poprun, each instance drives popdist's local replica count, whatever --replicas says
+    replicas = dist.local_replicas or options.replicas
+    settings = dataclasses.replace(ipu_settings(options, synthetic_data=synthetic_data), replicas=replicas)
     # "cuda" without an index is the current device, which init_distributed pins to the local rank under torchrun
-    backend = create_backend(device_type, dist or DistContext(), precision=options.precision,
-                             half_dtype=options.half_dtype, ipu=ipu_settings(options, synthetic_data=synthetic_data),
-                             eval_batch_size=micro_batch_size * options.device_iterations * options.replicas)
+    backend = create_backend(device_type, dist, precision=options.precision,
+                             half_dtype=options.half_dtype, ipu=settings,
+                             eval_batch_size=micro_batch_size * options.device_iterations * replicas)
     return Runner(backend, model)

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from ipu_cnn import _cli
+from ipu_cnn.backends.ipu import EXCHANGE_MEMORY_TARGETS, IPU_VERSIONS, IpuSettings, check_ipu_settings
 from ipu_cnn.backends.precision import PRECISIONS
 
 DATA_MODES = ("demo", "generated", "synthetic", "imagenet", "folder", "filelist")
@@ -103,6 +104,7 @@ class RunOptions:
     lr_epoch_decay: list[float]
     lr_decay_period: float
     lr_min_ratio: float
+    lr_scheduler_freq: float
     # precision
     precision: str
     half_dtype: str
@@ -110,6 +112,8 @@ class RunOptions:
     auto_loss_scaling: bool
     half_partial: bool
     enable_stochastic_rounding: bool
+    initial_loss_scaling: float | None
+    enable_fp_exceptions: bool
     # regularisation
     mixup_alpha: float
     cutmix_lambda_low: float
@@ -132,8 +136,18 @@ class RunOptions:
     sync_bn: bool
     dist_backend: str
     recompute_mode: str
-    available_memory_proportion: float | None
+    available_memory_proportion: list[float] | None
     executable_cache_dir: str | None
+    # IPU
+    pipeline_splits: list[str]
+    recompute_checkpoints: list[str]
+    exchange_memory_target: str | None
+    num_io_tiles: int
+    compile_only: bool
+    offline_target_ipu_version: int | None
+    profile: str | None
+    offload_optimizer: bool
+    enable_optimizer_rts: bool
     # logging
     output_dir: str
     run_name: str | None
@@ -267,6 +281,10 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
     g.add_argument("--lr-decay-period", type=float, default=1.0, help="epochs per decay of the exponential schedule")
     g.add_argument("--lr-min-ratio", type=_cli.non_negative_float, default=0.0,
                    help="final learning rate of the cosine schedule, as a fraction of the peak")
+    g.add_argument("--lr-scheduler-freq", type=_cli.non_negative_float, default=0.0,
+                   help="learning-rate updates per epoch (may be fractional, e.g. 0.424); the rate holds in between. "
+                   "0: every step. On IPUs the optimizer is sent to the device only when its values change, so this "
+                   "bounds those transfers")
 
     g = p.add_argument_group("precision")
     _cli.add_precision_options(g, choices=PRECISIONS,
@@ -280,6 +298,13 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    help="dynamic loss scaling (GradScaler / PopTorch automatic), starting at --loss-scaling")
     _cli.add_half_partial_option(g)
     g.add_argument("--enable-stochastic-rounding", action="store_true", help="IPU: stochastic rounding of half values")
+    g.add_argument("--initial-loss-scaling", type=_cli.optional_float, default=None,
+                   help="start the static loss scale here and double it in equal spans of epochs until it reaches "
+                   "--loss-scaling (e.g. 100 epochs, 16 -> 128: 16, 32, 64, 128 from epochs 1, 26, 51, 76)")
+    g.add_argument("--enable-fp-exceptions", action="store_true",
+                   help="stop at the first floating-point overflow, invalid operation or division by zero (IPU: "
+                   "hardware exceptions); on CPU/CUDA: autograd anomaly detection, which stops at the first "
+                   "operation whose gradient holds NaN and names it (slow: for debugging)")
 
     g = p.add_argument_group("regularisation")
     g.add_argument("--mixup-alpha", type=_cli.non_negative_float, default=0.0,
@@ -318,7 +343,34 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    help="torch.distributed backend under torchrun (auto: NCCL on CUDA, gloo on CPU)")
     g.add_argument("--recompute-mode", choices=("none", "auto", "manual"), default="none",
                    help="IPU: recomputation of activations in the backward pass")
-    _cli.add_ipu_tuning_options(g, cache_default=None, cache_help="IPU: folder caching compiled executables")
+    _cli.add_ipu_tuning_options(g, cache_default=None, cache_help="IPU: folder caching compiled executables",
+                                memory_help="IPU: fraction of tile memory for matmul/conv temporaries; one value for "
+                                "every pipeline stage, or one per stage")
+
+    g = p.add_argument_group("IPU (ignored on CPU/CUDA with one log line each, except where said)")
+    g.add_argument("--pipeline-splits", nargs="*", default=[], metavar="MODULE",
+                   help="modules where pipeline stages 2, 3, ... begin, one IPU per stage (the model's module names, "
+                   "e.g. blocks.3.0.conv_pw; Graphcore's blocks/3/0/conv_pw spelling works too)")
+    g.add_argument("--recompute-checkpoints", nargs="*", default=[], metavar="MODULE",
+                   help="module names or regular expressions whose outputs are kept for the backward pass (the rest "
+                   "is recomputed); Graphcore's add_N names the N-th residual block's output")
+    g.add_argument("--exchange-memory-target", choices=EXCHANGE_MEMORY_TARGETS, default=None,
+                   help="Poplar's exchange optimisation target: cycles (fastest, most memory), balanced or memory "
+                   "(default: Poplar's)")
+    g.add_argument("--num-io-tiles", type=_cli.non_negative_int, default=0,
+                   help="tiles set aside to overlap host I/O with compute (0: none; else even, 32 to 192)")
+    g.add_argument("--compile-only", action="store_true",
+                   help="compile the training executable for an offline IPU target and stop, without attaching to "
+                   "IPUs (IPU only; keep it with --executable-cache-dir)")
+    g.add_argument("--offline-target-ipu-version", type=int, choices=IPU_VERSIONS, default=None,
+                   help="IPU version --compile-only targets (1: Mk1, 2: Mk2, 21: Bow; default: this machine's IPUs)")
+    g.add_argument("--profile", nargs="?", const="", default=None, metavar="DIR",
+                   help="write a PopVision Graph Analyser report (compilation and execution) into DIR (default "
+                   "RUN_DIR/profile); add --max-steps N to profile a few steps only (IPU only)")
+    g.add_argument("--offload-optimizer", action="store_true",
+                   help="keep the optimizer state in streaming memory instead of on chip")
+    g.add_argument("--enable-optimizer-rts", action="store_true",
+                   help="shard the optimizer state across replicas (replicated tensor sharding)")
 
     g = p.add_argument_group("logging")
     g.add_argument("--output-dir", default="runs", help="parent folder of run folders")
@@ -425,6 +477,8 @@ def _resolve(values: dict[str, Any]) -> RunOptions:
     _cli.check_fields(RunOptions, _cli.option_actions(build_parser()), extra=("config",))
     if values["normalization_location"] == "ipu":
         values["normalization_location"] = "device"
+    if isinstance(values.get("available_memory_proportion"), (int, float)):  # one number: a mapping, an older record
+        values["available_memory_proportion"] = [float(values["available_memory_proportion"])]
     if values["eight_bit_io"] is None:  # not asked for: uint8 to the device unless the host normalises
         values["eight_bit_io"] = values["normalization_location"] != "host"
     options = _cli.record_from(RunOptions, values)
@@ -506,6 +560,40 @@ def check_options(options: RunOptions) -> None:
         raise SystemExit(str(error)) from None
     if o.sync_bn and o.device == "ipu":
         raise SystemExit("--sync-bn is for torchrun (CPU/CUDA); on IPUs use replicated BatchNorm options instead")
+    check_ipu_options(o)
+
+
+def check_ipu_options(o: RunOptions) -> None:
+    """The IPU and loss-scaling options' checks: values PopTorch would reject at compile time, combinations that
+    contradict each other, and the two IPU-only actions asked of another device."""
+    if o.initial_loss_scaling is not None:
+        if o.auto_loss_scaling:
+            raise SystemExit("--initial-loss-scaling ramps a static loss scale, --auto-loss-scaling adapts one itself: "
+                             "drop one of them")
+        if o.loss_scaling is None:
+            raise SystemExit("--initial-loss-scaling ramps up to --loss-scaling: give the final scale with "
+                             "--loss-scaling")
+        if not 0 < o.initial_loss_scaling <= o.loss_scaling:
+            raise SystemExit(f"--initial-loss-scaling must be positive and at most --loss-scaling ({o.loss_scaling}), "
+                             f"got {o.initial_loss_scaling}")
+    if o.recompute_checkpoints and o.recompute_mode == "none" and not o.pipeline_splits:
+        raise SystemExit("--recompute-checkpoints needs recomputation: add --recompute-mode auto or manual (pipelined "
+                         "models, with --pipeline-splits, always recompute)")
+    if o.offline_target_ipu_version is not None and not o.compile_only:
+        raise SystemExit("--offline-target-ipu-version is the target of --compile-only: add --compile-only, or drop it")
+    if o.device != "ipu":
+        for flag, asked, why in (("--compile-only", o.compile_only, "it builds a PopTorch executable without IPUs"),
+                                 ("--profile", o.profile is not None, "it writes a PopVision report of the IPU "
+                                  "program; on CPU/CUDA use torch.profiler or Nsight")):
+            if asked:
+                raise SystemExit(f"{flag} needs --device ipu ({o.device} here): {why}")
+    try:
+        check_ipu_settings(IpuSettings(pipeline_splits=tuple(o.pipeline_splits or ()),
+                                       available_memory_proportion=o.available_memory_proportion,
+                                       exchange_memory_target=o.exchange_memory_target, num_io_tiles=o.num_io_tiles,
+                                       offline_target_ipu_version=o.offline_target_ipu_version))
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
 
 
 def config_to_yaml(config: RunOptions | Mapping[str, Any], derived: Mapping[str, Any] | None = None) -> str:

@@ -43,17 +43,19 @@ class BatchPlan:
     global_batch_size: int
 
 
-def plan_batches(options: RunOptions, device_type: str, world_size: int, *, check_processes: bool = True) -> BatchPlan:
+def plan_batches(options: RunOptions, device_type: str, world_size: int, *, check_processes: bool = True,
+                 local_replicas: int | None = None) -> BatchPlan:
     """The batch sizes of `options` on `device_type` with `world_size` processes; ``--replicas`` that does not match
     the process count on CPU/CUDA is an error that says how to launch (unless not `check_processes`: a single
-    process that validates a multi-process run's checkpoint)."""
+    process that validates a multi-process run's checkpoint). Under poprun, `local_replicas` (popdist's count for
+    this instance) replaces ``--replicas``: poprun decides how many replicas each instance drives."""
     ipu = device_type == "ipu"  # IPUs replicate and iterate inside one process; CPU/CUDA replicas are processes
     if check_processes and not ipu and options.replicas not in (1, world_size):
         raise SystemExit(f"--replicas {options.replicas}: on CPU/CUDA each replica is a process; launch with "
                          f"`torchrun --nproc-per-node {options.replicas} -m ipu_cnn.train ...` (this job has "
                          f"{world_size} process{'es' if world_size > 1 else ''})")
     micro, accumulation = options.micro_batch_size, options.gradient_accumulation
-    replicas = options.replicas if ipu else 1
+    replicas = (local_replicas or options.replicas) if ipu else 1
     iterations = options.device_iterations if ipu else 1
     val_micro = options.validation_batch_size or micro
     return BatchPlan(micro, accumulation, replicas, iterations,
@@ -147,18 +149,67 @@ class RunPlan:
 
 
 def optimizer_settings(options: RunOptions, lr: float) -> OptimizerSettings:
-    """The optimizer options, at peak learning rate `lr` (`effective_lr`), as the backends take them."""
+    """The optimizer options, at peak learning rate `lr` (`effective_lr`), as the backends take them; the static
+    loss scale starts at ``--initial-loss-scaling`` when a ramp is asked for."""
     return OptimizerSettings(options.optimizer, lr, weight_decay=options.weight_decay, momentum=options.momentum,
                              eps=options.optimizer_eps, rmsprop_decay=options.rmsprop_decay,
-                             loss_scaling=options.loss_scaling)
+                             loss_scaling=options.loss_scaling if options.initial_loss_scaling is None
+                             else options.initial_loss_scaling)
 
 
-def ipu_settings(options: RunOptions) -> IpuSettings:
-    """The options PopTorch's ``Options`` are built from."""
-    return IpuSettings(replicas=options.replicas, device_iterations=options.device_iterations, seed=options.seed,
-                       precision=options.precision, gradient_accumulation=options.gradient_accumulation,
+def ipu_settings(options: RunOptions, *, replicas: int | None = None, profile_dir: str | None = None) -> IpuSettings:
+    """The options PopTorch's ``Options`` and the model's annotations are built from; `replicas` replaces
+    ``--replicas`` (poprun's local count), `profile_dir` is where ``--profile`` without a folder writes."""
+    profile = None
+    if options.profile is not None:
+        profile = options.profile or profile_dir or "profile"
+    return IpuSettings(replicas=replicas or options.replicas, device_iterations=options.device_iterations,
+                       seed=options.seed, precision=options.precision,
+                       gradient_accumulation=options.gradient_accumulation,
                        auto_loss_scaling=options.auto_loss_scaling, half_partial=options.half_partial,
                        enable_stochastic_rounding=options.enable_stochastic_rounding,
                        recompute_mode=options.recompute_mode,
-                       available_memory_proportion=options.available_memory_proportion,
-                       executable_cache_dir=options.executable_cache_dir)
+                       available_memory_proportion=tuple(options.available_memory_proportion or ()),
+                       executable_cache_dir=options.executable_cache_dir,
+                       synthetic_data=options.data == "synthetic",
+                       pipeline_splits=tuple(options.pipeline_splits or ()),
+                       recompute_checkpoints=tuple(options.recompute_checkpoints or ()),
+                       exchange_memory_target=options.exchange_memory_target, num_io_tiles=options.num_io_tiles,
+                       offline_target_ipu_version=options.offline_target_ipu_version,
+                       compile_only=options.compile_only, profile_dir=profile,
+                       offload_optimizer=options.offload_optimizer, enable_optimizer_rts=options.enable_optimizer_rts,
+                       enable_fp_exceptions=options.enable_fp_exceptions)
+
+
+#: IPU options that CPU/CUDA runs ignore, and what the run does instead (``--compile-only`` and ``--profile`` are
+#: refused there instead, by the config checks).
+_IGNORED_OFF_IPU: tuple[tuple[str, str, str], ...] = (
+    ("pipeline_splits", "--pipeline-splits", "pipeline stages spread the model over several IPUs; here the whole "
+     "model runs on one device"),
+    ("recompute_checkpoints", "--recompute-checkpoints", "recomputation saves IPU memory; here every activation is "
+     "kept for the backward pass"),
+    ("recompute_mode", "--recompute-mode", "recomputation saves IPU memory; here every activation is kept"),
+    ("available_memory_proportion", "--available-memory-proportion", "it sizes IPU tile memory for convolutions"),
+    ("exchange_memory_target", "--exchange-memory-target", "it tunes the IPU's on-chip exchange"),
+    ("num_io_tiles", "--num-io-tiles", "I/O tiles are an IPU's; here the host copy overlaps compute through pinned "
+     "memory already"),
+    ("offload_optimizer", "--offload-optimizer", "it moves IPU optimizer state to streaming memory; here it stays in "
+     "device memory"),
+    ("enable_optimizer_rts", "--enable-optimizer-rts", "it shards IPU optimizer state over replicas; here each "
+     "process keeps its own copy"),
+    ("offline_target_ipu_version", "--offline-target-ipu-version", "it is the target of an IPU compilation"),
+)
+
+
+def ignored_ipu_options(options: RunOptions, device_type: str) -> list[str]:
+    """One line per IPU-only option set on a CPU/CUDA run, saying what the run does instead (none on IPUs)."""
+    if device_type == "ipu":
+        return []
+    defaults = {"recompute_mode": "none", "num_io_tiles": 0}
+    lines = []
+    for key, flag, why in _IGNORED_OFF_IPU:
+        value = getattr(options, key)
+        if value in (None, False, [], ()) or value == defaults.get(key):
+            continue
+        lines.append(f"{flag} ignored on {device_type}: {why}")
+    return lines

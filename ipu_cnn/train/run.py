@@ -31,7 +31,9 @@ from ipu_cnn.backends import (
     init_distributed,
     resolve_device_type,
 )
+from ipu_cnn.backends.distributed import popdist_replica_note
 from ipu_cnn.backends.feeder import DeviceFeeder
+from ipu_cnn.backends.precision import floating_point_checks
 from ipu_cnn.models import (
     EvalPreprocessing,
     InputNormalizer,
@@ -64,12 +66,13 @@ from ipu_cnn.train.plan import (
     RunPlan,
     effective_lr,
     fold_config_replicas,
-    ipu_settings,
+    ignored_ipu_options,
     ipu_only_notes,
+    ipu_settings,
     optimizer_settings,
     plan_batches,
 )
-from ipu_cnn.train.schedule import LRSchedule, create_scheduler, load_scheduler_state
+from ipu_cnn.train.schedule import LRSchedule, create_scheduler, load_scheduler_state, loss_scale_ramp
 from ipu_cnn.train.signals import StopRequest
 
 
@@ -131,8 +134,9 @@ class _Trainer:
         self.options = options
         shape = ModelShape.from_record(options.as_dict())
         self.notes = ([f"model shape: {shape.describe()}"] if not shape.is_default else []) + \
-            ([replica_note] if replica_note else []) + ipu_only_notes(options, device)
-        batches = plan_batches(options, device, self.dist.world_size)
+            [n for n in [replica_note, popdist_replica_note(options.replicas, self.dist)] if n] + \
+            ipu_only_notes(options, device) + ignored_ipu_options(options, device)
+        batches = plan_batches(options, device, self.dist.world_size, local_replicas=self.dist.local_replicas)
         spec = model_spec(options.model)
         eval_pre = EvalPreprocessing.resolve(spec, image_size=options.image_size, crop_pct=options.eval_crop_pct,
                                              interpolation=options.interpolation,
@@ -150,7 +154,8 @@ class _Trainer:
         self.backend = create_backend(
             device, self.dist, precision=options.precision, half_dtype=options.half_dtype,
             loss_scaling=options.loss_scaling, auto_loss_scaling=options.auto_loss_scaling,
-            compile_model=options.compile, sync_bn=options.sync_bn, ipu=ipu_settings(options),
+            compile_model=options.compile, sync_bn=options.sync_bn,
+            ipu=ipu_settings(options, replicas=batches.device_replicas, profile_dir=str(run_dir / "profile")),
             eval_batch_size=batches.validation_loader_batch_size)
         self.train_loader, self.val_loader, num_classes, self.class_names = (
             loaders if loaders is not None else self._create_loaders(batches, eval_pre))
@@ -182,7 +187,8 @@ class _Trainer:
         self.schedule = LRSchedule(kind=options.lr_schedule, steps_per_epoch=steps_per_epoch,
                                    epochs=float(options.epoch), warmup_epochs=options.warmup_epoch,
                                    decay=options.lr_decay, decay_epochs=list(options.lr_epoch_decay or []),
-                                   decay_period=options.lr_decay_period, min_ratio=options.lr_min_ratio)
+                                   decay_period=options.lr_decay_period, min_ratio=options.lr_min_ratio,
+                                   updates_per_epoch=options.lr_scheduler_freq)
         self.scheduler = create_scheduler(self.optimizer, self.schedule)
         self.scaler = self.backend.create_scaler()
         mixing = Mixing(num_classes, mixup_alpha=options.mixup_alpha, cutmix_low=options.cutmix_lambda_low,
@@ -320,6 +326,8 @@ class _Trainer:
         if dist.is_main:
             (self.run_dir / "config.yaml").write_text(config_to_yaml(plan.record(options), plan.derived()))
             logger.print(f"run folder: {self.run_dir}")
+            for note in self.notes:
+                logger.print(note)
             logger.print(f"training {plan.timm_model} ({sum(p.numel() for p in self.model.parameters()):,} "
                          f"parameters) on {options.data} data, {plan.num_classes} classes, "
                          f"{plan.eval.image_size} px, "
@@ -334,9 +342,15 @@ class _Trainer:
         stopped = False
         last_checkpoint: Path | None = None
         val_mode = options.validation_mode
-        with stop:
+        if options.compile_only:
+            return self._compile_only()
+        with stop, floating_point_checks(options.enable_fp_exceptions, plan.device):
+            if options.enable_fp_exceptions and plan.device != "ipu":
+                logger.print(f"--enable-fp-exceptions on {plan.device}: autograd anomaly detection stops the run at "
+                             "the first operation whose gradient holds NaN (slow; IPUs trap in hardware)")
             while self.state.epoch < epochs:
                 epoch = self.state.epoch
+                self._set_loss_scale(epoch)
                 self.train_loader.set_epoch(epoch)
                 if self.loader_state is not None:
                     self.train_loader.load_state_dict(self.loader_state)
@@ -399,6 +413,31 @@ class _Trainer:
                 logger.print(f"continue with: python -m ipu_cnn.train --resume "
                              f"{shlex.quote(str(self.checkpoint_dir.absolute()))}")
         return summary
+
+    def _set_loss_scale(self, epoch: int) -> None:
+        """``--initial-loss-scaling``: the ramp's scale for `epoch`, logged when it changes."""
+        initial, final = self.options.initial_loss_scaling, self.options.loss_scaling
+        if initial is None or final is None:
+            return
+        scale = loss_scale_ramp(epoch, self.options.epoch, initial, final)
+        if scale != getattr(self, "_loss_scale", None):
+            self.step_fn.set_loss_scale(scale)
+            self._loss_scale = scale
+            self.logger.print(f"loss scaling {scale:g} from epoch {epoch + 1}")
+
+    def _compile_only(self) -> dict[str, Any]:
+        """``--compile-only``: compile the training executable for the first training batch's shapes, offline, and
+        stop (PopTorch writes it to ``--executable-cache-dir`` when one is given)."""
+        images, labels = next(iter(self.train_feed))
+        start = time.perf_counter()
+        self.step_fn.compile(images, labels)
+        seconds = time.perf_counter() - start
+        kept = self.options.executable_cache_dir
+        self.logger.print(f"compiled the training executable in {_format_duration(seconds)} (--compile-only); "
+                          + (f"cached in {kept}" if kept else "not kept: add --executable-cache-dir to keep it"))
+        return {"run_dir": str(self.run_dir), "checkpoint": None, "plot": None, "stopped": False,
+                "stop_reason": None, "epoch": 0, "step": 0, "seconds": seconds, "validation": {},
+                "compiled": True}
 
     def _after_step(self, state: TrainState) -> None:
         if self.average is not None:
