@@ -33,24 +33,30 @@ _R50 = dict(model="resnet50", micro_batch_size=18, gradient_accumulation=57, rep
             lr_schedule="cosine", warmup_epoch=5.0, precision="16.16", enable_stochastic_rounding=True,
             half_partial=True, loss_scaling=128.0, seed=42, norm_type="batch", disable_stable_batchnorm=True,
             eight_bit_io=True, normalization_location="device", recompute_mode="manual",
-            available_memory_proportion=0.16)
+            available_memory_proportion=[0.16], lr_scheduler_freq=16.0, pipeline_splits=[],
+            exchange_memory_target="memory", offload_optimizer=False, enable_optimizer_rts=False)
 _EFF = dict(seed=0, precision="16.32", eight_bit_io=True, normalization_location="device",
             enable_stochastic_rounding=False, efficientnet_group_dim=16, efficientnet_expand_ratio=4,
             norm_type="group", norm_eps=1e-3, norm_num_groups=4, epoch=350, warmup_epoch=5.0, optimizer="rmsprop_tf",
             optimizer_eps=1e-3, momentum=0.9, rmsprop_decay=0.953125, lr_schedule="exponential", lr_decay=0.97,
-            loss_scaling=128.0, weight_decay=1e-5, label_smoothing=0.1, available_memory_proportion=0.15,
-            half_partial=True, enable_fast_groupnorm=True, drop_path=0.2)
+            loss_scaling=128.0, weight_decay=1e-5, label_smoothing=0.1, available_memory_proportion=[0.15],
+            half_partial=True, enable_fast_groupnorm=True, drop_path=0.2, lr_scheduler_freq=0.424,
+            exchange_memory_target="balanced", offload_optimizer=False, enable_optimizer_rts=False,
+            pipeline_splits=["blocks/3/0/conv_pw"])
 _B4 = dict(_EFF, model="efficientnet-b4", precision="16.16", enable_stochastic_rounding=True, micro_batch_size=4,
-           available_memory_proportion=0.1, lr=0.1, replicas=8, gradient_accumulation=64, device_iterations=4,
+           available_memory_proportion=[0.1], exchange_memory_target="memory", enable_optimizer_rts=True,
+           pipeline_splits=["blocks/3/0/bn2"], recompute_checkpoints=["add_1", "add_3"], lr=0.1, replicas=8, gradient_accumulation=64, device_iterations=4,
            mixup_alpha=0.2, cutmix_lambda_low=0.65, cutmix_lambda_high=1.0, cutmix_disable_prob=0.35, dropout=0.4)
 _MNV3 = dict(label_smoothing=0.1, weight_decay=3e-5, optimizer="sgd_combined", lr_schedule="cosine", warmup_epoch=5.0,
              loss_scaling=128.0, seed=42, norm_type="batch", half_partial=True, eight_bit_io=True,
              normalization_location="device", epoch=360, momentum=0.9, lr=0.52, device_iterations=1,
-             validation_mode="after", micro_batch_size=32, dropout=0.2)
+             validation_mode="after", micro_batch_size=32, dropout=0.2, initial_loss_scaling=128.0,
+             offload_optimizer=False, enable_optimizer_rts=False)
 _SMALL = dict(_MNV3, model="mobilenet-v3-small", precision="16.16", recompute_mode="auto", gradient_accumulation=32,
               replicas=1, enable_stochastic_rounding=True)
 _LARGE = dict(_MNV3, model="mobilenet-v3-large", precision="16.32", gradient_accumulation=32, replicas=1,
-              enable_stochastic_rounding=True)
+              enable_stochastic_rounding=True, pipeline_splits=["mb_block/2/seq/0", "mb_block/7/seq/0",
+                                                                "mb_block/11/seq/0"])
 GRAPHCORE_TRAIN: dict[str, dict[str, Any]] = {
     "resnet50": _R50,
     "resnet50-pod64": dict(_R50, replicas=64, gradient_accumulation=14),
@@ -60,7 +66,9 @@ GRAPHCORE_TRAIN: dict[str, dict[str, Any]] = {
     "efficientnet-b4-g16-gn-pod16": _B4,
     "efficientnet-b4-g16-gn-pod64": dict(_B4, replicas=32, gradient_accumulation=16),
     "efficientnet-b4-g1-gn-pod16": dict(_B4, efficientnet_group_dim=1, efficientnet_expand_ratio=6, replicas=4,
-                                        micro_batch_size=4, gradient_accumulation=48, lr=0.0483),
+                                        micro_batch_size=4, gradient_accumulation=48, lr=0.0483, recompute_checkpoints=[],
+                                        pipeline_splits=["blocks/1/1/conv_pw", "blocks/3/0/conv_pw",
+                                                         "blocks/4/5/conv_pw"]),
     "mobilenet-v3-small": _SMALL,
     "mobilenet-v3-small-pod4": dict(_SMALL, replicas=4, gradient_accumulation=8, enable_stochastic_rounding=False),
     "mobilenet-v3-large": _LARGE,
