@@ -86,7 +86,9 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
-def _paths_and_labels(dataset: Any) -> tuple[list[str], np.ndarray]:
+def _paths_and_labels(dataset: Any) -> tuple[Any, np.ndarray]:
+    if hasattr(dataset, "sources") and hasattr(dataset, "labels"):  # TarShards: a sequence of shard members, kept as is
+        return dataset.sources, np.ascontiguousarray(dataset.labels, dtype=np.int64)
     if hasattr(dataset, "paths") and hasattr(dataset, "labels"):
         return list(dataset.paths), np.ascontiguousarray(dataset.labels, dtype=np.int64)
     if hasattr(dataset, "samples"):
@@ -94,7 +96,7 @@ def _paths_and_labels(dataset: Any) -> tuple[list[str], np.ndarray]:
         return [str(p) for p in paths], np.asarray(labels, dtype=np.int64)
     raise TypeError(
         f"the loader needs a dataset of image files (.paths and .labels, or .samples), got {type(dataset).__name__}; "
-        "use ImageFolder, ImageNet, FileList or GeneratedImages(...).train"
+        "use ImageFolder, ImageNet, FileList, TarShards or GeneratedImages(...).train"
     )
 
 
@@ -298,7 +300,7 @@ class Loader:
             rank, world_size = default_rank_world()
         assert world_size is not None
         self.paths, self.labels = _paths_and_labels(dataset)
-        if not self.paths:
+        if not len(self.paths):
             raise ValueError("the dataset is empty")
         self.dataset = dataset
         self.transform = transform
