@@ -127,8 +127,13 @@ class _Sample:
         self.others: list[str] = []
 
 
-def _finish(sample: _Sample, scan: ShardScan) -> None:
-    """Add a sample to the scan, or its problem when it lacks an image or a label."""
+def _finish(sample: _Sample, scan: ShardScan, last: bool = False) -> None:
+    """Add a sample to the scan, or its problem when it lacks an image or a label (for the last sample of a truncated
+    shard: that the end of the shard cut it off)."""
+    if last and scan.truncated and (sample.image is None or sample.cls is None):
+        scan.problems.append((sample.key, f"cut off by the end of the shard, which is truncated ({scan.truncated}); "
+                                          "re-copy or re-pack it"))
+        return
     if sample.image is None:
         found = ", ".join(sample.others) or "nothing else"
         scan.problems.append((sample.key, f"no image member (found {found}; an image is KEY.jpg, .jpeg, .png, "
@@ -230,7 +235,7 @@ def scan_shard(path: str) -> ShardScan:
             if pos < file_size:
                 scan.truncated = f"the archive ends inside a header at byte {pos} (file of {file_size} bytes)"
         if current is not None:
-            _finish(current, scan)
+            _finish(current, scan, last=True)
     finally:
         os.close(fd)
     return scan
