@@ -386,3 +386,52 @@ def test_cached_descriptors_are_dropped_when_asked(tmp_path: Path) -> None:
     np.testing.assert_array_equal(decode_image(member, EvalTransform(8)), decode_image(b, EvalTransform(8)))
     assert not np.array_equal(first, decode_image(b, EvalTransform(8)))
     assert torch.from_numpy(first).shape == (8, 8, 3)
+
+
+# --- the applications ----------------------------------------------------------------------------------------------
+def test_training_app_reads_shards_with_a_validation_split(tmp_path: Path) -> None:
+    from ipu_cnn.models import EvalPreprocessing, model_spec
+    from ipu_cnn.train.config import parse_config
+    from ipu_cnn.train.data import DataSettings, create_loaders
+
+    for s in range(2):
+        write_shard(tmp_path / f"train-{s:06d}.tar", make_samples(12, start=12 * s))
+    write_shard(tmp_path / "val-000000.tar", make_samples(7, start=100, classes=3))
+    pattern = str(tmp_path / "train-{000000..000001}.tar")
+    options = parse_config(["--data", "shards", "--data-path", pattern, "--val-data-path",
+                            str(tmp_path / "val-*.tar")])
+    data = DataSettings.from_options(options)
+    assert (data.mode, data.data_path) == ("shards", pattern)
+    eval_pre = EvalPreprocessing.resolve(model_spec("resnet18"), image_size=16)
+    train, val, num_classes, names = create_loaders(data, batch_size=4, val_batch_size=4, eval=eval_pre,
+                                                    device=torch.device("cpu"))
+    try:
+        assert (num_classes, names) == (5, ["0", "1", "2", "3", "4"])
+        assert len(train) == 6 and len(val) == 2
+        labels = torch.cat([y for _, y in val]).tolist()
+        assert labels == [i % 3 for i in range(100, 107)]
+    finally:
+        train.close()
+        val.close()
+    with pytest.raises(SystemExit, match="--data shards needs --data-path"):
+        parse_config(["--data", "shards"])
+
+
+def test_inference_benchmark_reads_shards(tmp_path: Path) -> None:
+    from ipu_cnn.inference.config import parse_options
+    from ipu_cnn.inference.data import benchmark_source
+    from ipu_cnn.models import EvalPreprocessing, model_spec
+
+    write_shard(tmp_path / "val-000000.tar", make_samples(10))
+    pattern = str(tmp_path / "val-{000000..000000}.tar")
+    options = parse_options(["--data", "shards", "--data-path", pattern])
+    assert (options.data, options.data_path) == ("shards", pattern)
+    with pytest.raises(SystemExit, match="--data shards needs --data-path"):
+        parse_options(["--data", "shards"])
+    source = benchmark_source("shards", 4, EvalPreprocessing.resolve(model_spec("resnet18"), image_size=16),
+                              torch.device("cpu"), data_path=pattern)
+    try:
+        images = [x for x, _ in source]
+        assert len(images) == 2 and images[0].shape == (4, 3, 16, 16)
+    finally:
+        source.close()
