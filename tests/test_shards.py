@@ -435,3 +435,61 @@ def test_inference_benchmark_reads_shards(tmp_path: Path) -> None:
         assert len(images) == 2 and images[0].shape == (4, 3, 16, 16)
     finally:
         source.close()
+
+
+# --- stream mode ---------------------------------------------------------------------------------------------------
+def test_stream_order_reads_whole_shards_through_a_bounded_buffer() -> None:
+    from ipu_cnn.data.sampling import assign_shards, num_stream_batches, stream_batches, stream_order
+
+    sizes = (10, 7, 10, 3, 10, 9)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    shard_of = np.repeat(np.arange(len(sizes)), sizes)
+    assert assign_shards(sizes, 2) == [[0, 3, 4], [1, 2, 5]]  # 23 and 26 samples: whole shards, balanced
+    orders = [stream_order(sizes, 4, seed=1, epoch=3, shuffle=True, rank=r, world_size=2) for r in range(2)]
+    assert sorted(np.concatenate(orders).tolist()) == list(range(sum(sizes)))  # every sample once across ranks
+    for rank, (order, mine) in enumerate(zip(orders, assign_shards(sizes, 2), strict=True)):
+        assert set(shard_of[order].tolist()) == set(mine)
+        # the shards are read whole in the epoch's shuffled order; with a buffer of 4 the i-th sample out is among the
+        # first i + 4 read, and a sample waits in the buffer for a bounded number of draws only in expectation
+        shard_order = [mine[i] for i in np.random.default_rng([1, 3, rank, 0x5A4D]).permutation(len(mine))]
+        stream = np.concatenate([np.arange(starts[s], starts[s + 1]) for s in shard_order])
+        entered = {int(x): i for i, x in enumerate(stream)}
+        assert all(entered[int(x)] < i + 4 for i, x in enumerate(order))
+        assert not np.array_equal(order, stream)
+    again = stream_order(sizes, 4, seed=1, epoch=3, shuffle=True, rank=0, world_size=2)
+    np.testing.assert_array_equal(orders[0], again)
+    assert not np.array_equal(orders[0], stream_order(sizes, 4, seed=1, epoch=4, shuffle=True, rank=0, world_size=2))
+    np.testing.assert_array_equal(stream_order(sizes, 4, 1, 3, False, 1, 2),
+                                  np.concatenate([np.arange(starts[s], starts[s + 1]) for s in (1, 2, 5)]))
+    for r in range(2):
+        assert len(stream_batches(sizes, 4, 5, 0, 0, True, r, 2, True)) == num_stream_batches(sizes, 5, r, 2, True) == 4
+    assert num_stream_batches(sizes, 5, 1, 2, False) == 6
+    with pytest.raises(ValueError, match="6 shards for 7 ranks"):
+        assign_shards(sizes, 7)
+
+
+def test_stream_mode_through_the_loader_is_deterministic_and_resumable(shard_set: tuple[list[Path], list]) -> None:
+    paths, _ = shard_set
+    ds = TarShards([str(p) for p in paths], mode="stream", shuffle_buffer=5)
+    t = TrainTransform(16)
+    with Loader(ds, 4, t, seed=2, num_threads=2, rank=1, world_size=2) as a:
+        ref = epoch_batches(a, 1)
+        a.set_epoch(1)
+        it = iter(a)
+        next(it)
+        next(it)
+        state = a.state_dict()
+    assert state["stream_buffer"] == 5
+    shard_of = np.repeat(np.arange(4), 9)
+    assert set(shard_of[np.concatenate([i for _, _, i in ref])].tolist()) in ({1, 3}, {0, 2})
+    with Loader(ds, 4, t, seed=2, num_threads=1, rank=1, world_size=2, workers="process") as b:
+        b.load_state_dict(state)
+        rest = [(x.numpy().copy(), b.last_indices.copy()) for x, _ in b]
+    assert len(rest) == len(ref) - 2
+    for (x, i), (xr, _, ir) in zip(rest, ref[2:], strict=True):
+        np.testing.assert_array_equal(i, ir)
+        np.testing.assert_array_equal(x, xr)
+    random_mode = TarShards([str(p) for p in paths])
+    with Loader(random_mode, 4, t, seed=2, rank=1, world_size=2) as c:
+        with pytest.raises(ValueError, match="stream_buffer"):
+            c.load_state_dict(state)
