@@ -368,7 +368,7 @@ PYBIND11_MODULE(_C, m) {
       "Process-wide counters of the reads of sources: open() calls, read/pread calls and bytes read.");
   m.def("reset_io_stats", &reset_io_stats, "Zero the counters io_stats() returns.");
   m.def("drop_cached_files", &drop_cached_files,
-        "Make every thread close the shard descriptors it keeps before its next read (a shard may have changed).");
+        "Close the shard descriptors every thread keeps, now (a shard may have changed, or its copy be released).");
   // What the build recorded of csrc/ (see CMakeLists.txt): a source checkout compares it with its own csrc/.
   m.def("source_digest", []() { return std::string(IPU_CNN_SOURCE_DIGEST); });
   m.def("simd_path", []() { return std::string(resample_simd_path()); });

@@ -1,10 +1,13 @@
 #include "pipeline.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <mutex>
+#include <new>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -19,8 +22,6 @@ namespace {
 std::atomic<uint64_t> g_opens{0};
 std::atomic<uint64_t> g_reads{0};
 std::atomic<uint64_t> g_bytes{0};
-// Bumped by drop_cached_files(); a thread whose cache is older closes it before its next read.
-std::atomic<uint64_t> g_file_generation{0};
 
 const char* file_kind(mode_t mode) {
   if (S_ISDIR(mode)) return "a directory";
@@ -78,6 +79,10 @@ ssize_t pread_into(int fd, uint64_t at, uint8_t* buf, size_t have, size_t want) 
 // worth keeping); beyond kCachedFiles the least recently used is closed. Threads end with their cache closed.
 // Descriptors are opened O_CLOEXEC, so a program the process execs does not inherit them; a child made by fork()
 // shares them, which pread (no file position) allows.
+//
+// Every cache is registered, so that drop_cached_files() can close them all at once (a shared-memory copy of the
+// shards is freed only when no descriptor holds it): a thread holds its own cache's mutex while it looks up and
+// reads, which only drop_cached_files() ever contends.
 constexpr size_t kCachedFiles = 32;
 
 struct CachedFile {
@@ -86,10 +91,29 @@ struct CachedFile {
   uint64_t size;
 };
 
+struct FileCache;
+std::mutex g_caches_mu;
+std::vector<FileCache*>* g_caches = new std::vector<FileCache*>();  // leaked: thread exits may outlive statics
+
 struct FileCache {
-  uint64_t generation = 0;
+  std::mutex mu;
   std::vector<CachedFile> files;
-  ~FileCache() { close_all(); }
+  FileCache() {
+    std::lock_guard<std::mutex> g(g_caches_mu);
+    g_caches->push_back(this);
+  }
+  ~FileCache() {
+    {
+      std::lock_guard<std::mutex> g(g_caches_mu);
+      for (size_t i = 0; i < g_caches->size(); ++i) {
+        if ((*g_caches)[i] == this) {
+          g_caches->erase(g_caches->begin() + std::ptrdiff_t(i));
+          break;
+        }
+      }
+    }
+    close_all();
+  }
   void close_all() {
     for (const CachedFile& f : files) ::close(f.fd);
     files.clear();
@@ -102,11 +126,6 @@ thread_local FileCache t_files;
 // Returns nullptr and sets *err when it cannot be opened.
 const CachedFile* cached_file(const std::string& path, std::string* err) {
   FileCache& cache = t_files;
-  const uint64_t gen = g_file_generation.load(std::memory_order_acquire);
-  if (cache.generation != gen) {
-    cache.close_all();
-    cache.generation = gen;
-  }
   for (size_t i = cache.files.size(); i-- > 0;) {
     if (cache.files[i].path == path) {
       if (i + 1 != cache.files.size()) {
@@ -214,6 +233,7 @@ std::string read_range(const std::string& path, uint64_t offset, uint64_t length
     return "member of " + mib(length) + " (" + std::to_string(length) + " bytes) is above the limit of " +
            mib(uint64_t(opts.max_file_bytes)) + " (raise max_file_bytes to allow it)";
   }
+  std::lock_guard<std::mutex> hold(t_files.mu);  // drop_cached_files() may not close it under our read
   std::string err;
   const CachedFile* f = cached_file(path, &err);
   if (f == nullptr) return err;
@@ -260,7 +280,24 @@ void reset_io_stats() {
   g_bytes.store(0, std::memory_order_relaxed);
 }
 
-void drop_cached_files() { g_file_generation.fetch_add(1, std::memory_order_acq_rel); }
+void drop_cached_files() {
+  std::lock_guard<std::mutex> g(g_caches_mu);
+  for (FileCache* cache : *g_caches) {
+    std::lock_guard<std::mutex> c(cache->mu);
+    cache->close_all();
+  }
+}
+
+namespace {
+// In a child made by fork(), only the forking thread exists: the other threads' caches are forgotten (their mutexes
+// may have been copied locked; their descriptors stay open, shared with the parent, until the child exits).
+void forget_other_caches_after_fork() {
+  new (&g_caches_mu) std::mutex();  // it may have been copied locked
+  g_caches = new std::vector<FileCache*>();
+  g_caches->push_back(&t_files);  // the forking thread's own cache (it was not reading: it was forking)
+}
+const int g_fork_handler = pthread_atfork(nullptr, nullptr, &forget_other_caches_after_fork);
+}  // namespace
 
 void run_batch(const std::vector<Source>& sources, const uint64_t* indices, uint8_t* out, const CropParams& crop,
                Filter filter, uint64_t seed, uint64_t epoch, const DecodeOptions& opts, int num_threads,

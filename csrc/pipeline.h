@@ -61,8 +61,9 @@ struct IoStats {
 };
 IoStats io_stats();
 void reset_io_stats();
-// Close every descriptor the threads have cached (each thread closes its own at its next read); called when a shard
-// may have been replaced, so that no thread goes on reading the old file through a descriptor it kept.
+// Close every descriptor the threads have cached, now (a read in progress finishes first): called when a shard may
+// have been replaced, so that no thread goes on reading the old file, and when a shared-memory copy is released, so
+// that no descriptor keeps its pages alive.
 void drop_cached_files();
 
 constexpr size_t kPlainReadBytes = size_t(16) << 20;

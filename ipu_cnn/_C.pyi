@@ -148,5 +148,5 @@ def io_stats() -> dict[str, int]:
 
 def reset_io_stats() -> None: ...
 def drop_cached_files() -> None:
-    """Make every thread close the shard descriptors it keeps before its next read (a shard may have changed)."""
+    """Close the shard descriptors every thread keeps, now (a shard may have changed, or its copy be released)."""
 

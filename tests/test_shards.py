@@ -493,3 +493,74 @@ def test_stream_mode_through_the_loader_is_deterministic_and_resumable(shard_set
     with Loader(random_mode, 4, t, seed=2, rank=1, world_size=2) as c:
         with pytest.raises(ValueError, match="stream_buffer"):
             c.load_state_dict(state)
+
+
+# --- the shared-memory copy ----------------------------------------------------------------------------------------
+def test_memory_cache_is_one_shared_copy_deleted_by_its_last_user(shard_set: tuple[list[Path], list], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipu_cnn.data.datasets import _shm
+
+    paths, _ = shard_set
+    shm = tmp_path / "shm"
+    shm.mkdir()
+    monkeypatch.setattr(_shm, "SHM_ROOT", shm)
+    stale = shm / "ipu_cnn-shards-0123456789abcdef01234567"
+    stale.mkdir()
+    (stale / "000000-x.tar").write_bytes(b"left by a process that died")
+    (shm / f"{stale.name}.lock").write_bytes(b"")
+    plain = TarShards([str(p) for p in paths])
+    with Loader(plain, 6, TrainTransform(16), seed=4) as loader:
+        ref = epoch_batches(loader, 1)
+    first = TarShards([str(p) for p in paths], cache="memory")
+    second = TarShards([str(p) for p in paths], cache="memory")
+    assert not stale.exists()  # no one held it: swept
+    copies = sorted(shm.glob("ipu_cnn-shards-*/*"))
+    assert len(copies) == len(paths)  # one copy for both datasets
+    assert first.sources.shards == second.sources.shards == [str(c) for c in copies]
+    assert [c.read_bytes() for c in copies] == [p.read_bytes() for p in paths]
+    saved = {p: p.read_bytes() for p in paths}
+    for p in paths:
+        p.unlink()  # from now on only the copy can be read
+    try:
+        with Loader(first, 6, TrainTransform(16), seed=4, workers="process") as loader:
+            for (x, _, i), (xr, _, ir) in zip(epoch_batches(loader, 1), ref, strict=True):
+                np.testing.assert_array_equal(i, ir)
+                np.testing.assert_array_equal(x, xr)
+        first.close()
+        assert all(c.exists() for c in copies)  # second still holds it
+        second.close()
+        assert not any(shm.iterdir())
+    finally:
+        for p, data in saved.items():
+            p.write_bytes(data)
+
+
+def test_memory_cache_refuses_shards_that_do_not_fit(shard_set: tuple[list[Path], list], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from ipu_cnn.data.datasets import _shm
+
+    paths, _ = shard_set
+    monkeypatch.setattr(_shm, "SHM_ROOT", tmp_path)
+    real = os.statvfs(tmp_path)
+
+    class Tiny:
+        f_bavail, f_frsize = 1, real.f_frsize
+
+    monkeypatch.setattr(_shm.os, "statvfs", lambda _: Tiny)
+    with pytest.raises(ValueError, match=r"cache='memory': the shards need .* GiB more in .* but only .* GiB is free; "
+                                         r"use cache=None"):
+        TarShards([str(p) for p in paths], cache="memory")
+    assert not list(tmp_path.glob("ipu_cnn-shards-*"))  # nothing left behind
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs /dev/shm (Linux shared memory)")
+def test_memory_cache_in_dev_shm(shard_set: tuple[list[Path], list]) -> None:
+    paths, samples = shard_set
+    ds = TarShards([str(p) for p in paths], cache="memory")
+    try:
+        assert all(s.startswith("/dev/shm/ipu_cnn-shards-") for s in ds.sources.shards)
+        assert ds.read(17) == samples[17][1]["jpg"]
+        folder = Path(ds.sources.shards[0]).parent
+    finally:
+        ds.close()
+    assert not folder.exists()
