@@ -6,7 +6,7 @@ open shard serves thousands of samples, which is what a network filesystem or an
 per sample, not decoding, is what limits a loader there.
 
 Random access comes from an index of each shard, built once by reading its tar headers (`_tar.scan_shard`, never the
-images) and kept next to the shard as ``.NAME.idx.npz`` when that folder is writable, else in the package's cache
+images) and kept next to the shard as ``.NAME.idx`` when that folder is writable, else in the package's cache
 folder; it records the shard's size and modification time and is rebuilt when either changes. The whole dataset's
 index is a few numpy arrays (image offsets, lengths, labels, the keys as one byte blob): for 1.28M samples about
 50 MB, loaded from 128 shard indexes in a fraction of a second (see the README's figures).
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import io
 import logging
 import os
 import re
@@ -81,7 +80,7 @@ def _expand_braces(pattern: str) -> list[str]:
 
 def expand_shards(spec: PathLike | Sequence[PathLike]) -> list[str]:
     """The shard paths a pattern or list names, in order: brace ranges ``DIR/train-{000000..000127}.tar`` and lists
-    ``{a,b}``, globs ``DIR/*.tar`` (sorted; our own ``.idx.npz`` files never match), or a list of any of these.
+    ``{a,b}``, globs ``DIR/*.tar`` (sorted; our own ``.idx`` files never match), or a list of any of these.
 
     Raises FileNotFoundError naming what matched nothing, or the first named shard that does not exist.
     """
@@ -93,7 +92,7 @@ def expand_shards(spec: PathLike | Sequence[PathLike]) -> list[str]:
         text = os.path.expanduser(os.fspath(item))
         for expanded in _expand_braces(text):
             if glob.has_magic(expanded):
-                found = sorted(p for p in glob.glob(expanded) if not p.endswith(".idx.npz"))
+                found = sorted(p for p in glob.glob(expanded) if not p.endswith(".idx"))
                 if not found:
                     raise FileNotFoundError(f"no shard matches {expanded!r} (from {text!r}); check the folder and the "
                                             "pattern, e.g. 'DIR/train-{000000..000127}.tar' or 'DIR/train-*.tar'")
@@ -118,19 +117,50 @@ def _index_locations(path: str) -> list[Path]:
     """Where a shard's index may live: beside it (hidden), then in the cache folder under a hash of its real path."""
     p = Path(os.path.abspath(path))
     digest = hashlib.sha1(os.path.realpath(path).encode("utf-8", "surrogateescape")).hexdigest()[:20]
-    return [p.with_name(f".{p.name}.idx.npz"), cache_dir() / "shard_index" / f"{digest}-{p.name}.idx.npz"]
+    return [p.with_name(f".{p.name}.idx"), cache_dir() / "shard_index" / f"{digest}-{p.name}.idx"]
+
+
+#: First bytes of an index file; then _HEADER_FIELDS uint64 (version, the shard's size and mtime_ns, samples, key
+#: blob, problems and truncation text bytes), the _ARRAYS as int64 [samples] each, then the three byte strings.
+_MAGIC = b"IPUSHIDX"
+_HEADER_FIELDS = 7
+_ARRAYS = ("offsets", "lengths", "labels", "key_ends", "json_offsets", "json_lengths")
+_BYTES = ("key_blob", "problems", "truncated")
+
+
+def _encode_index(arrays: dict[str, np.ndarray]) -> bytes:
+    """An index as the bytes of its file: one header and the arrays back to back, so loading is one read and views."""
+    n = len(arrays["offsets"])
+    meta = arrays["meta"]
+    header = np.array([meta[0], meta[1], meta[2], n, *(len(arrays[k]) for k in _BYTES)], dtype=np.uint64)
+    parts = [_MAGIC, header.tobytes()]
+    parts += [np.ascontiguousarray(arrays[k], dtype=np.int64).tobytes() for k in _ARRAYS]
+    parts += [np.ascontiguousarray(arrays[k], dtype=np.uint8).tobytes() for k in _BYTES]
+    return b"".join(parts)
 
 
 def _read_index(location: Path, identity: tuple[int, int]) -> dict[str, np.ndarray] | None:
-    """The arrays of an index file if it exists, is ours and matches the shard's identity; else None."""
+    """The arrays of an index file if it exists, is ours, is whole and matches the shard's identity; else None."""
     try:
-        with np.load(location, allow_pickle=False) as z:
-            meta = z["meta"]
-            if meta.shape != (3,) or int(meta[0]) != INDEX_VERSION or (int(meta[1]), int(meta[2])) != identity:
-                return None
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError, EOFError):
-        return None  # absent, unreadable or not ours: rebuilt
+        with open(location, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None  # absent or unreadable: rebuilt
+    top = len(_MAGIC) + 8 * _HEADER_FIELDS
+    if len(data) < top or not data.startswith(_MAGIC):
+        return None
+    version, size, mtime, n, *lengths = np.frombuffer(data, np.uint64, _HEADER_FIELDS, len(_MAGIC)).tolist()
+    if version != INDEX_VERSION or (size, mtime) != identity or len(data) != top + 8 * n * len(_ARRAYS) + sum(lengths):
+        return None
+    out = {"meta": np.array([version, size, mtime], dtype=np.int64)}
+    at = top
+    for k in _ARRAYS:
+        out[k] = np.frombuffer(data, np.int64, n, at)
+        at += 8 * n
+    for k, length in zip(_BYTES, lengths, strict=True):
+        out[k] = np.frombuffer(data, np.uint8, length, at)
+        at += length
+    return out
 
 
 def _scan_to_arrays(scan: ShardScan, identity: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -151,6 +181,22 @@ def _scan_to_arrays(scan: ShardScan, identity: tuple[int, int]) -> dict[str, np.
     }
 
 
+def _index_size(location: Path, identity: tuple[int, int]) -> tuple[int, int] | None:
+    """(samples, key blob bytes) from the header of a valid index file of the shard, else None (one small read)."""
+    try:
+        with open(location, "rb") as f:
+            head = f.read(len(_MAGIC) + 8 * _HEADER_FIELDS)
+            total = os.fstat(f.fileno()).st_size
+    except OSError:
+        return None
+    if len(head) < len(_MAGIC) + 8 * _HEADER_FIELDS or not head.startswith(_MAGIC):
+        return None
+    version, size, mtime, n, *lengths = np.frombuffer(head, np.uint64, _HEADER_FIELDS, len(_MAGIC)).tolist()
+    if version != INDEX_VERSION or (size, mtime) != identity or total != len(head) + 8 * n * len(_ARRAYS) + sum(lengths):
+        return None
+    return n, lengths[0]
+
+
 def load_shard_index(path: str, *, rebuild: bool = False) -> dict[str, np.ndarray]:
     """The index arrays of one shard: read from its index file when that matches the shard, else built by scanning
     the shard's headers and saved (beside the shard when its folder is writable, else in the cache folder)."""
@@ -167,12 +213,11 @@ def load_shard_index(path: str, *, rebuild: bool = False) -> dict[str, np.ndarra
         raise
     except OSError as e:
         raise OSError(f"cannot read shard {path}: {e.strerror or e}") from None
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    data = _encode_index(arrays)
     for location in locations:
         try:
             location.parent.mkdir(parents=True, exist_ok=True)
-            publish_file(location, buf.getvalue())
+            publish_file(location, data)
             break
         except OSError:
             continue  # not writable here: try the next place; an index that cannot be saved is rebuilt next time
@@ -185,12 +230,12 @@ class ShardSources(Sequence[ShardMember]):
     it like a list of paths; it pickles small, for the loader's worker process)."""
 
     def __init__(self, shards: list[str], starts: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
-                 key_blob: bytes, key_ends: np.ndarray) -> None:
+                 key_blob: bytes | np.ndarray, key_ends: np.ndarray) -> None:
         self.shards = shards
         self.starts = starts  # first sample of each shard, and the total at the end
         self.offsets = offsets
         self.lengths = lengths
-        self.key_blob = key_blob
+        self.key_blob = np.frombuffer(key_blob, np.uint8) if isinstance(key_blob, bytes) else key_blob  # keys, joined
         self.key_ends = key_ends
 
     def __len__(self) -> int:
@@ -203,7 +248,7 @@ class ShardSources(Sequence[ShardMember]):
     def key(self, index: int) -> str:
         """The WebDataset key of sample index."""
         begin = int(self.key_ends[index - 1]) if index > 0 else 0
-        return self.key_blob[begin:int(self.key_ends[index])].decode("utf-8", "surrogateescape")
+        return self.key_blob[begin:int(self.key_ends[index])].tobytes().decode("utf-8", "surrogateescape")
 
     @overload
     def __getitem__(self, index: int) -> ShardMember: ...
@@ -276,29 +321,49 @@ class TarShards:
         from ipu_cnn import _C
 
         _C.drop_cached_files()  # a shard may have been rewritten since a thread opened it
-        counts, offsets, lengths, labels, blobs, ends = [], [], [], [], [], []
-        blob_size = 0
-        bar = progress_bar(len(self.shards), "indexing shards", progress)
+        # Two passes, so that memory peaks at the final arrays plus one shard's index: the sizes (from each index
+        # file's header, building the missing ones), then the arrays, copied into place.
+        found: list[tuple[Path | None, dict[str, np.ndarray] | None, int, int]] = []
+        bar = progress_bar(2 * len(self.shards), "indexing shards", progress)
         try:
             for shard in self.shards:
-                a = load_shard_index(shard, rebuild=rebuild)
-                problems = bytes(a["problems"]).decode("utf-8", "surrogateescape")
-                for line in problems.splitlines() if problems else []:
-                    key, _, reason = line.partition("\t")
-                    self.skipped.append((shard, key, reason))
-                truncated = bytes(a["truncated"]).decode()
-                if truncated:
-                    self.truncated.append((shard, truncated))
-                    log.warning("shard %s is truncated (%s): the samples before the cut are kept", shard, truncated)
-                if len(a["lengths"]) and int(a["lengths"].max()) > _MAX_MEMBER:
+                identity = _identity(shard)
+                for location in [] if rebuild else _index_locations(shard):
+                    size = _index_size(location, identity)
+                    if size is not None:
+                        found.append((location, None, *size))
+                        break
+                else:
+                    a = load_shard_index(shard, rebuild=True)
+                    found.append((None, a, len(a["offsets"]), len(a["key_blob"])))
+                if bar is not None:
+                    bar.update(1)
+            total = sum(n for _, _, n, _ in found)
+            blob_total = sum(b for _, _, _, b in found)
+            starts = np.zeros(len(found) + 1, dtype=np.int64)
+            offsets = np.empty(total, np.int64)
+            lengths = np.empty(total, np.uint32)
+            label_array = np.empty(total, np.int64)
+            key_ends = np.empty(total, np.uint32 if blob_total < 1 << 32 else np.int64)
+            blob = np.empty(blob_total, np.uint8)
+            at = blob_at = 0
+            for i, (shard, (location, arrays, n, blob_len)) in enumerate(zip(self.shards, found, strict=True)):
+                a = arrays if location is None else _read_index(location, _identity(shard))
+                if a is None or len(a["offsets"]) != n or len(a["key_blob"]) != blob_len:
+                    raise RuntimeError(f"shard {shard} or its index changed while the dataset was being indexed; "
+                                       "build the dataset again")
+                self._note_problems(shard, a)
+                if n and int(a["lengths"].max()) > _MAX_MEMBER:
                     raise ValueError(f"shard {shard} has an image member over 4 GiB: not an image a loader can use")
-                counts.append(len(a["offsets"]))
-                offsets.append(a["offsets"])
-                lengths.append(a["lengths"].astype(np.uint32))
-                labels.append(a["labels"])
-                blobs.append(a["key_blob"].tobytes())
-                ends.append(a["key_ends"] + blob_size)
-                blob_size += len(blobs[-1])
+                offsets[at:at + n] = a["offsets"]
+                lengths[at:at + n] = a["lengths"]
+                label_array[at:at + n] = a["labels"]
+                key_ends[at:at + n] = a["key_ends"] + blob_at
+                blob[blob_at:blob_at + blob_len] = a["key_blob"]
+                at += n
+                blob_at += blob_len
+                starts[i + 1] = at
+                del a
                 if bar is not None:
                     bar.update(1)
         finally:
@@ -311,18 +376,24 @@ class TarShards:
                 raise ValueError(f"{len(self.skipped)} sample(s) cannot be indexed: {shown}{more}; fix the shards, or "
                                  "pass errors='skip' to leave them out")
             log.warning("skipped %d sample(s) that cannot be indexed: %s%s", len(self.skipped), shown, more)
-        starts = np.zeros(len(counts) + 1, dtype=np.int64)
-        np.cumsum(counts, out=starts[1:])
         if starts[-1] == 0:
             raise ValueError(f"the shards {self.pattern!r} hold no samples (members KEY.jpg + KEY.cls, WebDataset "
                              "layout)")
         self.samples_per_shard = np.diff(starts)
-        label_array = np.concatenate(labels).astype(np.int64, copy=False)
         label_array.flags.writeable = False
         self._labels = label_array
-        key_ends = np.concatenate(ends)
-        self.sources = ShardSources(list(self.shards), starts, np.concatenate(offsets), np.concatenate(lengths),
-                                    b"".join(blobs), key_ends.astype(np.uint32 if blob_size < 1 << 32 else np.int64))
+        self.sources = ShardSources(list(self.shards), starts, offsets, lengths, blob, key_ends)
+
+    def _note_problems(self, shard: str, a: dict[str, np.ndarray]) -> None:
+        """Record what a shard's index says was left out, and warn when the shard is truncated."""
+        problems = bytes(a["problems"]).decode("utf-8", "surrogateescape")
+        for line in problems.splitlines() if problems else []:
+            key, _, reason = line.partition("\t")
+            self.skipped.append((shard, key, reason))
+        truncated = bytes(a["truncated"]).decode()
+        if truncated:
+            self.truncated.append((shard, truncated))
+            log.warning("shard %s is truncated (%s): the samples before the cut are kept", shard, truncated)
 
     def _class_names(self, classes: Sequence[str] | int | None) -> list[str]:
         """The class names: given, or "0".. up to the largest label; every label must be below their number."""
