@@ -562,3 +562,26 @@ def test_memory_cache_in_dev_shm(shard_set: tuple[list[Path], list]) -> None:
     finally:
         ds.close()
     assert not folder.exists()
+
+
+# --- the benchmark -------------------------------------------------------------------------------------------------
+def test_files_vs_shards_benchmark_reports_every_configuration(tmp_path: Path) -> None:
+    from ipu_cnn.benchmark.shards import run
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"im{i:03d}.jpg").write_bytes(encode_jpeg(photo_like(64, 48, seed=i)))
+    report = run(folder, 12, 4, 1, image_size=32)
+    rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith("| warm") or
+            line.startswith("| cold")]
+    assert len(rows) == 8
+    total = sum((folder / f"im{i:03d}.jpg").stat().st_size for i in range(12))
+    for cache, threads, source, img_s, _, cpu, mib, opens in (map(str.strip, r) for r in rows):
+        assert float(img_s) > 0 and float(cpu) >= 0
+        assert abs(float(mib) - total / 2**20) < 0.05  # one epoch reads every image once
+        if source == "files":
+            assert int(opens) == 12
+        else:
+            assert 1 <= int(opens) <= 8 * int(threads)  # 8 shards of the 12 images, at most once per thread
+    assert "posix_fadvise" in report

@@ -84,7 +84,7 @@ def _checksum_ok(header: bytes) -> bool:
         stored = int(text, 8)
     except ValueError:
         return False
-    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:])
+    unsigned = sum(header) - sum(header[148:156]) + 8 * 32
     if stored == unsigned:
         return True
     signed = sum(np.frombuffer(header[:148] + b" " * 8 + header[156:], dtype=np.int8).tolist())
