@@ -570,18 +570,18 @@ def test_files_vs_shards_benchmark_reports_every_configuration(tmp_path: Path) -
 
     folder = tmp_path / "images"
     folder.mkdir()
-    for i in range(12):
+    for i in range(16):
         (folder / f"im{i:03d}.jpg").write_bytes(encode_jpeg(photo_like(64, 48, seed=i)))
-    report = run(folder, 12, 4, 1, image_size=32)
+    report = run(folder, 16, 4, 1, image_size=32)
     rows = [line.split("|")[1:-1] for line in report.splitlines() if line.startswith("| warm") or
             line.startswith("| cold")]
     assert len(rows) == 8
-    total = sum((folder / f"im{i:03d}.jpg").stat().st_size for i in range(12))
+    total = sum((folder / f"im{i:03d}.jpg").stat().st_size for i in range(16))
     for cache, threads, source, img_s, _, cpu, mib, opens in (map(str.strip, r) for r in rows):
         assert float(img_s) > 0 and float(cpu) >= 0
         assert abs(float(mib) - total / 2**20) < 0.05  # one epoch reads every image once
         if source == "files":
-            assert int(opens) == 12
+            assert int(opens) == 16
         else:
-            assert 1 <= int(opens) <= 8 * int(threads)  # 8 shards of the 12 images, at most once per thread
+            assert 1 <= int(opens) <= 8 * int(threads)  # 8 shards of the 16 images, at most once per thread
     assert "posix_fadvise" in report
