@@ -91,8 +91,8 @@ Source to_source(const py::handle& obj, const std::string& what, std::vector<py:
     return s;
   }
   if (!PyObject_CheckBuffer(obj.ptr())) {
-    throw py::type_error(what + " must be a path (str), a (path, offset, length) shard member or a bytes-like "
-                         "object, got " + type_name(obj));
+    throw py::type_error(what + " must be a path (str) or a bytes-like object (or a (path, offset, length) member of "
+                         "a tar shard), got " + type_name(obj));
   }
   keep->push_back(py::reinterpret_borrow<py::buffer>(obj).request());
   const py::buffer_info& info = keep->back();

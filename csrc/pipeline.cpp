@@ -294,7 +294,10 @@ namespace {
 void forget_other_caches_after_fork() {
   new (&g_caches_mu) std::mutex();  // it may have been copied locked
   g_caches = new std::vector<FileCache*>();
-  g_caches->push_back(&t_files);  // the forking thread's own cache (it was not reading: it was forking)
+  FileCache* mine = &t_files;  // the forking thread's own cache (not reading: forking); a first use registers it
+  bool listed = false;
+  for (FileCache* c : *g_caches) listed = listed || c == mine;
+  if (!listed) g_caches->push_back(mine);
 }
 const int g_fork_handler = pthread_atfork(nullptr, nullptr, &forget_other_caches_after_fork);
 }  // namespace

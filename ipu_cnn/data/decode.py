@@ -165,7 +165,8 @@ def _native_source(source: Source) -> str | ShardMember | bytes | bytearray | me
         return source
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
-    raise TypeError(f"a source must be a path, a ShardMember or a bytes-like object, got {type(source).__name__}")
+    raise TypeError(f"a source must be a path or a bytes-like object (or a ShardMember of a tar shard), got "
+                    f"{type(source).__name__}")
 
 
 def source_name(source: Source, position: int | None = None) -> str:
