@@ -73,8 +73,26 @@ Source to_source(const py::handle& obj, const std::string& what, std::vector<py:
     s.path = obj.cast<std::string>();
     return s;
   }
+  if (py::isinstance<py::tuple>(obj)) {  // (path, offset, length): a member of a tar shard (a named tuple may add more)
+    const py::tuple t = py::reinterpret_borrow<py::tuple>(obj);
+    if (t.size() < 3 || !py::isinstance<py::str>(t[0]) || !py::isinstance<py::int_>(t[1]) ||
+        !py::isinstance<py::int_>(t[2])) {
+      throw py::type_error(what + " as a tuple must be (path: str, offset: int, length: int), a member of a shard");
+    }
+    const long long offset = t[1].cast<long long>(), length = t[2].cast<long long>();
+    if (offset < 0 || length < 0) {
+      throw py::value_error(what + ": offset and length must be >= 0, got " + std::to_string(offset) + " and " +
+                            std::to_string(length));
+    }
+    s.path = t[0].cast<std::string>();
+    s.offset = uint64_t(offset);
+    s.length = uint64_t(length);
+    s.member = true;
+    return s;
+  }
   if (!PyObject_CheckBuffer(obj.ptr())) {
-    throw py::type_error(what + " must be a path (str) or a bytes-like object, got " + type_name(obj));
+    throw py::type_error(what + " must be a path (str) or a bytes-like object (or a (path, offset, length) member of "
+                         "a tar shard), got " + type_name(obj));
   }
   keep->push_back(py::reinterpret_borrow<py::buffer>(obj).request());
   const py::buffer_info& info = keep->back();
@@ -147,7 +165,7 @@ DecodeReport with_bytes(const py::object& source, const DecodeOptions& opts, F&&
   std::vector<uint8_t> buf;
   py::gil_scoped_release release;
   if (s.data == nullptr) {
-    std::string err = read_file(s.path, opts, &buf);
+    std::string err = read_source(s, opts, &buf);
     if (!err.empty()) {
       DecodeReport r;
       r.status = Status::Error;
@@ -337,6 +355,20 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("jpeg_version", &jpeg_library_version);
   m.def("is_libjpeg_turbo", &is_libjpeg_turbo);
+  m.def(
+      "io_stats",
+      []() {
+        const IoStats s = io_stats();
+        py::dict d;
+        d["opens"] = s.opens;
+        d["reads"] = s.reads;
+        d["bytes"] = s.bytes;
+        return d;
+      },
+      "Process-wide counters of the reads of sources: open() calls, read/pread calls and bytes read.");
+  m.def("reset_io_stats", &reset_io_stats, "Zero the counters io_stats() returns.");
+  m.def("drop_cached_files", &drop_cached_files,
+        "Close the shard descriptors every thread keeps, now (a shard may have changed, or its copy be released).");
   // What the build recorded of csrc/ (see CMakeLists.txt): a source checkout compares it with its own csrc/.
   m.def("source_digest", []() { return std::string(IPU_CNN_SOURCE_DIGEST); });
   m.def("simd_path", []() { return std::string(resample_simd_path()); });

@@ -8,8 +8,9 @@ from typing import Any, ClassVar, Optional, Sequence, Union
 import numpy as np
 import numpy.typing as npt
 
-# A path (read in the worker thread) or a C-contiguous buffer of bytes (read in place).
-_Source = Union[str, bytes, bytearray, memoryview, npt.NDArray[np.uint8]]
+# A path (read in the worker thread), a (path, offset, length) member of a tar shard (read with pread from a descriptor
+# the worker thread keeps open; a named tuple may carry more fields after those), or a C-contiguous buffer of bytes.
+_Source = Union[str, tuple[str, int, int], bytes, bytearray, memoryview, npt.NDArray[np.uint8]]
 
 class Status:
     """What became of one image: decoded, left to Pillow (not a JPEG, or a JPEG process this libjpeg lacks), or
@@ -142,3 +143,10 @@ def is_libjpeg_turbo() -> bool: ...
 def source_digest() -> str: ...
 def simd_path() -> str: ...
 def available_cpus() -> int: ...
+def io_stats() -> dict[str, int]:
+    """Process-wide counters of source reads: 'opens' (open() calls), 'reads' (read/pread calls), 'bytes'."""
+
+def reset_io_stats() -> None: ...
+def drop_cached_files() -> None:
+    """Close the shard descriptors every thread keeps, now (a shard may have changed, or its copy be released)."""
+

@@ -4,6 +4,9 @@ Times, over the same files on disk and all threads: ``decode_batch`` alone (batc
 ``Loader`` in thread mode and in process mode (consumer doing nothing), and the per-batch Python cost of the loader
 (time inside ``next()`` when the batch is already waiting in the ring). Prints a Markdown table with the ratios the
 loader's contract sets: loader >= 0.95x decode_batch, process mode >= 0.90x thread mode.
+
+``--shards`` compares instead files against tar shards of the same images, warm and cold page cache, one thread and
+all (`ipu_cnn.benchmark.shards`); ``--index`` measures the index of an ImageNet-sized set of shards.
 """
 from __future__ import annotations
 
@@ -76,7 +79,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="decoder threads (default: all CPUs)")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per loader configuration (default 2)")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds; best figure shown (default 3)")
+    parser.add_argument("--shards", action="store_true",
+                        help="compare files with tar shards of the same images (warm/cold cache, 1/all threads)")
+    parser.add_argument("--index", action="store_true",
+                        help="measure loading the index of 1.28M samples in 128 shards (time and memory)")
     args = parser.parse_args(argv)
+    if args.shards or args.index:
+        from ipu_cnn.benchmark import shards
+
+        if args.index:
+            print(shards.index_figures())
+        if args.shards:
+            print(shards.run(args.folder, args.images, args.batch_size, args.repeat))
+        return 0
     ds = _dataset(args.folder, args.images)
     rows = []
     for name, transform in (("train", TrainTransform(224)), ("eval", EvalTransform(224))):

@@ -10,7 +10,7 @@ from ipu_cnn.data.decode import (
     decode_image,
     read_header,
 )
-from ipu_cnn.data.datasets import FileList, ImageFolder, ImageNet, RandomImages
+from ipu_cnn.data.datasets import FileList, ImageFolder, ImageNet, RandomImages, TarShards
 from ipu_cnn.data.generated import GeneratedImages, make_generated_dataset
 from ipu_cnn.data.transforms import EvalTransform, TrainTransform
 
@@ -38,6 +38,7 @@ __all__ = [
     "ImageFolder",
     "ImageNet",
     "RandomImages",
+    "TarShards",
     "ImageHeader",
     "TrainTransform",
     "decode_batch",

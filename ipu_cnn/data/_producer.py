@@ -12,7 +12,7 @@ import numpy as np
 
 from ipu_cnn.data._ring import SharedRing
 from ipu_cnn.data.decode import DecodeError, decode_batch, decode_image
-from ipu_cnn.data.sampling import rank_batches
+from ipu_cnn.data.sampling import rank_batches, stream_batches
 from ipu_cnn.data.transforms import Transform
 
 #: How many other samples "replace" tries before giving up on a bad one.
@@ -31,8 +31,14 @@ class Plan:
     world_size: int
     drop_last: bool
     on_error: str
+    #: Stream mode (TarShards(mode="stream")): (samples per shard, shuffle buffer); None: any-order random access.
+    stream: tuple[tuple[int, ...], int] | None = None
 
     def batches(self, epoch: int) -> list[np.ndarray]:
+        if self.stream is not None:
+            sizes, buffer = self.stream
+            return stream_batches(sizes, buffer, self.batch_size, self.seed, epoch, self.shuffle, self.rank,
+                                  self.world_size, self.drop_last)
         return rank_batches(self.num_samples, self.batch_size, self.seed, epoch, self.shuffle, self.rank,
                             self.world_size, self.drop_last)
 

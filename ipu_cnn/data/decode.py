@@ -22,7 +22,27 @@ from ipu_cnn.data.transforms import EvalTransform, TrainTransform, Transform
 if TYPE_CHECKING:
     from PIL import Image
 
-Source = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.ndarray]
+
+
+class ShardMember(NamedTuple):
+    """One image stored inside a tar shard: the bytes ``[offset, offset + length)`` of the file at ``path``.
+
+    The native core reads it with ``pread`` from a descriptor each worker thread keeps open (no per-sample open());
+    ``key`` is the sample's WebDataset key (the member name without its extension), only used to name it in errors.
+    """
+
+    path: str
+    offset: int
+    length: int
+    key: str = ""
+
+    @property
+    def name(self) -> str:
+        """How errors name the sample: ``shard.tar[KEY]``."""
+        return f"{self.path}[{self.key or f'@{self.offset}'}]"
+
+
+Source = Union[str, "os.PathLike[str]", ShardMember, bytes, bytearray, memoryview, np.ndarray]
 
 #: Pillow's DecompressionBombError threshold (twice Image.MAX_IMAGE_PIXELS).
 DEFAULT_MAX_PIXELS = 178_956_970
@@ -138,16 +158,21 @@ def _indices(indices: Sequence[int] | np.ndarray) -> np.ndarray:
     return np.array([_u64(f"indices[{i}]", v) for i, v in enumerate(seq)], dtype=np.uint64)
 
 
-def _native_source(source: Source) -> str | bytes | bytearray | memoryview | np.ndarray:
+def _native_source(source: Source) -> str | ShardMember | bytes | bytearray | memoryview | np.ndarray:
+    if isinstance(source, ShardMember):
+        return source
     if isinstance(source, (bytes, bytearray, memoryview, np.ndarray)):
         return source
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
-    raise TypeError(f"a source must be a path or a bytes-like object, got {type(source).__name__}")
+    raise TypeError(f"a source must be a path or a bytes-like object (or a ShardMember of a tar shard), got "
+                    f"{type(source).__name__}")
 
 
 def source_name(source: Source, position: int | None = None) -> str:
-    """How errors name a source: its path, or a description of an in-memory buffer."""
+    """How errors name a source: its path, ``shard.tar[KEY]`` for a shard member, or a description of a buffer."""
+    if isinstance(source, ShardMember):
+        return source.name
     if isinstance(source, (str, os.PathLike)):
         return os.fspath(source)
     where = "" if position is None else f" #{position}"
@@ -198,7 +223,9 @@ def _open_source(source: Source, name: str, max_file_bytes: int | None = DEFAULT
     """A file object over a source for Pillow: the bytes of the regular file a path names (read whole, up to
     ``max_file_bytes``), or the in-memory bytes. Pillow then reads from memory: a header that claims a huge field
     (a "4 GB comment" in a 21-byte file) gets what the file holds, where a file object's read(n) would allocate n
-    bytes up front."""
+    bytes up front. A shard member is read with one pread of its range."""
+    if isinstance(source, ShardMember):
+        return io.BytesIO(_read_member(source, name, max_file_bytes))
     if isinstance(source, (str, os.PathLike)):
         with _open_regular_file(os.fspath(source), name) as f:
             size = os.fstat(f.fileno()).st_size
@@ -210,6 +237,22 @@ def _open_source(source: Source, name: str, max_file_bytes: int | None = DEFAULT
             except OSError as e:
                 raise DecodeError(name, f"cannot read file: {e.strerror or e}") from None
     return io.BytesIO(memoryview(source).tobytes())
+
+
+def _read_member(member: ShardMember, name: str, max_file_bytes: int | None) -> bytes:
+    """The bytes of a shard member (the Pillow path's read; the native core reads JPEG members itself)."""
+    if max_file_bytes and member.length > max_file_bytes:
+        raise DecodeError(name, f"member of {member.length} bytes, above the limit of {max_file_bytes} bytes "
+                                "(raise max_file_bytes to allow it)")
+    try:
+        with _open_regular_file(member.path, name) as f:
+            data = os.pread(f.fileno(), member.length, member.offset)
+    except OSError as e:
+        raise DecodeError(name, f"cannot read shard: {e.strerror or e}") from None
+    if len(data) != member.length:
+        raise DecodeError(name, f"member at bytes {member.offset}..{member.offset + member.length} ends early: the "
+                                f"shard holds only {member.offset + len(data)} bytes (truncated)")
+    return data
 
 
 def _describe(error: BaseException) -> str:

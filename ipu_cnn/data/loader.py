@@ -30,7 +30,7 @@ from ipu_cnn.data._producer import BatchReport, Plan, Producer
 from ipu_cnn.data._ring import SharedRing
 from ipu_cnn.data._worker import command_loop
 from ipu_cnn.data.decode import DecodeError
-from ipu_cnn.data.sampling import default_rank_world, num_batches
+from ipu_cnn.data.sampling import default_rank_world, num_batches, num_stream_batches
 from ipu_cnn.data.transforms import EvalTransform, TrainTransform, Transform
 
 log = logging.getLogger("ipu_cnn.data")
@@ -86,7 +86,9 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
-def _paths_and_labels(dataset: Any) -> tuple[list[str], np.ndarray]:
+def _paths_and_labels(dataset: Any) -> tuple[Any, np.ndarray]:
+    if hasattr(dataset, "sources") and hasattr(dataset, "labels"):  # TarShards: a sequence of shard members, kept as is
+        return dataset.sources, np.ascontiguousarray(dataset.labels, dtype=np.int64)
     if hasattr(dataset, "paths") and hasattr(dataset, "labels"):
         return list(dataset.paths), np.ascontiguousarray(dataset.labels, dtype=np.int64)
     if hasattr(dataset, "samples"):
@@ -94,7 +96,7 @@ def _paths_and_labels(dataset: Any) -> tuple[list[str], np.ndarray]:
         return [str(p) for p in paths], np.asarray(labels, dtype=np.int64)
     raise TypeError(
         f"the loader needs a dataset of image files (.paths and .labels, or .samples), got {type(dataset).__name__}; "
-        "use ImageFolder, ImageNet, FileList or GeneratedImages(...).train"
+        "use ImageFolder, ImageNet, FileList, TarShards or GeneratedImages(...).train"
     )
 
 
@@ -298,7 +300,7 @@ class Loader:
             rank, world_size = default_rank_world()
         assert world_size is not None
         self.paths, self.labels = _paths_and_labels(dataset)
-        if not self.paths:
+        if not len(self.paths):
             raise ValueError("the dataset is empty")
         self.dataset = dataset
         self.transform = transform
@@ -306,9 +308,13 @@ class Loader:
         self.copy = copy
         self.workers = workers
         self.timeout = None if timeout is None else float(timeout)
+        stream = getattr(dataset, "stream_plan", None)  # TarShards(mode="stream"): whole shards per rank
         self.plan = Plan(len(self.paths), batch_size, int(seed), bool(shuffle), int(rank), int(world_size),
-                         bool(drop_last), on_error)
-        self._len = num_batches(len(self.paths), batch_size, int(rank), int(world_size), bool(drop_last))
+                         bool(drop_last), on_error, stream)
+        if stream is not None:
+            self._len = num_stream_batches(stream[0], batch_size, int(rank), int(world_size), bool(drop_last))
+        else:
+            self._len = num_batches(len(self.paths), batch_size, int(rank), int(world_size), bool(drop_last))
         h, w = transform.output_hw
         self._ring = SharedRing(prefetch + 2, batch_size, h, w)
         self._pinned = bool(pin_memory) and _pin(self._ring)
@@ -337,6 +343,8 @@ class Loader:
         """Samples this rank yields per epoch."""
         if self.plan.drop_last:
             return self._len * self.batch_size
+        if self.plan.stream is not None:
+            return sum(len(b) for b in self.plan.batches(0))
         return len(range(self.plan.rank, self.plan.num_samples, self.plan.world_size))
 
     def set_epoch(self, epoch: int) -> None:
@@ -349,14 +357,19 @@ class Loader:
     def state_dict(self) -> dict[str, Any]:
         """Where iteration stands: loading it into a fresh loader yields exactly the remaining batches of the epoch."""
         p = self.plan
-        return {"epoch": self.epoch, "batch": self._resume_at or self._position, "seed": p.seed,
-                "num_samples": p.num_samples, "batch_size": p.batch_size, "rank": p.rank, "world_size": p.world_size,
-                "shuffle": p.shuffle, "drop_last": p.drop_last}
+        state = {"epoch": self.epoch, "batch": self._resume_at or self._position, "seed": p.seed,
+                 "num_samples": p.num_samples, "batch_size": p.batch_size, "rank": p.rank, "world_size": p.world_size,
+                 "shuffle": p.shuffle, "drop_last": p.drop_last}
+        if p.stream is not None:  # stream mode's order also depends on the shard sizes and the buffer
+            state["stream_buffer"] = p.stream[1]
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         p = self.plan
         mine = {"num_samples": p.num_samples, "batch_size": p.batch_size, "world_size": p.world_size, "seed": p.seed,
                 "shuffle": p.shuffle, "drop_last": p.drop_last}
+        if p.stream is not None or "stream_buffer" in state:
+            mine["stream_buffer"] = None if p.stream is None else p.stream[1]
         diff = {k: (state.get(k), v) for k, v in mine.items() if state.get(k) != v}
         if diff:
             raise ValueError(f"loader state does not match this loader (saved, current): {diff}; resuming would not "

@@ -1,7 +1,7 @@
 """Where the inference modes' images come from: image files found under paths, and the benchmark's batch streams.
 
 Benchmark data modes (as the Graphcore application's): ``real`` decodes JPEG files with the eval transform through
-ipu_cnn's loader, ``generated`` repeats one random uint8 host batch (so decoding is left out but the host-to-device
+ipu_cnn's loader (``shards``: the same, from WebDataset tar shards), ``generated`` repeats one random uint8 host batch (so decoding is left out but the host-to-device
 copy is not), ``synthetic`` makes one random batch on the device once (no host work at all). Each is a
 `ipu_cnn.batch_sources.BatchSource` of uint8 ``[B, 3, H, W]`` channels_last batches (the random ones are the
 training application's `RandomBatches`); `ipu_cnn.batch_sources.forever` runs one epoch after another.
@@ -90,13 +90,20 @@ def benchmark_source(mode: str, batch_size: int, preprocessing: EvalPreprocessin
         on = device if mode == "synthetic" else torch.device("cpu")
         return RandomBatches(batch_size, (height, width), RANDOM_CLASSES, 1, on, seed=seed + rank,
                              pin_memory=pinned and mode == "generated")
-    if mode != "real":
-        raise ValueError(f"--data {mode!r}: use real, generated or synthetic")
+    if mode not in ("real", "shards"):
+        raise ValueError(f"--data {mode!r}: use real, shards, generated or synthetic")
     from ipu_cnn.data import Loader
 
-    dataset = real_dataset(data_path)
+    if mode == "shards":
+        from ipu_cnn.data import TarShards
+
+        if data_path is None:
+            raise SystemExit("--data shards needs --data-path, the shard pattern (e.g. 'DIR/val-{000000..000015}.tar')")
+        dataset: Any = TarShards(data_path)
+    else:
+        dataset = real_dataset(data_path)
     if len(dataset) < batch_size * world_size:
-        raise SystemExit(f"--data real: {len(dataset)} images make no full batch of {batch_size} per rank on "
+        raise SystemExit(f"--data {mode}: {len(dataset)} images make no full batch of {batch_size} per rank on "
                          f"{world_size} rank(s): lower --micro-batch-size or give --data-path a larger folder")
     return Loader(dataset, batch_size, transform, shuffle=True, seed=seed,  # type: ignore[operator]
                   drop_last=True, num_threads=num_threads, prefetch=prefetch, rank=rank, world_size=world_size,

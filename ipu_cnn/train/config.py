@@ -27,7 +27,7 @@ from ipu_cnn import _cli
 from ipu_cnn.backends.ipu import EXCHANGE_MEMORY_TARGETS, IPU_VERSIONS, IpuSettings, check_ipu_settings
 from ipu_cnn.backends.precision import PRECISIONS
 
-DATA_MODES = ("demo", "generated", "synthetic", "imagenet", "folder", "filelist")
+DATA_MODES = ("demo", "generated", "synthetic", "imagenet", "folder", "filelist", "shards")
 OPTIMIZERS = ("sgd", "sgd_combined", "adamw", "rmsprop", "rmsprop_tf")
 LR_SCHEDULES = ("step", "cosine", "exponential")
 WEIGHT_AVG = ("none", "mean", "exponential")
@@ -192,11 +192,14 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    help="demo: generated JPEG files (made once under ~/.cache/ipu_cnn); generated: random uint8 "
                    "batches made on the host, no decoding; synthetic: random data made on the device, no host I/O; "
                    "imagenet: DATA_PATH/train + DATA_PATH/validation; folder: an ImageFolder at DATA_PATH "
-                   "(+ --val-data-path); filelist: a path,label list at DATA_PATH (+ --val-data-path)")
+                   "(+ --val-data-path); filelist: a path,label list at DATA_PATH (+ --val-data-path); shards: "
+                   "WebDataset tar shards (KEY.jpg + KEY.cls) named by DATA_PATH (+ --val-data-path)")
     g.add_argument("--data-path", "--imagenet-data-path", dest="data_path", default=None,
-                   help="dataset root (imagenet, folder) or list file (filelist); --imagenet-data-path is Graphcore's "
-                   "spelling")
-    g.add_argument("--val-data-path", default=None, help="validation ImageFolder (folder) or list file (filelist)")
+                   help="dataset root (imagenet, folder), list file (filelist), or shard pattern (shards: "
+                   "'DIR/train-{000000..000127}.tar', a glob, or comma-free paths); --imagenet-data-path is "
+                   "Graphcore's spelling")
+    g.add_argument("--val-data-path", default=None, help="validation ImageFolder (folder), list file (filelist) or "
+                   "shard pattern (shards)")
     _cli.add_num_classes_option(g, "classes (default: the dataset's; 1000 for generated and synthetic)")
     g.add_argument("--demo-classes", type=_cli.positive_int, default=10, help="classes of the demo dataset")
     g.add_argument("--demo-images-per-class", type=_cli.positive_int, default=100,
@@ -528,7 +531,7 @@ def run_options(options: RunOptions) -> dict[str, Any]:
 def check_options(options: RunOptions) -> None:
     """Cross-option checks argparse cannot express; each error says what to change."""
     o = options
-    if o.data in ("imagenet", "folder", "filelist") and not o.data_path:
+    if o.data in ("imagenet", "folder", "filelist", "shards") and not o.data_path:
         raise SystemExit(f"--data {o.data} needs --data-path")
     if o.eight_bit_io and o.normalization_location == "host":
         raise SystemExit("--eight-bit-io and --normalization-location host contradict each other: eight-bit IO ships "

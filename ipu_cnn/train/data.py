@@ -85,6 +85,10 @@ def _datasets(data: DataSettings) -> tuple[Any, Any | None]:
         train = datasets.FileList(data.data_path)
         val = datasets.FileList(data.val_data_path, classes=train.classes) if data.val_data_path else None
         return train, val
+    if mode == "shards":
+        train = datasets.TarShards(data.data_path)
+        val = datasets.TarShards(data.val_data_path, classes=train.classes) if data.val_data_path else None
+        return train, val
     raise ValueError(f"--data {mode!r} is not a file-based mode")
 
 

@@ -8,6 +8,8 @@ package opens an image. One reader per module:
 - `ImageNet` (``imagenet``): an `ImageFolder` over ``root/train`` or ``root/validation`` (``root/val``).
 - `FileList` (``filelist``): a CSV, TSV or space-separated list of ``path,label`` rows (ImageNet's flat validation
   folder and its labels file, or any custom split).
+- `TarShards` (``shards``): WebDataset-layout tar shards (``KEY.jpg`` + ``KEY.cls``), read through a per-shard index
+  of member offsets with one open descriptor per shard and thread.
 - `RandomImages` (``random_images``): random uint8 images made in memory, no files and no decoding, for
   device-throughput runs.
 
@@ -23,6 +25,7 @@ from ipu_cnn.data.datasets.filelist import FileList
 from ipu_cnn.data.datasets.folder import ImageFolder
 from ipu_cnn.data.datasets.imagenet import ImageNet
 from ipu_cnn.data.datasets.random_images import RandomImages
+from ipu_cnn.data.datasets.shards import TarShards, expand_shards
 
 __all__ = [
     "IMG_EXTENSIONS",
@@ -33,4 +36,6 @@ __all__ = [
     "ImageNet",
     "FileList",
     "RandomImages",
+    "TarShards",
+    "expand_shards",
 ]
