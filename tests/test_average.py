@@ -50,12 +50,13 @@ def test_mismatched_states_and_bad_arguments_are_refused() -> None:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A 3-epoch run on generated data (4 classes, 32 px) that keeps a checkpoint per epoch."""
+    """A 3-epoch run on generated data (4 classes, 32 px) that keeps a checkpoint per epoch and, as Graphcore's
+    train.py does with --weight-avg-N, averages them at the end."""
     out = tmp_path_factory.mktemp("avg")
     options = config_from_mapping({
         "data": "generated", "num_classes": 4, "generated_samples": 32, "model": "test_resnet", "image_size": 32,
         "epoch": 3, "micro_batch_size": 8, "lr": 0.05, "output_dir": str(out), "run_name": "run", "plot": False,
-        "progress": "lines", "logs_per_epoch": 1, "device": "cpu"})
+        "progress": "lines", "logs_per_epoch": 1, "device": "cpu", "weight_avg_strategy": "mean", "weight_avg_N": -1})
     return train(options)
 
 
@@ -88,10 +89,14 @@ def test_averaged_checkpoint_is_accepted_everywhere_but_resume(run: dict[str, An
     from ipu_cnn.train.validate import validate_checkpoint
 
     folder = Path(run["run_dir"]) / "checkpoints"
-    assert main(["--checkpoint-path", str(folder)]) == 0  # Graphcore's flag name; mean of all
     averaged = folder / "checkpoint-epoch0003-step000000012_averaged.pt"
     assert averaged.is_file() and averaged not in list_checkpoints(folder)  # --resume DIR never picks it
+    written_by_the_run = load_checkpoint(averaged)["model"]
+    assert "averaged_checkpoints_accuracy" in run["validation"]
+    assert main(["--checkpoint-path", str(folder)]) == 0  # Graphcore's flag name; mean of all, as the run did
     state = load_checkpoint(averaged)
+    for key, value in written_by_the_run.items():
+        assert torch.equal(value, state["model"][key]), key
     sources = [load_checkpoint(p)["model"] for p in list_checkpoints(folder)]
     key = next(k for k in state["model"] if k.endswith("running_var"))
     torch.testing.assert_close(state["model"][key], sum(s[key].double() for s in sources).float() / 3)
