@@ -200,3 +200,23 @@ def test_fine_tuning_trains_on_the_eval_transform() -> None:
     finally:
         tune.close()
         half.close()
+
+
+@pytest.mark.skipif(not _loader_built(), reason="needs the compiled loader (build the extension)")
+def test_one_command_runs_both_stages_on_the_demo_jpegs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from ipu_cnn.train.__main__ import main
+
+    status = main(["--data", "demo", "--demo-classes", "2", "--demo-images-per-class", "8", "--model", "test_resnet",
+                   "--image-size", "32", "--epoch", "1", "--micro-batch-size", "8", "--half-res-training",
+                   "--fine-tune-epoch", "1", "--fine-tune-micro-batch-size", "4", "--fine-tune-gradient-accumulation",
+                   "2", "--fine-tune-first-trainable-layer", "layer4", "--fine-tune-lr", "0.01", "--device", "cpu",
+                   "--output-dir", str(tmp_path), "--run-name", "demo", "--no-plot", "--progress", "lines",
+                   "--validation-mode", "after", "--dataloader-worker", "1"])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "train stage (1/2): test_resnet" in out and "23 px random crops, validation at 32 px" in out
+    assert "fine-tune stage (2/2)" in out and "32 px eval-transform crops" in out
+    assert "fine-tune stage: 36 parameter tensors frozen before layer4" in out
+    assert out.count("validation accuracy:") == 2  # once, after both stages ("validation accuracy" + "final ...")
+    final = load_checkpoint(tmp_path / "demo" / "checkpoints" / "checkpoint-epoch0002-step000000004-final.pt")
+    assert final["stage"] == "fine-tune" and final["image_size"] == 32

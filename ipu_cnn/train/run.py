@@ -374,8 +374,8 @@ class _Trainer:
             return
         what = "training" if len(self.stages) == 1 else f"{stage.name} stage ({stage.index + 1}/{len(self.stages)}):"
         assert self.model is not None
-        pixels = (f"{stage.train_image_size} px {'eval-transform' if stage.eval_preprocessing_for_training else 'random'}"
-                  f" crops, validation at {plan.eval.image_size} px")
+        crops = "eval-transform" if stage.eval_preprocessing_for_training else "random"
+        pixels = f"{stage.train_image_size} px {crops} crops, validation at {plan.eval.image_size} px"
         self.logger.print(f"{what} {plan.timm_model} ({sum(p.numel() for p in self.model.parameters()):,} "
                           f"parameters) on {options.data} data, {plan.num_classes} classes, {pixels}, "
                           f"device {plan.device} x {dist.world_size}, global batch {plan.batches.global_batch_size}, "
