@@ -136,5 +136,7 @@ def test_selection_skips_interrupted_checkpoints_and_says_what_is_missing(tmp_pa
     assert [p.name for p in select_checkpoints(tmp_path)] == ["checkpoint-epoch0001-step000000004.pt",
                                                               "checkpoint-epoch0002-step000000008-final.pt"]
     assert [p.name for p in select_checkpoints(tmp_path, 1)] == ["checkpoint-epoch0002-step000000008-final.pt"]
+    # at the end of a half-res run's first stage: none of a later (fine-tuning) attempt's checkpoints
+    assert [p.name for p in select_checkpoints(tmp_path, max_step=7)] == ["checkpoint-epoch0001-step000000004.pt"]
     with pytest.raises(ValueError, match="--weight-avg-N must be a positive number"):
         select_checkpoints(tmp_path, 0)

@@ -18,6 +18,7 @@ and so is the other stage's of a ``--half-res-training`` run.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -28,6 +29,7 @@ from ipu_cnn import _cli
 from ipu_cnn.train.checkpoint import checkpoint_name, list_checkpoints, load_checkpoint, save_checkpoint
 
 STRATEGIES = ("mean", "exponential")
+_STEP = re.compile(r"^checkpoint-epoch\d+-step(\d+)")
 AVERAGED_SUFFIX = "_averaged.pt"
 
 
@@ -66,22 +68,30 @@ def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]], strategy: 
     return averaged
 
 
-def select_checkpoints(folder: str | Path, last: int = -1, stage: str | None = None) -> list[Path]:
+def select_checkpoints(folder: str | Path, last: int = -1, stage: str | None = None,
+                       max_step: int | None = None) -> list[Path]:
     """The checkpoints of `folder` (or its ``checkpoints/``) to average, oldest first: epoch-boundary ones (not
-    ``-interrupted``), of `stage` when given (read from each file), the `last` newest (-1: all)."""
+    ``-interrupted``), taken at or before `max_step` when given (by name), of `stage` when given (read from the
+    files, newest first, only until `last` are found), the `last` newest (-1: all)."""
+    if last == 0 or last < -1:
+        raise ValueError(f"--weight-avg-N must be a positive number of checkpoints or -1 for all, got {last}")
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"--checkpoint-input-dir {folder}: no such folder")
     found = list_checkpoints(folder) or list_checkpoints(folder / "checkpoints")
     found = [p for p in found if not p.stem.endswith("-interrupted")]
-    if stage is not None:
-        found = [p for p in found if load_checkpoint(p).get("stage", "train") == stage]
-    if not found:
+    if max_step is not None:
+        found = [p for p in found if int(_STEP.match(p.name).group(1)) <= max_step]  # type: ignore[union-attr]
+    chosen: list[Path] = []
+    for path in reversed(found):
+        if last != -1 and len(chosen) == last:
+            break
+        if stage is None or load_checkpoint(path).get("stage", "train") == stage:
+            chosen.append(path)
+    if not chosen:
         raise FileNotFoundError(f"--checkpoint-input-dir {folder}: no epoch checkpoints (checkpoint-*.pt, not "
-                                "-interrupted) to average")
-    if last == 0 or last < -1:
-        raise ValueError(f"--weight-avg-N must be a positive number of checkpoints or -1 for all, got {last}")
-    return found if last == -1 else found[-last:]
+                                f"-interrupted{f', of the {stage} stage' if stage else ''}) to average")
+    return chosen[::-1]
 
 
 def averaged_path(newest: Mapping[str, Any], folder: Path) -> Path:

@@ -439,7 +439,7 @@ class _Trainer:
 
         path: Path | None = None
         if self.dist.is_main:
-            paths = select_checkpoints(self.checkpoint_dir, o.weight_avg_N, self.stage.name)
+            paths = select_checkpoints(self.checkpoint_dir, o.weight_avg_N, max_step=self.state.step)
             path, _ = average_checkpoints(paths, o.weight_avg_strategy, o.weight_avg_exp_decay)
             self.logger.print(f"averaged {len(paths)} checkpoint{'s' if len(paths) > 1 else ''} "
                               f"({o.weight_avg_strategy}): {path}")
