@@ -226,7 +226,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "image_size": (_INT, True), "eval": ((Mapping,), True),
     "samples": (_INT, False), "scaler": ((Mapping,), False), "weight_average": ((Mapping,), False),
     "mixing": ((list,), False), "loader": ((list,), False), "metrics": ((Mapping,), False),
-    "class_names": ((list,), False),
+    "class_names": ((list,), False), "stage": ((str,), False), "averaged": ((Mapping,), False),
 }
 _EVAL_FIELDS: dict[str, tuple[type, ...]] = {"crop_pct": _NUMBER, "interpolation": (str,), "mean": _SEQUENCE,
                                               "std": _SEQUENCE}

@@ -122,6 +122,14 @@ class RunOptions:
     weight_avg_strategy: str
     weight_avg_exp_decay: float
     weight_avg_start_epoch: float
+    weight_avg_N: int | None
+    # half-resolution training and fine-tuning
+    half_res_training: bool
+    fine_tune_epoch: int
+    fine_tune_lr: float
+    fine_tune_micro_batch_size: int
+    fine_tune_gradient_accumulation: int
+    fine_tune_first_trainable_layer: str
     # validation
     validation_mode: str
     validation_freq: int
@@ -323,6 +331,30 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    help="decay per step of the exponential average")
     g.add_argument("--weight-avg-start-epoch", type=_cli.non_negative_float, default=0.0,
                    help="epoch from which the mean average collects weights")
+    g.add_argument("--weight-avg-N", dest="weight_avg_N", type=_cli.optional_int, default=None,
+                   help="average saved checkpoints instead of steps, as Graphcore's train.py does: at the end of "
+                   "training, the last N epoch checkpoints (-1: all) are averaged with --weight-avg-strategy (mean, or "
+                   "exponential with --weight-avg-exp-decay per checkpoint) into CHECKPOINT_averaged.pt; also "
+                   "`python -m ipu_cnn.train.average`. Default: not set, the average is kept per step")
+
+    g = p.add_argument_group("half-resolution training and fine-tuning (FixRes, arXiv 2106.03640)")
+    g.add_argument("--half-res-training", action="store_true",
+                   help="train on smaller random crops (224 -> 160 px, 380 -> 252, other sizes x 5/7), then "
+                   "fine-tune at full size on test-time preprocessing (resize + centre crop) for --fine-tune-epoch "
+                   "epochs, starting from the averaged weights when averaging is on; one command runs both stages")
+    g.add_argument("--fine-tune-epoch", type=_cli.non_negative_int, default=0,
+                   help="epochs of the fine-tuning stage (needed with --half-res-training)")
+    g.add_argument("--fine-tune-lr", type=float, default=0.25,
+                   help="fine-tuning learning rate: SGD without momentum, cosine to zero, no warm-up, not scaled by "
+                   "--lr-reference-batch")
+    g.add_argument("--fine-tune-micro-batch-size", "--fine-tune-batch-size", dest="fine_tune_micro_batch_size",
+                   type=_cli.positive_int, default=1, help="micro-batch of the fine-tuning stage")
+    g.add_argument("--fine-tune-gradient-accumulation", type=_cli.positive_int, default=1,
+                   help="gradient accumulation of the fine-tuning stage")
+    g.add_argument("--fine-tune-first-trainable-layer", default="",
+                   help="the first layer that fine-tuning trains, by its module path in the timm model (Graphcore's "
+                   "slashes or dots: blocks/5/3 = blocks.5.3); every parameter before it is frozen and every module "
+                   "before it runs in eval mode (BatchNorm statistics and dropout fixed)")
 
     g = p.add_argument_group("validation")
     g.add_argument("--validation-mode", choices=VALIDATION_MODES, default="during",
@@ -547,6 +579,18 @@ def check_options(options: RunOptions) -> None:
         raise SystemExit(f"--train-crop-scale needs 0 < LO <= HI <= 1, got {lo} {hi}")
     if o.weight_avg_strategy == "exponential" and not 0.0 < o.weight_avg_exp_decay < 1.0:
         raise SystemExit(f"--weight-avg-exp-decay must be in (0, 1), got {o.weight_avg_exp_decay}")
+    if o.weight_avg_N is not None and (o.weight_avg_N == 0 or o.weight_avg_N < -1):
+        raise SystemExit(f"--weight-avg-N must be a positive number of checkpoints or -1 for all, got {o.weight_avg_N}")
+    if o.weight_avg_N is not None and o.weight_avg_strategy == "none":
+        raise SystemExit("--weight-avg-N averages the saved checkpoints with --weight-avg-strategy: add "
+                         "--weight-avg-strategy mean or exponential")
+    if o.half_res_training:
+        if o.fine_tune_epoch < 1:
+            raise SystemExit("--half-res-training needs a fine-tuning stage at full size: add --fine-tune-epoch N "
+                             "(N >= 1)")
+        if not o.fine_tune_first_trainable_layer:
+            raise SystemExit("--half-res-training needs --fine-tune-first-trainable-layer NAME, the first layer the "
+                             "fine-tuning trains (e.g. blocks/5/3 for EfficientNet, layer4 for ResNet-50)")
     if o.max_steps is not None and o.max_steps < 1:
         raise SystemExit(f"--max-steps must be >= 1, got {o.max_steps}")
     if o.lr <= 0:

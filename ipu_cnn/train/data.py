@@ -8,6 +8,7 @@ preprocessing the model records, the device type and the shard.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +94,9 @@ def _datasets(data: DataSettings) -> tuple[Any, Any | None]:
 
 
 def create_loaders(data: DataSettings, *, batch_size: int, val_batch_size: int, eval: EvalPreprocessing,
-                   device: torch.device, pin_memory: bool = False, rank: int = 0, world_size: int = 1) -> Loaders:
+                   device: torch.device, pin_memory: bool = False, rank: int = 0, world_size: int = 1,
+                   train_image_size: int | None = None, train_eval_preprocessing: bool = False,
+                   validation: bool = True) -> Loaders:
     """Build ``(train_source, val_source or None, num_classes, class_names)`` for ``data.mode``.
 
     Args:
@@ -103,11 +106,15 @@ def create_loaders(data: DataSettings, *, batch_size: int, val_batch_size: int, 
         device: where ``synthetic`` data is made (the backend's: the host for IPUs, which move data themselves).
         pin_memory: make host batches in pinned memory (the backend copies them asynchronously).
         rank, world_size: the data shard this process reads.
+        train_image_size: side of the training images when it differs from the eval side (half-resolution training).
+        train_eval_preprocessing: make the training images with the eval transform (resize + centre crop, no flip;
+            the fine-tuning stage of half-resolution training), still in a shuffled, resumable epoch order.
+        validation: build the validation source (a later training stage reuses the first one's).
     """
     mode = data.mode
     batch = int(batch_size)
     val_batch = int(val_batch_size)
-    size = int(eval.image_size)
+    size = int(train_image_size or eval.image_size)
     seed = int(data.seed)
     cuda = pin_memory
     if mode in ("generated", "synthetic"):
@@ -119,12 +126,14 @@ def create_loaders(data: DataSettings, *, batch_size: int, val_batch_size: int, 
 
             train: Any = HostBatches(RandomImages(num_classes, size, samples, seed=seed), batch, seed=seed, rank=rank,
                                 world_size=world_size, pin_memory=cuda)
-            val: Any = HostBatches(RandomImages(num_classes, size, max(1, samples // 10), seed=seed + 1), val_batch,
-                              shuffle=False, drop_last=False, rank=rank, world_size=world_size, pin_memory=cuda)
+            val: Any = HostBatches(RandomImages(num_classes, int(eval.image_size), max(1, samples // 10),
+                                                seed=seed + 1), val_batch, shuffle=False, drop_last=False, rank=rank,
+                                   world_size=world_size, pin_memory=cuda) if validation else None
             return train, val, num_classes, names
         steps = max(1, samples // (batch * world_size))
         train_d = RandomBatches(batch, size, num_classes, steps, device, seed=seed + rank)
-        val_d = RandomBatches(val_batch, size, num_classes, max(1, steps // 10), device, seed=seed + 7919 + rank)
+        val_d = RandomBatches(val_batch, int(eval.image_size), num_classes, max(1, steps // 10), device,
+                              seed=seed + 7919 + rank) if validation else None
         return train_d, val_d, num_classes, names
 
     from ipu_cnn.data import TrainTransform
@@ -137,10 +146,14 @@ def create_loaders(data: DataSettings, *, batch_size: int, val_batch_size: int, 
     common: dict[str, Any] = {"seed": seed, "num_threads": data.workers, "prefetch": int(data.prefetch),
                               "rank": rank, "world_size": world_size, "on_error": data.on_bad_sample,
                               "pin_memory": cuda}
-    train_tf = TrainTransform(size=size, scale=tuple(data.train_crop_scale), flip_prob=float(data.flip_prob),
-                              interpolation=data.interpolation)
+    train_tf: Any
+    if train_eval_preprocessing:
+        train_tf = dataclasses.replace(eval, image_size=size).eval_transform()
+    else:
+        train_tf = TrainTransform(size=size, scale=tuple(data.train_crop_scale), flip_prob=float(data.flip_prob),
+                                  interpolation=data.interpolation)
     train = Loader(train_ds, batch, train_tf, shuffle=True, drop_last=True, **common)
     val = None
-    if val_ds is not None:
+    if val_ds is not None and validation:
         val = Loader(val_ds, val_batch, eval.eval_transform(), shuffle=False, drop_last=False, **common)
     return train, val, num_classes, list(train_ds.classes)

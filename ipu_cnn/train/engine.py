@@ -65,15 +65,20 @@ def train_one_epoch(
     progress_mode: str = "auto",
     should_stop: Callable[[], bool] = lambda: False,
     on_step_end: Callable[[TrainState], None] | None = None,
+    train_mode: Callable[[nn.Module], None] | None = None,
 ) -> EpochResult:
     """Train until the feeder's epoch ends or a stop is requested (checked after every step, agreed over ranks).
 
     `state` is advanced in place. The learning rate is stepped per iteration by `scheduler`. Each log interval
     prints ``epoch E/N step S/T loss: L accuracy: A % lr: R throughput: X samples/sec`` and writes a metrics record.
+    `train_mode` puts the model in training mode (default ``model.train()``; fine-tuning keeps frozen layers in eval).
     """
     log_every = max(1, steps_per_epoch // max(1, logs_per_epoch))
     device = backend.device
-    model.train()
+    if train_mode is not None:
+        train_mode(model)
+    else:
+        model.train()
     progress = Progress(steps_per_epoch, f"epoch {state.epoch + 1}/{epochs}", mode=progress_mode,
                         enabled=dist.is_main, initial=state.epoch_step)
     window_loss = torch.zeros((), device=device, dtype=torch.float64)

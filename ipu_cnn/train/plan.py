@@ -5,9 +5,16 @@ used, the eval preprocessing, and the run and checkpoint folders: resolved once,
 classes and steps per epoch there are. `RunPlan.record` is the flat resolved record the run saves in checkpoints
 (``config``) and, with `RunPlan.derived`, as its ``config.yaml``: the option values with the resolved ones in place
 (``device``, ``image_size``, ``eval_crop_pct``) plus the derived values, exactly as earlier versions wrote them.
+
+A run trains in one or two `Stage`s (`plan_stages`): the training stage, and with ``--half-res-training`` a
+fine-tuning stage at full size. A stage is the options its loop runs with (Graphcore's fine-tuning rewrites the same
+options: SGD without momentum, cosine, the fine-tuning rate, batch and accumulation), its epochs' place in the run,
+the side of its training images and how they are made (random crops, or the eval transform), and which layers it
+freezes; the trainer builds the loop's objects from a stage with the same factories for both.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +137,12 @@ class RunPlan:
     steps_per_epoch: int
     run_dir: Path
     checkpoint_dir: Path
+    stage: Stage | None = None
+
+    @property
+    def train_image_size(self) -> int:
+        """Side of the training images of the stage in progress (the eval side unless training at half size)."""
+        return self.stage.train_image_size if self.stage is not None else self.eval.image_size
 
     def derived(self) -> dict[str, Any]:
         """The derived values by the names earlier versions saved them under (``config.yaml``'s ``derived``)."""
@@ -141,6 +154,7 @@ class RunPlan:
             "global_batch_size": self.batches.global_batch_size, "lr_effective": self.lr_effective,
             "num_classes_resolved": self.num_classes, "run_dir": str(self.run_dir),
             "checkpoint_dir": str(self.checkpoint_dir), "device": self.device,
+            **({"stage": self.stage.name, "train_image_size": self.train_image_size} if self.stage else {}),
         }
 
     def record(self, options: RunOptions) -> dict[str, Any]:
@@ -213,3 +227,72 @@ def ignored_ipu_options(options: RunOptions, device_type: str) -> list[str]:
             continue
         lines.append(f"{flag} ignored on {device_type}: {why}")
     return lines
+
+
+#: Graphcore's half-resolution sides (FixRes, arXiv 2106.03640, their models.model_input_shape); other sides are
+#: scaled by 5/7, the ratio of the 224-pixel models.
+HALF_RESOLUTION = {224: 160, 380: 252}
+
+TRAIN_STAGE = "train"
+FINE_TUNE_STAGE = "fine-tune"
+
+
+def half_resolution(size: int) -> int:
+    """The training side for `size` under ``--half-res-training``: Graphcore's table, else ``round(size * 5 / 7)``."""
+    return HALF_RESOLUTION.get(size, max(8, round(size * 5 / 7)))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage of a run (see the module docstring).
+
+    Attributes:
+        name: ``train`` or ``fine-tune`` (recorded in checkpoints, so --resume continues the right stage).
+        index: the stage's position in the run.
+        options: what this stage's loop runs with (the run's own options for the training stage).
+        first_epoch: the run's epoch (0-based) at which the stage starts; its epochs are numbered on from there.
+        epochs: epochs of this stage.
+        train_image_size: side of the training images.
+        eval_preprocessing_for_training: train on the eval transform (resize + centre crop, no flip) rather than
+            random crops: the fine-tuning stage, which adapts the network to test-time statistics.
+        first_trainable_layer: module path (dots) before which everything is frozen, or None.
+        average: whether this stage keeps or makes averaged weights (the training stage, when averaging is on).
+    """
+
+    name: str
+    index: int
+    options: RunOptions
+    first_epoch: int
+    epochs: int
+    train_image_size: int
+    eval_preprocessing_for_training: bool = False
+    first_trainable_layer: str | None = None
+    average: bool = True
+
+    @property
+    def end_epoch(self) -> int:
+        """The run's epoch at which this stage is done."""
+        return self.first_epoch + self.epochs
+
+
+def layer_path(name: str) -> str:
+    """``--fine-tune-first-trainable-layer`` as a module path: Graphcore's slashes become dots."""
+    return name.strip().strip("/").replace("/", ".")
+
+
+def plan_stages(options: RunOptions, image_size: int) -> tuple[Stage, ...]:
+    """The run's stages for a model evaluated at `image_size` pixels: one, or with ``--half-res-training`` the
+    half-size training stage and the full-size fine-tuning stage (whose options follow Graphcore's ``fine_tune``)."""
+    if not options.half_res_training:
+        return (Stage(TRAIN_STAGE, 0, options, 0, options.epoch, image_size),)
+    train = Stage(TRAIN_STAGE, 0, options, 0, options.epoch, half_resolution(image_size))
+    tune_options = dataclasses.replace(
+        options, epoch=options.fine_tune_epoch, lr=options.fine_tune_lr, lr_reference_batch=None,
+        micro_batch_size=options.fine_tune_micro_batch_size,
+        gradient_accumulation=options.fine_tune_gradient_accumulation, optimizer="sgd", momentum=0.0,
+        lr_schedule="cosine", warmup_epoch=0.0, lr_min_ratio=0.0, mixup_alpha=0.0, cutmix_lambda_low=0.0,
+        cutmix_lambda_high=0.0, weight_avg_strategy="none", weight_avg_N=None, half_res_training=False)
+    tune = Stage(FINE_TUNE_STAGE, 1, tune_options, options.epoch, options.fine_tune_epoch, image_size,
+                 eval_preprocessing_for_training=True,
+                 first_trainable_layer=layer_path(options.fine_tune_first_trainable_layer), average=False)
+    return train, tune

@@ -14,13 +14,14 @@ location); `save_checkpoint` adds ``checksums``.
 """
 from __future__ import annotations
 
+import copy
 import json
 import random
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from ipu_cnn.backends import (
 from ipu_cnn.backends.distributed import popdist_replica_note
 from ipu_cnn.backends.feeder import DeviceFeeder
 from ipu_cnn.backends.precision import floating_point_checks
+from ipu_cnn.batch_sources import BatchSource
 from ipu_cnn.models import (
     EvalPreprocessing,
     InputNormalizer,
@@ -50,6 +52,7 @@ from ipu_cnn.train.checkpoint import (
     CHECKPOINT_VERSION,
     capture_rng_state,
     checkpoint_name,
+    load_checkpoint,
     prepare_checkpoint_dir,
     remove_partials,
     resolve_checkpoint,
@@ -61,9 +64,12 @@ from ipu_cnn.train.data import DataSettings, Loaders, create_loaders
 from ipu_cnn.train.engine import EvalResult, TrainState, evaluate, train_one_epoch
 from ipu_cnn.train.logs import RunLogger
 from ipu_cnn.train.mixing import Mixing
+from ipu_cnn.train.freeze import FrozenPrefix, freeze_before
 from ipu_cnn.train.plan import (
+    TRAIN_STAGE,
     BatchPlan,
     RunPlan,
+    Stage,
     effective_lr,
     fold_config_replicas,
     ignored_ipu_options,
@@ -71,6 +77,7 @@ from ipu_cnn.train.plan import (
     ipu_settings,
     optimizer_settings,
     plan_batches,
+    plan_stages,
 )
 from ipu_cnn.train.schedule import LRSchedule, create_scheduler, load_scheduler_state, loss_scale_ramp
 from ipu_cnn.train.signals import StopRequest
@@ -127,52 +134,113 @@ def _format_duration(seconds: float) -> str:
 class _Trainer:
     """Holds the run's objects so checkpointing and validation read them from one place."""
 
-    def __init__(self, options: RunOptions, loaders: Loaders | None) -> None:
-        device = resolve_device_type(options.device)
+    def __init__(self, options: RunOptions, loaders: Loaders | Callable[[Stage], Loaders] | None) -> None:
+        self.device = device = resolve_device_type(options.device)
         self.dist = init_distributed(device, options.dist_backend)
         options, replica_note = fold_config_replicas(options, device, self.dist.world_size)
         self.options = options
-        shape = ModelShape.from_record(options.as_dict())
-        self.notes = ([f"model shape: {shape.describe()}"] if not shape.is_default else []) + \
+        self.shape = ModelShape.from_record(options.as_dict())
+        self.notes = ([f"model shape: {self.shape.describe()}"] if not self.shape.is_default else []) + \
             [n for n in [replica_note, popdist_replica_note(options.replicas, self.dist)] if n] + \
             ipu_only_notes(options, device) + ignored_ipu_options(options, device)
-        batches = plan_batches(options, device, self.dist.world_size, local_replicas=self.dist.local_replicas)
-        spec = model_spec(options.model)
-        eval_pre = EvalPreprocessing.resolve(spec, image_size=options.image_size, crop_pct=options.eval_crop_pct,
-                                             interpolation=options.interpolation,
-                                             plain=options.normalization_location == "none")
+        # a --replicas that needs torchrun fails now
+        plan_batches(options, device, self.dist.world_size, local_replicas=self.dist.local_replicas)
+        self.spec = spec = model_spec(options.model)
+        self.eval_pre = eval_pre = EvalPreprocessing.resolve(
+            spec, image_size=options.image_size, crop_pct=options.eval_crop_pct, interpolation=options.interpolation,
+            plain=options.normalization_location == "none")
         self.resumed_from: Path | None = None
         resumed: dict[str, Any] | None = None
         if options.resume:
             self.resumed_from, resumed = resolve_checkpoint(options.resume)
-        run_dir = _run_dir(options, self.dist, resumed)
-        checkpoint_dir = _checkpoint_dir(options, run_dir, self.resumed_from, resumed)
+            if resumed.get("averaged"):
+                raise SystemExit(f"--resume {self.resumed_from}: an averaged checkpoint holds weights without "
+                                 "training state; start a new run from it with --weights FILE")
+        self.stages = plan_stages(options, eval_pre.image_size)
+        stage = self._resumed_stage(resumed)
+        self.run_dir_path = _run_dir(options, self.dist, resumed)
+        self.checkpoint_dir_path = _checkpoint_dir(options, self.run_dir_path, self.resumed_from, resumed)
         if self.dist.is_main:  # a folder that cannot be written fails now, not at the first checkpoint
-            prepare_checkpoint_dir(checkpoint_dir)
+            prepare_checkpoint_dir(self.checkpoint_dir_path)
         _seed_everything(options.seed)
+        self._loaders = loaders
+        if isinstance(loaders, tuple) and len(self.stages) > 1:
+            raise ValueError("with --half-res-training, pass loaders as a function of the stage (each stage has its "
+                             "own training images)")
+        self.val_loader: BatchSource | None = None
+        self.val_feed: DeviceFeeder | None = None
+        self.class_names: list[str] = []
+        self.num_classes = 0
+        self.model: NormalizedModel | None = None
+        self.frozen: FrozenPrefix | None = None
+        self.average: WeightAverage | None = None
+        self._enter_stage(stage)
+        self.state = TrainState(epoch=stage.first_epoch)
+        self.loader_state: Any = None
+        self.last_validation: dict[str, Any] = {}
+        if resumed is not None:
+            self._restore(resumed)
+        self.logger = RunLogger(self.run_dir, enabled=self.dist.is_main, tensorboard=options.tensorboard,
+                                wandb=options.wandb, wandb_project=options.wandb_project,
+                                config=self.plan.record(options), append=resumed is not None)
 
+    def _resumed_stage(self, resumed: Mapping[str, Any] | None) -> Stage:
+        """The stage a resumed checkpoint was taken in (older checkpoints: the training stage)."""
+        name = str((resumed or {}).get("stage") or TRAIN_STAGE)
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise SystemExit(f"--resume {self.resumed_from}: it was taken in the {name} stage, which this run does not "
+                         "have; resume with the options it was started with (--half-res-training and its "
+                         "--fine-tune-* options)")
+
+    def _enter_stage(self, stage: Stage) -> None:
+        """Build what the loop of `stage` runs with: backend, training data, the model (once), frozen layers,
+        optimizer, schedule, scaler, mixing, averaging and the step."""
+        first = self.model is None
+        o, dist, device = stage.options, self.dist, self.device
+        self.stage = stage
+        batches = plan_batches(o, device, dist.world_size, local_replicas=dist.local_replicas)
+        val_batch = plan_batches(self.options, device, dist.world_size,
+                                 local_replicas=dist.local_replicas).validation_loader_batch_size
+        self._loss_scale: float | None = None  # the new step starts at the stage's --loss-scaling
+        if not first:
+            self.backend.close()
         self.backend = create_backend(
-            device, self.dist, precision=options.precision, half_dtype=options.half_dtype,
-            loss_scaling=options.loss_scaling, auto_loss_scaling=options.auto_loss_scaling,
-            compile_model=options.compile, sync_bn=options.sync_bn,
-            ipu=ipu_settings(options, replicas=batches.device_replicas, profile_dir=str(run_dir / "profile")),
-            eval_batch_size=batches.validation_loader_batch_size)
-        self.train_loader, self.val_loader, num_classes, self.class_names = (
-            loaders if loaders is not None else self._create_loaders(batches, eval_pre))
-        steps_per_epoch = len(self.train_loader)
+            device, dist, precision=o.precision, half_dtype=o.half_dtype, loss_scaling=o.loss_scaling,
+            auto_loss_scaling=o.auto_loss_scaling, compile_model=o.compile, sync_bn=o.sync_bn,
+            ipu=ipu_settings(o, replicas=batches.device_replicas, profile_dir=str(self.run_dir_path / "profile")),
+            eval_batch_size=val_batch)
+        train_loader, val_loader, num_classes, class_names = self._create_loaders(stage, batches, val_batch, first)
+        if first:
+            self.val_loader, self.num_classes, self.class_names = val_loader, num_classes, class_names
+        elif val_loader is not None and val_loader is not self.val_loader:
+            val_loader.close()  # a later stage validates with the first stage's source
+        self.train_loader = train_loader
+        steps_per_epoch = len(train_loader)
         if steps_per_epoch < 1:
-            raise SystemExit(f"the training set gives no full batch of {batches.loader_batch_size} samples per rank: "
-                             "lower --micro-batch-size or --gradient-accumulation, or use more data")
-        self.plan = RunPlan(device=device, world_size=self.dist.world_size, timm_model=spec.name, batches=batches,
-                            eval=eval_pre, lr_effective=effective_lr(options.lr, options.lr_reference_batch,
-                                                                     batches.global_batch_size),
-                            num_classes=num_classes, steps_per_epoch=steps_per_epoch, run_dir=run_dir,
-                            checkpoint_dir=checkpoint_dir)
-        self.model: NormalizedModel = create_model(
-            options.model, num_classes, pretrained=options.pretrained, weights=options.weights,
-            drop_rate=options.dropout, drop_path_rate=options.drop_path, zero_init_residual=options.zero_init_residual,
-            normalize=options.normalization_location != "host", mean=eval_pre.mean, std=eval_pre.std,
-            channels_last=self.backend.channels_last, shape=ModelShape.from_record(options.as_dict()))
+            raise SystemExit(f"the training set gives no full batch of {batches.loader_batch_size} samples per rank "
+                             f"in the {stage.name} stage: lower its micro-batch size or gradient accumulation, or "
+                             "use more data")
+        self.plan = RunPlan(device=device, world_size=dist.world_size, timm_model=self.spec.name, batches=batches,
+                            eval=self.eval_pre, lr_effective=effective_lr(o.lr, o.lr_reference_batch,
+                                                                          batches.global_batch_size),
+                            num_classes=self.num_classes, steps_per_epoch=steps_per_epoch, run_dir=self.run_dir_path,
+                            checkpoint_dir=self.checkpoint_dir_path, stage=stage)
+        options, eval_pre = self.options, self.eval_pre
+        if first:
+            self.model = create_model(
+                options.model, self.num_classes, pretrained=options.pretrained, weights=options.weights,
+                drop_rate=options.dropout, drop_path_rate=options.drop_path,
+                zero_init_residual=options.zero_init_residual, normalize=options.normalization_location != "host",
+                mean=eval_pre.mean, std=eval_pre.std, channels_last=self.backend.channels_last, shape=self.shape)
+        assert self.model is not None
+        self.frozen = None
+        if stage.first_trainable_layer:
+            self.frozen = freeze_before(unwrap_model(self.model), stage.first_trainable_layer)
+            if dist.is_main:
+                print(f"{stage.name} stage: {len(self.frozen.parameters)} parameter tensors frozen before "
+                      f"{stage.first_trainable_layer}", flush=True)
         host_normalizer = None
         if options.normalization_location == "host":
             host_normalizer = InputNormalizer(eval_pre.mean, eval_pre.std)
@@ -180,57 +248,53 @@ class _Trainer:
         self.val_feed = DeviceFeeder(self.val_loader, self.backend, host_normalizer) \
             if self.val_loader is not None else None
         # different ranks draw different dropout masks; the weights are equal (DDP broadcasts rank 0's)
-        torch.manual_seed(options.seed * 1000 + self.dist.rank)
+        torch.manual_seed(options.seed * 1000 + dist.rank + 7919 * stage.index)
 
         self.train_model = self.backend.prepare_model(self.model)
-        self.optimizer = self.backend.create_optimizer(self.model, optimizer_settings(options, self.plan.lr_effective))
-        self.schedule = LRSchedule(kind=options.lr_schedule, steps_per_epoch=steps_per_epoch,
-                                   epochs=float(options.epoch), warmup_epochs=options.warmup_epoch,
-                                   decay=options.lr_decay, decay_epochs=list(options.lr_epoch_decay or []),
-                                   decay_period=options.lr_decay_period, min_ratio=options.lr_min_ratio,
-                                   updates_per_epoch=options.lr_scheduler_freq)
+        self.optimizer = self.backend.create_optimizer(self.model, optimizer_settings(o, self.plan.lr_effective))
+        self.schedule = LRSchedule(kind=o.lr_schedule, steps_per_epoch=steps_per_epoch, epochs=float(stage.epochs),
+                                   warmup_epochs=o.warmup_epoch, decay=o.lr_decay,
+                                   decay_epochs=list(o.lr_epoch_decay or []), decay_period=o.lr_decay_period,
+                                   min_ratio=o.lr_min_ratio, updates_per_epoch=o.lr_scheduler_freq)
         self.scheduler = create_scheduler(self.optimizer, self.schedule)
         self.scaler = self.backend.create_scaler()
-        mixing = Mixing(num_classes, mixup_alpha=options.mixup_alpha, cutmix_low=options.cutmix_lambda_low,
-                        cutmix_high=options.cutmix_lambda_high, cutmix_disable_prob=options.cutmix_disable_prob,
-                        label_smoothing=options.label_smoothing, seed=options.seed * 1000 + self.dist.rank)
+        mixing = Mixing(self.num_classes, mixup_alpha=o.mixup_alpha, cutmix_low=o.cutmix_lambda_low,
+                        cutmix_high=o.cutmix_lambda_high, cutmix_disable_prob=o.cutmix_disable_prob,
+                        label_smoothing=o.label_smoothing, seed=options.seed * 1000 + dist.rank)
         self.mixing = mixing if mixing.enabled else None  # hard labels are cheaper
-        criterion = LabelSmoothingCrossEntropy(options.label_smoothing)
-        self.average: WeightAverage | None = None
-        if options.weight_avg_strategy != "none":
-            start = int(round(options.weight_avg_start_epoch * steps_per_epoch))
-            self.average = WeightAverage(unwrap_model(self.model), options.weight_avg_strategy,
-                                         options.weight_avg_exp_decay, start)
+        criterion = LabelSmoothingCrossEntropy(o.label_smoothing)
+        self.average = None
+        if stage.average and o.weight_avg_strategy != "none" and o.weight_avg_N is None:  # per step
+            start = int(round(o.weight_avg_start_epoch * steps_per_epoch))
+            self.average = WeightAverage(unwrap_model(self.model), o.weight_avg_strategy, o.weight_avg_exp_decay,
+                                         start)
         self.step_fn = self.backend.create_train_step(self.train_model, self.optimizer, criterion,
-                                                      accumulation=options.gradient_accumulation, scaler=self.scaler,
+                                                      accumulation=o.gradient_accumulation, scaler=self.scaler,
                                                       mix=self.mixing)
-        self.state = TrainState()
-        self.loader_state: Any = None
-        self.last_validation: dict[str, Any] = {}
-        if resumed is not None:
-            self._restore(resumed)
-        self.logger = RunLogger(run_dir, enabled=self.dist.is_main, tensorboard=options.tensorboard,
-                                wandb=options.wandb, wandb_project=options.wandb_project,
-                                config=self.plan.record(options), append=resumed is not None)
 
     @property
     def run_dir(self) -> Path:
-        return self.plan.run_dir
+        return self.run_dir_path
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.plan.checkpoint_dir
+        return self.checkpoint_dir_path
 
     @property
     def steps_per_epoch(self) -> int:
         return self.plan.steps_per_epoch
 
-    def _create_loaders(self, batches: BatchPlan, eval_pre: EvalPreprocessing) -> Loaders:
+    def _create_loaders(self, stage: Stage, batches: BatchPlan, val_batch: int, validation: bool) -> Loaders:
+        """`stage`'s training source (and with `validation`, the run's validation source): the caller's when
+        `train` was given loaders, else `create_loaders`'s."""
+        if self._loaders is not None:
+            return self._loaders(stage) if callable(self._loaders) else self._loaders
         rank, count = self.backend.data_shard()
         return create_loaders(DataSettings.from_options(self.options), batch_size=batches.loader_batch_size,
-                              val_batch_size=batches.validation_loader_batch_size, eval=eval_pre,
-                              device=self.backend.device, pin_memory=self.backend.pin_memory, rank=rank,
-                              world_size=count)
+                              val_batch_size=val_batch, eval=self.eval_pre, device=self.backend.device,
+                              pin_memory=self.backend.pin_memory, rank=rank, world_size=count,
+                              train_image_size=stage.train_image_size,
+                              train_eval_preprocessing=stage.eval_preprocessing_for_training, validation=validation)
 
     # -- checkpoints ---------------------------------------------------------------------------------------------
     def _restore(self, ckpt: Mapping[str, Any]) -> None:
@@ -285,13 +349,13 @@ class _Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "weight_average": self.average.state_dict() if self.average is not None else None,
                 "mixing": [r["mixing"] for r in per_rank],
+                "stage": self.stage.name,
                 "epoch": epoch, "step": self.state.step, "epoch_step": epoch_step, "samples": self.state.samples,
                 "loader": [r["loader"] for r in per_rank] if epoch_step else None,
                 "rng": [r["rng"] for r in per_rank],
                 "config": self.plan.record(self.options), "options": run_options(self.options),
                 "metrics": self.last_validation,
-                **_inference_metadata(self.plan, self.options.normalization_location, self.class_names,
-                                      ModelShape.from_record(self.options.as_dict())),
+                **_inference_metadata(self.plan, self.options.normalization_location, self.class_names, self.shape),
             }
             path = save_checkpoint(state, self.checkpoint_dir / checkpoint_name(epoch, self.state.step, tag))
         self.dist.barrier()
@@ -321,6 +385,112 @@ class _Trainer:
         return result
 
     # -- the run -------------------------------------------------------------------------------------------------
+    def _announce(self) -> None:
+        """The stage's opening lines (rank 0)."""
+        options, plan, dist, stage = self.options, self.plan, self.dist, self.stage
+        if not dist.is_main:
+            return
+        what = "training" if len(self.stages) == 1 else f"{stage.name} stage ({stage.index + 1}/{len(self.stages)}):"
+        assert self.model is not None
+        crops = "eval-transform" if stage.eval_preprocessing_for_training else "random"
+        pixels = f"{stage.train_image_size} px {crops} crops, validation at {plan.eval.image_size} px"
+        self.logger.print(f"{what} {plan.timm_model} ({sum(p.numel() for p in self.model.parameters()):,} "
+                          f"parameters) on {options.data} data, {plan.num_classes} classes, {pixels}, "
+                          f"device {plan.device} x {dist.world_size}, global batch {plan.batches.global_batch_size}, "
+                          f"{self.steps_per_epoch} steps per epoch, peak lr {plan.lr_effective:.4g}")
+
+    def _run_stage(self, stop: StopRequest) -> tuple[bool, Path | None]:
+        """Train the current stage's remaining epochs; returns whether a stop ended it early, and the last
+        checkpoint written."""
+        options, dist, logger, stage = self.options, self.dist, self.logger, self.stage
+        total = self.stages[-1].end_epoch
+        max_steps = options.max_steps
+        val_mode = options.validation_mode
+        last_checkpoint: Path | None = None
+        while self.state.epoch < stage.end_epoch:
+            epoch = self.state.epoch
+            self._set_loss_scale(epoch)
+            self.train_loader.set_epoch(epoch - stage.first_epoch)
+            if self.loader_state is not None:
+                self.train_loader.load_state_dict(self.loader_state)
+                self.loader_state = None
+            result = train_one_epoch(
+                self.step_fn, self.train_feed, backend=self.backend, model=self.train_model,
+                optimizer=self.optimizer, scheduler=self.scheduler, state=self.state,
+                steps_per_epoch=self.steps_per_epoch, epochs=total, dist=dist, logger=logger,
+                logs_per_epoch=options.logs_per_epoch, progress_mode=options.progress,
+                should_stop=lambda: stop.requested or (max_steps is not None and self.state.step >= max_steps),
+                on_step_end=self._after_step, train_mode=self.frozen.train_mode if self.frozen else None)
+            if result.samples:
+                logger.print(f"epoch {epoch + 1}/{total} {'done' if result.completed else 'stopped'}: "
+                             f"loss: {result.loss:.4f} accuracy: {result.accuracy:.2f} % throughput: "
+                             f"{result.throughput:.1f} samples/sec, waiting for data {result.data_wait:.1f} % "
+                             f"({_format_duration(result.seconds)})")
+            last_epoch = epoch + 1 == total
+            stage_end = epoch + 1 == stage.end_epoch
+            if result.completed:
+                if val_mode == "during" and ((epoch + 1) % options.validation_freq == 0 or stage_end):
+                    self.validate()
+                # with --validation-mode after, the final checkpoint is written once, after that validation; a stage
+                # that another follows always ends with a checkpoint, which the next one resumes from
+                final_later = last_epoch and val_mode == "after"
+                if not final_later and ((epoch + 1) % options.checkpoint_save_freq == 0 or stage_end
+                                        or result.stopped):
+                    last_checkpoint = self.save("final" if last_epoch else None)
+                self.state.epoch += 1
+                self.state.epoch_step = 0
+            elif result.stopped:
+                last_checkpoint = self.save("interrupted")
+            if result.stopped and self.state.epoch < total:  # a stop at the very last step is just the end
+                return True, last_checkpoint
+        return False, last_checkpoint
+
+    def _averaged_weights(self) -> dict[str, torch.Tensor] | None:
+        """At the end of the training stage: the averaged weights, or None without averaging. Per-step averaging
+        has them in memory; with --weight-avg-N, the last N epoch checkpoints are averaged into
+        CHECKPOINT_averaged.pt (rank 0 writes it, every rank reads it) and validated when validation is on."""
+        o = self.options
+        if self.average is not None:
+            return {k: v.detach().clone() for k, v in self.average.module.state_dict().items()}
+        if o.weight_avg_strategy == "none" or o.weight_avg_N is None:
+            return None
+        from ipu_cnn.train.average import average_checkpoints, select_checkpoints
+
+        path: Path | None = None
+        if self.dist.is_main:
+            paths = select_checkpoints(self.checkpoint_dir, o.weight_avg_N, max_step=self.state.step)
+            path, _ = average_checkpoints(paths, o.weight_avg_strategy, o.weight_avg_exp_decay)
+            self.logger.print(f"averaged {len(paths)} checkpoint{'s' if len(paths) > 1 else ''} "
+                              f"({o.weight_avg_strategy}): {path}")
+        path = Path(self.dist.gather_objects(str(path))[0])
+        self.dist.barrier()
+        weights = dict(load_checkpoint(path)["model"])
+        if self.val_feed is not None and o.validation_mode != "none":
+            assert self.model is not None
+            network = copy.deepcopy(unwrap_model(self.model))
+            network.load_state_dict(weights)
+            averaged = self.backend.prepare_model(NormalizedModel(network, self.model.normalizer), training=False)
+            result = evaluate(self.backend, averaged, self.val_feed, self.dist)
+            self.last_validation["averaged_checkpoints_accuracy"] = result.accuracy
+            self.logger.record({"split": "validation", "weights": "averaged-checkpoints", "epoch": self.state.epoch,
+                                "step": self.state.step, "samples": self.state.samples, "loss": result.loss,
+                                "accuracy": result.accuracy})
+            self.logger.print(f"validation accuracy (averaged checkpoints): {result.accuracy:.2f} % "
+                              f"(loss {result.loss:.4f})")
+        return weights
+
+    def _next_stage(self, stage: Stage) -> None:
+        """Leave the training stage for `stage`: its weights are the averaged ones when averaging is on."""
+        self.backend.sync_weights_to_host()
+        weights = self._averaged_weights()
+        self.train_loader.close()
+        assert self.model is not None
+        if weights is not None:
+            unwrap_model(self.model).load_state_dict(weights)
+            self.logger.print(f"{stage.name} stage starts from the averaged weights")
+        self._enter_stage(stage)
+        self.state.epoch, self.state.epoch_step = stage.first_epoch, 0
+
     def run(self) -> dict[str, Any]:
         options, plan, dist, logger = self.options, self.plan, self.dist, self.logger
         if dist.is_main:
@@ -328,64 +498,30 @@ class _Trainer:
             logger.print(f"run folder: {self.run_dir}")
             for note in self.notes:
                 logger.print(note)
-            logger.print(f"training {plan.timm_model} ({sum(p.numel() for p in self.model.parameters()):,} "
-                         f"parameters) on {options.data} data, {plan.num_classes} classes, "
-                         f"{plan.eval.image_size} px, "
-                         f"device {plan.device} x {dist.world_size}, global batch {plan.batches.global_batch_size}, "
-                         f"{self.steps_per_epoch} steps per epoch, peak lr {plan.lr_effective:.4g}")
-            for note in self.notes:
-                logger.print(note)
-        epochs = options.epoch
-        max_steps = options.max_steps
+        self._announce()
+        if options.compile_only:
+            return self._compile_only()
         start = time.perf_counter()
         stop = StopRequest()
         stopped = False
         last_checkpoint: Path | None = None
-        val_mode = options.validation_mode
-        if options.compile_only:
-            return self._compile_only()
         with stop, floating_point_checks(options.enable_fp_exceptions, plan.device):
             if options.enable_fp_exceptions and plan.device != "ipu":
                 logger.print(f"--enable-fp-exceptions on {plan.device}: autograd anomaly detection stops the run at "
                              "the first operation whose gradient holds NaN (slow; IPUs trap in hardware)")
-            while self.state.epoch < epochs:
-                epoch = self.state.epoch
-                self._set_loss_scale(epoch)
-                self.train_loader.set_epoch(epoch)
-                if self.loader_state is not None:
-                    self.train_loader.load_state_dict(self.loader_state)
-                    self.loader_state = None
-                result = train_one_epoch(
-                    self.step_fn, self.train_feed, backend=self.backend, model=self.train_model,
-                    optimizer=self.optimizer, scheduler=self.scheduler, state=self.state,
-                    steps_per_epoch=self.steps_per_epoch, epochs=epochs, dist=dist, logger=logger,
-                    logs_per_epoch=options.logs_per_epoch, progress_mode=options.progress,
-                    should_stop=lambda: stop.requested or (max_steps is not None and self.state.step >= max_steps),
-                    on_step_end=self._after_step)
-                if result.samples:
-                    logger.print(f"epoch {epoch + 1}/{epochs} {'done' if result.completed else 'stopped'}: "
-                                 f"loss: {result.loss:.4f} accuracy: {result.accuracy:.2f} % throughput: "
-                                 f"{result.throughput:.1f} samples/sec, waiting for data {result.data_wait:.1f} % "
-                                 f"({_format_duration(result.seconds)})")
-                last_epoch = epoch + 1 == epochs
-                if result.completed:
-                    if val_mode == "during" and ((epoch + 1) % options.validation_freq == 0 or last_epoch):
-                        self.validate()
-                    # with --validation-mode after, the final checkpoint is written once, after that validation
-                    final_later = last_epoch and val_mode == "after"
-                    if not final_later and ((epoch + 1) % options.checkpoint_save_freq == 0 or last_epoch
-                                            or result.stopped):
-                        last_checkpoint = self.save("final" if last_epoch else None)
-                    self.state.epoch += 1
-                    self.state.epoch_step = 0
-                elif result.stopped:
-                    last_checkpoint = self.save("interrupted")
-                if result.stopped and self.state.epoch < epochs:  # a stop at the very last step is just the end
-                    stopped = True
+            while True:
+                stopped, written = self._run_stage(stop)
+                last_checkpoint = written or last_checkpoint
+                later = [s for s in self.stages if s.index > self.stage.index]
+                if stopped or not later:
                     break
-        if not stopped and val_mode == "after":
+                self._next_stage(later[0])
+                self._announce()
+        if not stopped and options.validation_mode == "after":
             self.validate()
             last_checkpoint = self.save("final")
+        if not stopped and len(self.stages) == 1 and options.weight_avg_N is not None:
+            self._averaged_weights()
         seconds = time.perf_counter() - start
         plot_path = None
         if dist.is_main and options.plot:
@@ -394,7 +530,7 @@ class _Trainer:
             "run_dir": str(self.run_dir), "checkpoint": str(last_checkpoint) if last_checkpoint else None,
             "plot": str(plot_path) if plot_path else None, "stopped": stopped,
             "stop_reason": (stop.signal_name or "max-steps") if stopped else None,
-            "epoch": self.state.epoch, "step": self.state.step, "seconds": seconds,
+            "epoch": self.state.epoch, "step": self.state.step, "seconds": seconds, "stage": self.stage.name,
             "validation": self.last_validation,
         }
         if dist.is_main:
@@ -420,7 +556,7 @@ class _Trainer:
         if initial is None or final is None:
             return
         scale = loss_scale_ramp(epoch, self.options.epoch, initial, final)
-        if scale != getattr(self, "_loss_scale", None):
+        if scale != self._loss_scale:
             self.step_fn.set_loss_scale(scale)
             self._loss_scale = scale
             self.logger.print(f"loss scaling {scale:g} from epoch {epoch + 1}")
@@ -462,12 +598,13 @@ def _plot(run_dir: Path) -> Path | None:
         return None
 
 
-def train(options: RunOptions, loaders: Loaders | None = None) -> dict[str, Any]:
+def train(options: RunOptions, loaders: Loaders | Callable[[Stage], Loaders] | None = None) -> dict[str, Any]:
     """Run training as `options` say; returns a summary (run folder, last checkpoint, plot, final validation).
 
     Args:
         loaders: ``(train_source, val_source, num_classes, class_names)`` to use instead of `create_loaders`'s
-            (any `ipu_cnn.batch_sources.BatchSource`s).
+            (any `ipu_cnn.batch_sources.BatchSource`s), or a function of the `Stage` that returns them (needed with
+            --half-res-training; later stages' validation sources are not used).
     """
     trainer = _Trainer(options, loaders)
     try:
