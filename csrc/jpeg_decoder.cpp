@@ -579,10 +579,11 @@ DecodeReport JpegDecoder::decode_region(const uint8_t* data, size_t size, int sc
 // MCU row before the first needed one instead: build_restart_window makes a small JPEG of MCU rows [a, b] and that is
 // decoded, with the same scale, colour space and column window. Pixels stay bit-identical to decoding the whole file:
 // - the coefficients are the same (a restart resets the DC predictors and the bit reader, by the standard);
-// - libjpeg's fancy upsampling (h2v2, h1v2) and its context-row machinery read one sample row above and below each
-//   row group; at the top and bottom of an image it replicates the edge row instead. So the window starts one MCU row
-//   above the first needed row and ends one below the last (or at the image's end), and only rows at least one MCU
-//   row inside it are kept: every row kept sees exactly the neighbours it sees in the whole file;
+// - libjpeg's fancy upsampling with vertical subsampling (h2v2, h1v2) makes each output row from its chroma row and
+//   the chroma row above or below it, through its context-row machinery; at the top and bottom of an image it
+//   replicates the edge row instead. So the window starts at the MCU row holding the output row above the first needed
+//   row and ends at the one holding the row below the last (or at the image's end): every row kept sees exactly the
+//   neighbours it sees in the whole file. Without vertical subsampling no row depends on another;
 // - the window's height is a whole number of MCU rows, or the true remainder when it reaches the bottom, so every
 //   component's partial last row is the whole file's.
 // Anything unexpected (no valid index, a different frame after re-reading, a warning in the window) falls back to the
@@ -600,8 +601,11 @@ DecodeReport JpegDecoder::decode_region_indexed(const uint8_t* data, size_t size
   }
   const int rows_per_mcu = x.mcu_h * scale_num / 8;  // output rows per MCU row at this scale
   if (rows_per_mcu < 1 || (x.mcu_h * scale_num) % 8 != 0) return r;
-  const int a = std::max(0, y0 / rows_per_mcu - 1);
-  const int b = std::min(x.intervals - 1, (y1 - 1) / rows_per_mcu + 1);
+  // Vertical chroma upsampling (4:2:0, 4:4:0) reads one sample row above and below; without it no row needs another.
+  int context = 0;
+  for (int ci = 0; ci < c.num_components; ++ci) context |= c.comp_info[ci].v_samp_factor < c.max_v_samp_factor;
+  const int a = std::max(0, (y0 - context) / rows_per_mcu);
+  const int b = std::min(x.intervals - 1, (y1 - 1 + context) / rows_per_mcu);
   if (a == 0) return r;  // nothing above the window to leave out
   if (!build_restart_window(data, size, x, a, b, &window_)) return r;
 
