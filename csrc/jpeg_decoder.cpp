@@ -10,6 +10,8 @@
 #include <jpeglib.h>
 #include <jerror.h>
 
+#include "restart_index.h"
+
 namespace ipu {
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -502,6 +504,7 @@ DecodeReport JpegDecoder::open(const uint8_t* data, size_t size, const DecodeOpt
   }
   st_->strict = opts.strict;
   st_->max_scans = opts.max_scans;
+  use_restart_index_ = opts.restart_index;
   return r;
 }
 
@@ -549,6 +552,10 @@ DecodeReport JpegDecoder::decode_region(const uint8_t* data, size_t size, int sc
   const int max_cols = std::min(SW, cols + 64);
   buf->resize(size_t(max_cols) * 4 * size_t(y1 - y0));
   const bool whole = (y0 == 0 && y1 == SH);
+  if (use_restart_index_ && !whole && y0 > 0 && !c.progressive_mode && !c.arith_code) {
+    DecodeReport fast = decode_region_indexed(data, size, scale_num, x0, y0, x1, y1, buf, got);
+    if (fast.status != Status::Fallback) return fast;
+  }
   if (guarded_decode_rows(st_, scale_num, cmyk ? JCS_CMYK : JCS_EXT_RGBX, y0, y1, &col0, &cols, buf->data(),
                           buf->size(), whole) != 0) {
     set_failure(st_->message, &r);
@@ -562,6 +569,75 @@ DecodeReport JpegDecoder::decode_region(const uint8_t* data, size_t size, int sc
     r.message = "Premature end of JPEG file (no end-of-image marker: the file is truncated)";
     return r;
   }
+  if (cmyk) cmyk_to_rgbx_inplace(buf->data(), size_t(cols) * size_t(y1 - y0));
+  *got = DecodedRegion{buf->data(), cols * 4, col0, y0, cols, y1 - y0};
+  return r;
+}
+
+// The rows above a region cost their entropy decoding on the normal path (jpeg_skip_scanlines must Huffman-decode a
+// baseline scan up to the first row it keeps). A restart-indexed file is entered at the restart interval holding the
+// MCU row before the first needed one instead: build_restart_window makes a small JPEG of MCU rows [a, b] and that is
+// decoded, with the same scale, colour space and column window. Pixels stay bit-identical to decoding the whole file:
+// - the coefficients are the same (a restart resets the DC predictors and the bit reader, by the standard);
+// - libjpeg's fancy upsampling with vertical subsampling (h2v2, h1v2) makes each output row from its chroma row and
+//   the chroma row above or below it, through its context-row machinery; at the top and bottom of an image it
+//   replicates the edge row instead. So the window starts at the MCU row holding the output row above the first needed
+//   row and ends at the one holding the row below the last (or at the image's end): every row kept sees exactly the
+//   neighbours it sees in the whole file. Without vertical subsampling no row depends on another;
+// - the window's height is a whole number of MCU rows, or the true remainder when it reaches the bottom, so every
+//   component's partial last row is the whole file's.
+// Anything unexpected (no valid index, a different frame after re-reading, a warning in the window) falls back to the
+// normal path on the original bytes.
+DecodeReport JpegDecoder::decode_region_indexed(const uint8_t* data, size_t size, int scale_num, int x0, int y0,
+                                                int x1, int y1, std::vector<uint8_t>* buf, DecodedRegion* got) {
+  DecodeReport r;
+  r.status = Status::Fallback;
+  jpeg_decompress_struct& c = st_->cinfo;
+  RestartIndex x;
+  if (!find_restart_index(data, size, &x)) return r;
+  if (int(c.image_width) != x.width || int(c.image_height) != x.height ||
+      int(c.restart_interval) != x.restart_interval) {
+    return r;
+  }
+  const int rows_per_mcu = x.mcu_h * scale_num / 8;  // output rows per MCU row at this scale
+  if (rows_per_mcu < 1 || (x.mcu_h * scale_num) % 8 != 0) return r;
+  // Vertical chroma upsampling (4:2:0, 4:4:0) reads one sample row above and below; without it no row needs another.
+  int context = 0;
+  for (int ci = 0; ci < c.num_components; ++ci) context |= c.comp_info[ci].v_samp_factor < c.max_v_samp_factor;
+  const int a = std::max(0, (y0 - context) / rows_per_mcu);
+  const int b = std::min(x.intervals - 1, (y1 - 1 + context) / rows_per_mcu);
+  if (a == 0) return r;  // nothing above the window to leave out
+  if (!build_restart_window(data, size, x, a, b, &window_)) return r;
+
+  // From here the open image is the window's; on any doubt the original is opened again for the normal path.
+  const J_COLOR_SPACE space = c.jpeg_color_space;
+  const bool cmyk = is_cmyk(c);
+  const int warnings = st_->warnings;
+  const int shift = a * rows_per_mcu;
+  const int window_height = b + 1 == x.intervals ? x.height - a * x.mcu_h : (b - a + 1) * x.mcu_h;
+  int col0 = x0, cols = x1 - x0;
+  bool ok = guarded_read_header(st_, window_.data(), window_.size(), false) == 0 &&
+            int(c.image_width) == x.width && int(c.image_height) == window_height && c.jpeg_color_space == space &&
+            !c.progressive_mode && !c.arith_code;
+  if (ok) {
+    const int SW = int((int64_t(x.width) * scale_num + 7) / 8);
+    buf->resize(size_t(std::min(SW, cols + 64)) * 4 * size_t(y1 - y0));
+    ok = guarded_decode_rows(st_, scale_num, cmyk ? JCS_CMYK : JCS_EXT_RGBX, y0 - shift, y1 - shift, &col0, &cols,
+                             buf->data(), buf->size(), false) == 0 &&
+         st_->warnings == warnings;
+  }
+  if (!ok) {
+    st_->warnings = warnings;
+    if (guarded_read_header(st_, data, size, false) != 0) {
+      r.status = Status::Error;
+      r.message = st_->message;
+      return r;
+    }
+    return r;  // Fallback: decode_region goes on with the normal path
+  }
+  r.status = Status::Ok;
+  r.warnings = st_->warnings;
+  r.scale_num = scale_num;
   if (cmyk) cmyk_to_rgbx_inplace(buf->data(), size_t(cols) * size_t(y1 - y0));
   *got = DecodedRegion{buf->data(), cols * 4, col0, y0, cols, y1 - y0};
   return r;

@@ -23,6 +23,9 @@ struct DecodeOptions {
   bool apply_exif_orientation = false;
   bool dct_scaling = true;         // decode at the smallest fast DCT scale that keeps full quality
   bool decode_only = false;        // benchmark floor: decode the region the crop needs, skip the resize
+  // A file with a valid restart index (restart_index.h) has its region decoded from the restart interval holding the
+  // first row needed, not from the top; off = the normal path on the same bytes (benchmarks, tests).
+  bool restart_index = true;
 };
 
 enum class Status : int { Ok = 0, Fallback = 1, Error = 2 };
@@ -88,7 +91,14 @@ class JpegDecoder {
   struct State;  // libjpeg objects and the error bridge (defined in the .cpp)
 
  private:
+  // The restart-index fast path of decode_region: Ok when it decoded the region, Fallback when the file has no usable
+  // index or it did not apply (the open image is then as open() left it), Error only when re-opening failed.
+  DecodeReport decode_region_indexed(const uint8_t* data, size_t size, int scale_num, int x0, int y0, int x1, int y1,
+                                     std::vector<uint8_t>* buf, DecodedRegion* got);
+
   State* st_;
+  bool use_restart_index_ = true;
+  std::vector<uint8_t> window_;  // the synthetic stream of the fast path
   std::vector<uint8_t> raw_;  // full-frame decode before CMYK conversion or EXIF orientation
 };
 

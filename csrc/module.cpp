@@ -12,6 +12,7 @@
 #include "jpeg_decoder.h"
 #include "pipeline.h"
 #include "resample.h"
+#include "restart_index.h"
 #include "thread_pool.h"
 #include "transform.h"
 
@@ -207,7 +208,8 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("strict", &DecodeOptions::strict)
       .def_readwrite("apply_exif_orientation", &DecodeOptions::apply_exif_orientation)
       .def_readwrite("dct_scaling", &DecodeOptions::dct_scaling)
-      .def_readwrite("decode_only", &DecodeOptions::decode_only);
+      .def_readwrite("decode_only", &DecodeOptions::decode_only)
+      .def_readwrite("restart_index", &DecodeOptions::restart_index);
 
   py::enum_<Status>(m, "Status",
                     "What became of one image: decoded, left to Pillow (not a JPEG, or a JPEG process this libjpeg "
@@ -352,6 +354,62 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("pixels"), py::arg("box"), py::arg("out_w"), py::arg("out_h"), py::arg("filter") = 0,
       py::arg("flip") = false, py::arg("scalar") = false, "Pillow-semantics antialiased resize of box (for tests).");
+
+  // Restart-indexed JPEGs (restart_index.h): the packer's transcode, and a look at a file's index.
+  m.def(
+      "add_restart_index",
+      [](const py::object& data, bool optimize_coding, const DecodeOptions& opts) {
+        std::vector<py::buffer_info> keep;
+        Source s = to_source(data, "data", &keep);
+        if (s.data == nullptr) throw py::type_error("data must be the bytes of a JPEG file, not a path");
+        std::vector<uint8_t> out;
+        std::string err;
+        {
+          py::gil_scoped_release release;
+          err = add_restart_index(s.data, s.size, opts, optimize_coding, &out);
+        }
+        if (!err.empty()) {
+          py::module_ decode = py::module_::import("ipu_cnn.data.decode");
+          py::tuple args = py::make_tuple(decode.attr("source_name")(data), "cannot add a restart index: " + err);
+          PyErr_SetObject(decode.attr("DecodeError").ptr(), args.ptr());
+          throw py::error_already_set();
+        }
+        return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
+      },
+      py::arg("data"), py::arg("optimize_coding") = true, py::arg("options") = DecodeOptions(),
+      "Lossless transcode of a JPEG's bytes to baseline with a restart marker at every MCU row and their offsets in "
+      "an APP10 segment, so region decodes start at the row they need. Raises DecodeError saying why a file is not "
+      "transcoded (keep its original bytes). Already-indexed bytes come back unchanged.");
+
+  m.def(
+      "restart_index_info",
+      [](const py::object& data) -> py::tuple {
+        std::vector<py::buffer_info> keep;
+        Source s = to_source(data, "data", &keep);
+        if (s.data == nullptr) throw py::type_error("data must be the bytes of a JPEG file, not a path");
+        RestartIndex x;
+        std::string why;
+        if (!find_restart_index(s.data, s.size, &x, &why)) return py::make_tuple(py::none(), why);
+        py::dict d;
+        d["width"] = x.width;
+        d["height"] = x.height;
+        d["mcu_width"] = x.mcu_w;
+        d["mcu_height"] = x.mcu_h;
+        d["restart_interval"] = x.restart_interval;
+        d["intervals"] = x.intervals;
+        d["scan_start"] = x.scan_start;
+        d["scan_bytes"] = x.scan_bytes;
+        d["segment_offset"] = x.segment_pos;
+        d["segment_bytes"] = x.segment_bytes;
+        std::vector<uint32_t> offsets(size_t(x.intervals));
+        for (int i = 0; i < x.intervals; ++i) offsets[size_t(i)] = x.offset(i);
+        d["offsets"] = offsets;
+        return py::make_tuple(py::object(d), std::string());
+      },
+      py::arg("data"),
+      "(dict, '') describing a valid restart index (frame and MCU size, intervals, scan position and length, the "
+      "segment's place and size, each interval's offset from the scan start), or (None, why it is absent or not "
+      "trusted).");
 
   m.def("jpeg_version", &jpeg_library_version);
   m.def("is_libjpeg_turbo", &is_libjpeg_turbo);

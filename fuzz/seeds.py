@@ -3,7 +3,7 @@ a few JPEGs Pillow encodes here, so fuzzing still starts from valid images where
 
     python fuzz/seeds.py OUT_DIR [--imagenet N]     # OUT_DIR/<target>/ for every target; prints the counts
 
-Byte targets (decode_image, read_header) get symbolic links to the corpus files; decode_batch gets 1-4 small files
+Byte targets (decode_image, read_header, restart_index) get symbolic links to the corpus files; decode_batch gets 1-4 small files
 joined by the source separator; resample gets records (_common.RECORD) made from the corpus images' real sizes
 and downscaled pixels. Only Pillow reads the corpora here: the runner's own process may not be able to load a
 sanitizer build of ipu_cnn.
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from _common import BICUBIC, CORPORA, EVAL, FLIP, INT_SIZE, RGBX, SOURCE_SEPARATOR, Record, pack_record
 
-TARGETS = ("decode_image", "read_header", "decode_batch", "resample")
+TARGETS = ("decode_image", "read_header", "decode_batch", "resample", "restart_index")
 
 
 def corpus_files(imagenet: int, corpora: Path = CORPORA) -> list[Path]:
@@ -79,7 +79,7 @@ def build(out_dir: Path, imagenet: int = 40, corpora: Path = CORPORA) -> dict[st
         folder = out_dir / target
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        if target in ("decode_image", "read_header"):
+        if target in ("decode_image", "read_header", "restart_index"):
             for i, f in enumerate(files):
                 _link_or_write(folder, f"{i:04d}_{f.name}", target=f)
             for name, data in generated.items():

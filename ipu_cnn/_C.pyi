@@ -58,6 +58,7 @@ class DecodeOptions:
     apply_exif_orientation: bool
     dct_scaling: bool
     decode_only: bool
+    restart_index: bool  # use a file's restart index (csrc/restart_index.h) for region decodes; False: normal path
     def __init__(self) -> None: ...
 
 class DecodeReport:
@@ -137,6 +138,21 @@ def resize(
     scalar: bool = False,
 ) -> npt.NDArray[np.uint8]:
     """Pillow-semantics antialiased resize of box (for tests)."""
+
+def add_restart_index(
+    data: Union[bytes, bytearray, memoryview, npt.NDArray[np.uint8]],
+    optimize_coding: bool = True,
+    options: DecodeOptions = ...,
+) -> bytes:
+    """Lossless transcode to baseline with a restart marker at every MCU row and their offsets in an APP10 segment
+    (region decodes then start at the row they need); DecodeError says why a file is not transcoded. Already-indexed
+    bytes come back unchanged."""
+
+def restart_index_info(
+    data: Union[bytes, bytearray, memoryview, npt.NDArray[np.uint8]],
+) -> tuple[Optional[dict[str, Any]], str]:
+    """({width, height, mcu_width, mcu_height, restart_interval, intervals, scan_start, scan_bytes, segment_offset,
+    segment_bytes, offsets}, "") for a valid index, else (None, why it is absent or not trusted)."""
 
 def jpeg_version() -> str: ...
 def is_libjpeg_turbo() -> bool: ...

@@ -19,7 +19,7 @@ import pytest
 from conftest import CORPORA, subprocess_env
 
 FUZZ = Path(__file__).resolve().parents[1] / "fuzz"
-TARGETS = ("decode_image", "read_header", "decode_batch", "resample")
+TARGETS = ("decode_image", "read_header", "decode_batch", "resample", "restart_index")
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +228,25 @@ def test_short_fuzz_run_reports_its_figures(tmp_path: Path) -> None:
     rows = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.endswith(" ok")}
     assert set(rows) == {"read_header", "resample"}
     assert all(int(r[2]) > 0 and int(r[4]) > 0 for r in rows.values()), rows  # executions and coverage
+
+
+def test_restart_index_oracle_catches_a_fast_path_that_differs(fuzz_modules: dict[str, ModuleType],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    target = fuzz_modules["restart_index"]
+    native = target._C
+
+    class NativeWithBrokenFastPath:
+        def __getattr__(self, name: str) -> object:
+            return getattr(native, name)
+
+        @staticmethod
+        def decode_transform(source: object, out: np.ndarray, *args: object) -> object:
+            report = native.decode_transform(source, out, *args)
+            if args[-1].restart_index:
+                out[0, 0, 0] ^= 1
+            return report
+
+    monkeypatch.setattr(target, "_C", NativeWithBrokenFastPath())
+    with pytest.raises(AssertionError, match="fast path differs"):
+        for data in fuzz_modules["seeds"].generated_jpegs().values():  # at least one reaches a clean fast decode
+            target.one_input(data)

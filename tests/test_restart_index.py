@@ -1,0 +1,226 @@
+"""Restart-indexed JPEGs (csrc/restart_index.*): the lossless transcode the packer applies, and the decoder's fast path
+that starts a region decode at the restart interval holding its first row. The reference is always the original file
+decoded by the normal path: pixels must be bit-identical, at every DCT scale the pipeline picks."""
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import corpora_dir, encode_jpeg, photo_like
+from ipu_cnn import _C
+from ipu_cnn.data import EvalTransform, TrainTransform
+from ipu_cnn.data.decode import DecodeError
+
+# Output sizes that make the pipeline pick every power-of-two DCT scale on ~500x375 photos (224: 8/8 and 4/8; 64 and
+# 24: 2/8 and 1/8 for most crops).
+TRAIN = [TrainTransform(224), TrainTransform(64), TrainTransform(24)]
+EVAL = [EvalTransform(224), EvalTransform(64, resize_size=72), EvalTransform(16, resize_size=20)]
+
+
+def _options(restart_index: bool = True, orientation: bool = False) -> "_C.DecodeOptions":
+    o = _C.DecodeOptions()
+    o.restart_index = restart_index
+    o.apply_exif_orientation = orientation
+    return o
+
+
+def _transform(data: bytes, transform: TrainTransform | EvalTransform, index: int,
+               options: "_C.DecodeOptions") -> tuple["_C.DecodeReport", np.ndarray]:
+    h, w = transform.output_hw
+    out = np.zeros((h, w, 3), np.uint8)
+    report = _C.decode_transform(data, out, transform.native(), transform.filter, 7, 1, index, options)
+    return report, out
+
+
+def _assert_same_crops(original: bytes, indexed: bytes, name: str, indices: range, scales: set[int]) -> None:
+    """Every train and eval transform on the indexed bytes (fast path on) equals the original's (normal path)."""
+    for transform in TRAIN + EVAL:
+        for i in indices if isinstance(transform, TrainTransform) else range(1):
+            ref_report, ref = _transform(original, transform, i, _options())
+            if ref_report.status != _C.Status.OK:
+                continue
+            got_report, got = _transform(indexed, transform, i, _options())
+            assert got_report.status == _C.Status.OK, (name, got_report)
+            assert got_report.scale_num == ref_report.scale_num
+            scales.add(ref_report.scale_num)
+            if not np.array_equal(got, ref):
+                diff = np.abs(got.astype(int) - ref.astype(int))
+                pytest.fail(f"{name}: {transform} index {i} at scale {ref_report.scale_num}/8 differs from the original "
+                            f"in {int((diff > 0).sum())} values (max {int(diff.max())})")
+
+
+def _full(data: bytes, orientation: bool = False) -> np.ndarray | None:
+    report, pixels = _C.decode_full(data, _options(orientation=orientation))
+    return pixels if report.status == _C.Status.OK else None
+
+
+@pytest.mark.slow
+def test_every_imagenet_photo_transcodes_losslessly_and_crops_bit_identically() -> None:
+    files = sorted(p for p in corpora_dir("imagenet_sample").iterdir() if p.is_file())
+    scales: set[int] = set()
+    growth = []
+    for k, path in enumerate(files):
+        original = path.read_bytes()
+        indexed = _C.add_restart_index(original)
+        info, why = _C.restart_index_info(indexed)
+        assert info is not None, f"{path.name}: {why}"
+        growth.append(len(indexed) / len(original) - 1)
+        assert np.array_equal(_full(indexed), _full(original)), path.name
+        _assert_same_crops(original, indexed, path.name, range(k % 3, k % 3 + 2), scales)
+    assert scales == {1, 2, 4, 8}, f"DCT scales exercised: {sorted(scales)}"
+    assert len(growth) == len(files)
+
+
+def test_edge_cases_transcode_or_refuse_with_a_reason() -> None:
+    """Every conformance / edge-case file either transcodes into bytes that decode exactly as the original (full frame,
+    EXIF orientation applied, train crops) or is refused with a DecodeError that says why; none crashes."""
+    files = sorted(p for p in corpora_dir("edge_cases").iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))
+    transcoded = refused = 0
+    scales: set[int] = set()
+    for path in files:
+        original = path.read_bytes()
+        try:
+            indexed = _C.add_restart_index(original)
+        except DecodeError as e:
+            assert e.reason.startswith("cannot add a restart index: ") and len(e.reason) > 30, (path.name, e.reason)
+            refused += 1
+            continue
+        transcoded += 1
+        ref = _full(original, orientation=True)
+        assert ref is not None, f"{path.name}: transcoded, but the original does not decode"
+        assert np.array_equal(_full(indexed, orientation=True), ref), path.name
+        _assert_same_crops(original, indexed, path.name, range(2), scales)
+    assert transcoded > 100 and refused > 10, (transcoded, refused)
+
+
+def _photo(mode: str = "RGB", **save: object) -> bytes:
+    pixels = photo_like(333, 517, seed=3)
+    if mode == "L":
+        pixels = pixels[..., 0].copy()
+    elif mode == "CMYK":
+        pixels = np.concatenate([pixels, pixels[..., :1]], axis=2)
+    return encode_jpeg(pixels, mode, quality=90, **save)
+
+
+@pytest.mark.parametrize("kind", ["420", "444", "422", "progressive", "grayscale", "optimized", "cmyk"])
+def test_synthetic_kinds_are_bit_identical(kind: str) -> None:
+    save = {"420": {"subsampling": 2}, "444": {"subsampling": 0}, "422": {"subsampling": 1},
+            "progressive": {"progressive": True}, "grayscale": {}, "optimized": {"optimize": True},
+            "cmyk": {}}[kind]
+    mode = {"grayscale": "L", "cmyk": "CMYK"}.get(kind, "RGB")
+    original = _photo(mode, **save)
+    indexed = _C.add_restart_index(original)
+    info, why = _C.restart_index_info(indexed)
+    assert info is not None, why
+    assert info["intervals"] == -(-517 // info["mcu_height"])
+    assert info["restart_interval"] == -(-333 // info["mcu_width"])
+    assert not _C.read_header(indexed)[1]["progressive"]
+    assert np.array_equal(_full(indexed), _full(original))
+    _assert_same_crops(original, indexed, kind, range(12), set())
+
+
+def test_fast_path_skips_the_rows_above() -> None:
+    """Garbage in the first restart interval's data: the normal path decodes through it (a corrupt-data warning),
+    the fast path never reads it for a crop further down, and gives the same pixels as the clean file."""
+    indexed = _C.add_restart_index(_photo(subsampling=2))
+    info, _ = _C.restart_index_info(indexed)
+    damaged = bytearray(indexed)
+    start = info["scan_start"]
+    damaged[start + 2:start + info["offsets"][1] - 4] = b"\x55" * (info["offsets"][1] - 6)
+    damaged = bytes(damaged)
+    transform = EvalTransform(64, resize_size=(320, 72))  # rows 40%-60% down: far below the first MCU row
+    _, clean = _transform(indexed, transform, 0, _options())
+    slow_report, _ = _transform(damaged, transform, 0, _options(restart_index=False))
+    fast_report, fast = _transform(damaged, transform, 0, _options())
+    assert slow_report.warnings > 0 or slow_report.status != _C.Status.OK
+    assert fast_report.status == _C.Status.OK and fast_report.warnings == 0
+    assert np.array_equal(fast, clean)
+
+
+def test_already_indexed_input_comes_back_unchanged() -> None:
+    indexed = _C.add_restart_index(_photo())
+    assert _C.add_restart_index(indexed) == indexed
+
+
+def test_markers_and_metadata_are_kept() -> None:
+    im = Image.fromarray(photo_like(200, 150))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=85, exif=exif, icc_profile=b"\0" * 300, comment=b"kept")
+    indexed = _C.add_restart_index(buf.getvalue())
+    again = Image.open(io.BytesIO(indexed))
+    assert again.getexif()[0x0112] == 6
+    assert again.info.get("icc_profile") == b"\0" * 300
+    assert again.info.get("comment") == b"kept"
+    assert _C.read_header(indexed, True)[1]["orientation"] == 6
+    # Other decoders read the file as a plain baseline JPEG.
+    assert np.array_equal(np.asarray(again.convert("RGB")), np.asarray(Image.open(buf).convert("RGB")))
+
+
+def _segment(data: bytes) -> tuple[int, int]:
+    info, why = _C.restart_index_info(data)
+    assert info is not None, why
+    return info["segment_offset"], info["segment_bytes"]
+
+
+@pytest.mark.parametrize("damage", ["checksum", "offset", "version", "stale-scan", "truncated", "two-segments"])
+def test_damaged_or_stale_index_is_ignored(damage: str) -> None:
+    original = _photo()
+    indexed = bytearray(_C.add_restart_index(original))
+    pos, size = _segment(bytes(indexed))
+    info, _ = _C.restart_index_info(bytes(indexed))
+    expect = {"checksum": "checksum", "offset": "checksum", "version": "version", "stale-scan": "RST marker",
+              "truncated": "EOI", "two-segments": "more than one"}[damage]
+    if damage == "checksum":
+        indexed[pos + size - 1] ^= 1
+    elif damage == "offset":
+        indexed[pos + 4 + 22 + 4 * 3 + 3] ^= 4  # interval 3's offset
+    elif damage == "version":
+        indexed[pos + 4 + 8] = 2
+    elif damage == "stale-scan":
+        # Another tool re-encoded the scan but kept our APP10: an RST marker is no longer where the index says.
+        marker = info["scan_start"] + info["offsets"][5] - 1
+        indexed[marker] = 0xD0 + (indexed[marker] - 0xD0 + 1) % 8
+    elif damage == "truncated":
+        indexed = indexed[:-100]
+    else:
+        indexed[pos:pos] = indexed[pos:pos + size]
+    damaged = bytes(indexed)
+    got, why = _C.restart_index_info(damaged)
+    assert got is None and expect in why, why
+    if damage in ("checksum", "offset", "version", "two-segments"):
+        # The index is ignored, the file still decodes as the original by the normal path.
+        assert np.array_equal(_full(damaged), _full(original))
+        _assert_same_crops(original, damaged, damage, range(6), set())
+    elif damage == "truncated":
+        report, _ = _transform(damaged, TrainTransform(224), 0, _options())
+        assert report.status == _C.Status.ERROR and "end" in report.reason.lower()
+
+
+def test_refusals_name_the_reason() -> None:
+    with pytest.raises(DecodeError, match="cannot add a restart index: not a JPEG"):
+        _C.add_restart_index(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    with pytest.raises(DecodeError, match="cannot add a restart index: empty"):
+        _C.add_restart_index(b"")
+    truncated = _photo()[:3000]
+    with pytest.raises(DecodeError, match="cannot add a restart index: .*(corrupt|end)"):
+        _C.add_restart_index(truncated)
+    with pytest.raises(TypeError, match="not a path"):
+        _C.add_restart_index("photo.jpg")
+    assert _C.restart_index_info(_photo()) == (None, "no restart index segment")
+
+
+def test_size_overhead_is_small() -> None:
+    """Markers cost 2 bytes per MCU row plus byte padding; optimised Huffman tables more than pay for it on files
+    written with the standard tables (Pillow's default)."""
+    original = _photo()
+    indexed = _C.add_restart_index(original)
+    plain = _C.add_restart_index(original, optimize_coding=False)
+    assert len(indexed) < len(original) < len(plain) < len(original) * 1.05
+    assert struct.unpack(">H", indexed[2:4])  # a well-formed first segment
