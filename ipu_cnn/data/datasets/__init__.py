@@ -8,6 +8,8 @@ package opens an image. One reader per module:
 - `ImageNet` (``imagenet``): an `ImageFolder` over ``root/train`` or ``root/validation`` (``root/val``).
 - `FileList` (``filelist``): a CSV, TSV or space-separated list of ``path,label`` rows (ImageNet's flat validation
   folder and its labels file, or any custom split).
+- `CIFAR10` (``cifar``): CIFAR-10's python-pickle batches read into one raw-pixel array (``pixels``), for the loader's
+  raw-pixel path; `download_cifar10` fetches them.
 - `RandomImages` (``random_images``): random uint8 images made in memory, no files and no decoding, for
   device-throughput runs.
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from ipu_cnn.data.datasets._scan import IMG_EXTENSIONS, find_class_folders
 from ipu_cnn.data.datasets.base import Dataset, FileDataset
+from ipu_cnn.data.datasets.cifar import CIFAR10, download_cifar10
 from ipu_cnn.data.datasets.filelist import FileList
 from ipu_cnn.data.datasets.folder import ImageFolder
 from ipu_cnn.data.datasets.imagenet import ImageNet
@@ -33,4 +36,6 @@ __all__ = [
     "ImageNet",
     "FileList",
     "RandomImages",
+    "CIFAR10",
+    "download_cifar10",
 ]
