@@ -26,7 +26,7 @@ import yaml
 from ipu_cnn import _cli
 from ipu_cnn.backends.precision import PRECISIONS
 
-DATA_MODES = ("demo", "generated", "synthetic", "imagenet", "folder", "filelist")
+DATA_MODES = ("demo", "generated", "synthetic", "imagenet", "folder", "filelist", "cifar10")
 OPTIMIZERS = ("sgd", "sgd_combined", "adamw", "rmsprop", "rmsprop_tf")
 LR_SCHEDULES = ("step", "cosine", "exponential")
 WEIGHT_AVG = ("none", "mean", "exponential")
@@ -61,6 +61,7 @@ class RunOptions:
     normalization_location: str
     train_crop_scale: list[float]
     flip_prob: float
+    use_bbox_info: bool
     interpolation: str
     eval_crop_pct: float | None
     # model
@@ -170,8 +171,11 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    help="demo: generated JPEG files (made once under ~/.cache/ipu_cnn); generated: random uint8 "
                    "batches made on the host, no decoding; synthetic: random data made on the device, no host I/O; "
                    "imagenet: DATA_PATH/train + DATA_PATH/validation; folder: an ImageFolder at DATA_PATH "
-                   "(+ --val-data-path); filelist: a path,label list at DATA_PATH (+ --val-data-path)")
-    g.add_argument("--data-path", default=None, help="dataset root (imagenet, folder) or list file (filelist)")
+                   "(+ --val-data-path); filelist: a path,label list at DATA_PATH (+ --val-data-path); cifar10: "
+                   "CIFAR-10's python batches in DATA_PATH (default: under ~/.cache/ipu_cnn; downloaded there when "
+                   "missing), 32 px unless --image-size says otherwise")
+    g.add_argument("--data-path", default=None, help="dataset root (imagenet, folder, cifar10) or list file "
+                   "(filelist)")
     g.add_argument("--val-data-path", default=None, help="validation ImageFolder (folder) or list file (filelist)")
     _cli.add_num_classes_option(g, "classes (default: the dataset's; 1000 for generated and synthetic)")
     g.add_argument("--demo-classes", type=_cli.positive_int, default=10, help="classes of the demo dataset")
@@ -194,6 +198,10 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
     g.add_argument("--train-crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("LO", "HI"),
                    help="RandomResizedCrop area fraction range")
     g.add_argument("--flip-prob", type=float, default=0.5, help="horizontal flip probability in training")
+    g.add_argument("--use-bbox-info", action="store_true",
+                   help="imagenet: guide the training crop by the object boxes of DATA_PATH/"
+                   "imagenet_2012_bounding_boxes.csv (rows file name,xmin,ymin,xmax,ymax, normalised): an image with "
+                   "boxes redraws its crop, up to 10 times, until the boxes cover at least 10%% of it")
     _cli.add_eval_geometry_options(g, interpolation_default="bilinear",
                                    crop_help="evaluation centre crop as a fraction of the resized shorter side "
                                    "(default: the model's, 0.875 for ResNet and EfficientNet)")
@@ -460,6 +468,9 @@ def check_options(options: RunOptions) -> None:
     o = options
     if o.data in ("imagenet", "folder", "filelist") and not o.data_path:
         raise SystemExit(f"--data {o.data} needs --data-path")
+    if o.use_bbox_info and o.data != "imagenet":
+        raise SystemExit(f"--use-bbox-info reads ImageNet's bounding boxes from the ImageNet root: it needs --data "
+                         f"imagenet, got --data {o.data}")
     if o.eight_bit_io and o.normalization_location == "host":
         raise SystemExit("--eight-bit-io and --normalization-location host contradict each other: eight-bit IO ships "
                          "uint8 images for the device to normalise; drop --eight-bit-io to normalise on the host, or "
