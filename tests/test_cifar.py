@@ -334,3 +334,17 @@ def test_train_app_refuses_bbox_info_outside_imagenet(cifar_root: Path, capsys: 
 
     assert main(["--data", "cifar10", "--data-path", str(cifar_root), "--use-bbox-info", "--epoch", "1"]) != 0
     assert "--use-bbox-info reads ImageNet's bounding boxes" in capsys.readouterr().err
+
+
+def test_inference_benchmark_reads_the_cifar10_test_batch(cifar_root: Path, capsys: pytest.CaptureFixture) -> None:
+    from ipu_cnn.inference.__main__ import main
+
+    status = main(["benchmark", "--model", "resnet10t", "--random-weights", "--device", "cpu", "--image-size", "32",
+                   "--data", "cifar10", "--data-path", str(cifar_root / "cifar-10-batches-py"),
+                   "--micro-batch-size", "5", "--iterations", "2", "--warmup-iterations", "1", "--json", "-"])
+    out = capsys.readouterr().out
+    assert status == 0
+    import json
+
+    figures = json.loads(out)
+    assert figures["data"] == "cifar10" and figures["samples"] == 10

@@ -90,13 +90,21 @@ def benchmark_source(mode: str, batch_size: int, preprocessing: EvalPreprocessin
         on = device if mode == "synthetic" else torch.device("cpu")
         return RandomBatches(batch_size, (height, width), RANDOM_CLASSES, 1, on, seed=seed + rank,
                              pin_memory=pinned and mode == "generated")
-    if mode != "real":
-        raise ValueError(f"--data {mode!r}: use real, generated or synthetic")
+    if mode not in ("real", "cifar10"):
+        raise ValueError(f"--data {mode!r}: use real, generated, synthetic or cifar10")
     from ipu_cnn.data import Loader
 
-    dataset = real_dataset(data_path)
+    if mode == "cifar10":  # the raw test images, resized to the model's side when that is not CIFAR's 32
+        from ipu_cnn.data import EvalTransform
+        from ipu_cnn.data.datasets import CIFAR10, default_cifar10_root
+
+        dataset: Any = CIFAR10(data_path or default_cifar10_root(), "test", download=True)
+        transform = EvalTransform(size=(height, width), resize_size=(height, width),
+                                  interpolation=preprocessing.interpolation)
+    else:
+        dataset = real_dataset(data_path)
     if len(dataset) < batch_size * world_size:
-        raise SystemExit(f"--data real: {len(dataset)} images make no full batch of {batch_size} per rank on "
+        raise SystemExit(f"--data {mode}: {len(dataset)} images make no full batch of {batch_size} per rank on "
                          f"{world_size} rank(s): lower --micro-batch-size or give --data-path a larger folder")
     return Loader(dataset, batch_size, transform, shuffle=True, seed=seed,  # type: ignore[operator]
                   drop_last=True, num_threads=num_threads, prefetch=prefetch, rank=rank, world_size=world_size,

@@ -30,15 +30,6 @@ def default_image_size(data_mode: str) -> int | None:
     return CIFAR10_IMAGE_SIZE if data_mode == "cifar10" else None
 
 
-def _cifar10_root(data_path: str | None) -> str:
-    """``--data-path``, else the package cache's ``cifar10`` folder."""
-    if data_path:
-        return data_path
-    from ipu_cnn.data._cache import cache_dir
-
-    return str(cache_dir() / "cifar10")
-
-
 def _loader_class() -> Any:
     try:
         from ipu_cnn.data import Loader  # type: ignore[attr-defined]
@@ -185,10 +176,10 @@ def _cifar10_loaders(data: DataSettings, Loader: Any, batch: int, val_batch: int
     """CIFAR-10 from its python batches (downloaded into the data path when missing): training = the pad-4 random crop
     + flip on the raw 32x32 pixels, evaluation = the raw image; both resized to ``size`` when that is not 32."""
     from ipu_cnn.data import EvalTransform
-    from ipu_cnn.data.datasets import CIFAR10
+    from ipu_cnn.data.datasets import CIFAR10, default_cifar10_root
     from ipu_cnn.data.transforms import PadCropTransform
 
-    root = _cifar10_root(data.data_path)
+    root = data.data_path or default_cifar10_root()
     train_ds = CIFAR10(root, "train", download=True)
     val_ds = CIFAR10(root, "test", download=True)
     num_classes = int(data.num_classes or len(train_ds.classes))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ipu_cnn.data.datasets._scan import IMG_EXTENSIONS, find_class_folders
 from ipu_cnn.data.datasets.base import Dataset, FileDataset
-from ipu_cnn.data.datasets.cifar import CIFAR10, download_cifar10
+from ipu_cnn.data.datasets.cifar import CIFAR10, default_cifar10_root, download_cifar10
 from ipu_cnn.data.datasets.filelist import FileList
 from ipu_cnn.data.datasets.folder import ImageFolder
 from ipu_cnn.data.datasets.imagenet import ImageNet
@@ -37,5 +37,6 @@ __all__ = [
     "FileList",
     "RandomImages",
     "CIFAR10",
+    "default_cifar10_root",
     "download_cifar10",
 ]

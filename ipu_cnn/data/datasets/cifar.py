@@ -26,7 +26,7 @@ import numpy as np
 
 from ipu_cnn.data.datasets.base import PathLike
 
-__all__ = ["CIFAR10", "CIFAR10_URL", "CIFAR10_MD5", "download_cifar10", "find_cifar10"]
+__all__ = ["CIFAR10", "CIFAR10_URL", "CIFAR10_MD5", "default_cifar10_root", "download_cifar10", "find_cifar10"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,13 @@ def _load(path: str) -> dict[str, Any]:
 
 def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def default_cifar10_root() -> str:
+    """Where the applications keep CIFAR-10 when no data path is given: the package cache's ``cifar10`` folder."""
+    from ipu_cnn.data._cache import cache_dir
+
+    return str(cache_dir() / "cifar10")
 
 
 def find_cifar10(root: PathLike) -> str | None:
