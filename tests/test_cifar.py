@@ -327,6 +327,7 @@ def test_train_app_runs_cifar10_and_validates(cifar_root: Path, tmp_path: Path,
     assert "validation accuracy:" in out and "10 images" in out
     ckpt = torch.load(next((tmp_path / "c" / "checkpoints").glob("*final.pt")), weights_only=False)
     assert ckpt["image_size"] == 32 and ckpt["num_classes"] == 10 and ckpt["class_names"][1] == "automobile"
+    assert ckpt["eval"]["crop_pct"] == 1.0  # evaluated whole, and recorded so for inference
 
 
 def test_train_app_refuses_bbox_info_outside_imagenet(cifar_root: Path, capsys: pytest.CaptureFixture) -> None:

@@ -30,6 +30,12 @@ def default_image_size(data_mode: str) -> int | None:
     return CIFAR10_IMAGE_SIZE if data_mode == "cifar10" else None
 
 
+def default_eval_crop_pct(data_mode: str) -> float | None:
+    """The eval centre-crop fraction a data mode implies when ``--eval-crop-pct`` is not given (None: the model's):
+    1 for CIFAR-10, whose images are evaluated whole (recorded so that inference on a checkpoint does the same)."""
+    return 1.0 if data_mode == "cifar10" else None
+
+
 def _loader_class() -> Any:
     try:
         from ipu_cnn.data import Loader  # type: ignore[attr-defined]
@@ -138,7 +144,7 @@ def create_loaders(data: DataSettings, *, batch_size: int, val_batch_size: int, 
 
     Loader = _loader_class()
     if mode == "cifar10":
-        return _cifar10_loaders(data, Loader, batch, val_batch, size, rank, world_size, cuda)
+        return _cifar10_loaders(data, Loader, batch, val_batch, eval, rank, world_size, cuda)
     train_ds, val_ds = _datasets(data)
     num_classes = int(data.num_classes or len(train_ds.classes))
     if num_classes < len(train_ds.classes):
@@ -171,11 +177,11 @@ def _bounding_boxes(data: DataSettings, train_ds: Any) -> Any:
     return boxes
 
 
-def _cifar10_loaders(data: DataSettings, Loader: Any, batch: int, val_batch: int, size: int, rank: int,
-                     world_size: int, pin_memory: bool) -> Loaders:
+def _cifar10_loaders(data: DataSettings, Loader: Any, batch: int, val_batch: int, eval: EvalPreprocessing,
+                     rank: int, world_size: int, pin_memory: bool) -> Loaders:
     """CIFAR-10 from its python batches (downloaded into the data path when missing): training = the pad-4 random crop
-    + flip on the raw 32x32 pixels, evaluation = the raw image; both resized to ``size`` when that is not 32."""
-    from ipu_cnn.data import EvalTransform
+    + flip on the raw 32x32 pixels, resized to the image size when that is not 32; evaluation = the model's eval
+    transform, which at CIFAR's default crop fraction of 1 is the raw image (resized likewise)."""
     from ipu_cnn.data.datasets import CIFAR10, default_cifar10_root
     from ipu_cnn.data.transforms import PadCropTransform
 
@@ -187,9 +193,8 @@ def _cifar10_loaders(data: DataSettings, Loader: Any, batch: int, val_batch: int
         raise ValueError(f"--num-classes {num_classes} is smaller than the dataset's {len(train_ds.classes)} classes")
     common: dict[str, Any] = {"seed": int(data.seed), "num_threads": data.workers, "prefetch": int(data.prefetch),
                               "rank": rank, "world_size": world_size, "pin_memory": pin_memory}
-    train_tf = PadCropTransform(size=size, padding=CIFAR10_PADDING, flip_prob=float(data.flip_prob),
+    train_tf = PadCropTransform(size=int(eval.image_size), padding=CIFAR10_PADDING, flip_prob=float(data.flip_prob),
                                 interpolation=data.interpolation)
-    val_tf = EvalTransform(size=size, resize_size=(size, size), interpolation=data.interpolation)
     train = Loader(train_ds, batch, train_tf, shuffle=True, drop_last=True, **common)
-    val = Loader(val_ds, val_batch, val_tf, shuffle=False, drop_last=False, **common)
+    val = Loader(val_ds, val_batch, eval.eval_transform(), shuffle=False, drop_last=False, **common)
     return train, val, num_classes, list(train_ds.classes)
