@@ -135,6 +135,14 @@ void copy_padded(const uint8_t* pixels, int width, int height, int channels, int
 std::string transform_raw(const uint8_t* pixels, int width, int height, int channels, const CropParams& crop,
                           Filter filter, uint64_t seed, uint64_t epoch, uint64_t index, uint8_t* dst,
                           ResampleScratch& scratch, std::vector<uint8_t>& pad_buf) {
+  if (crop.mode == CropMode::Eval && crop.out_w == width && crop.out_h == height) {
+    // An eval "resize" of the image to its own size (CIFAR at 32 px) is the identity: copied, not resampled.
+    const Crop c = sample_crop(crop, width, height, seed, epoch, index);
+    if (c.grid_w == width && c.grid_h == height && c.off_x == 0 && c.off_y == 0) {
+      copy_padded(pixels, width, height, channels, 0, 0, false, dst);
+      return "";
+    }
+  }
   if (crop.mode != CropMode::PadCrop) {
     return transform_pixels(pixels, width, height, channels, crop, filter, seed, epoch, index, dst, scratch);
   }
