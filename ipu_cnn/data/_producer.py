@@ -14,7 +14,7 @@ from ipu_cnn.data._ring import SharedRing
 from ipu_cnn.data.decode import DecodeError, decode_batch, decode_image
 from ipu_cnn.data.pixels import RawImages
 from ipu_cnn.data.sampling import rank_batches
-from ipu_cnn.data.transforms import Transform
+from ipu_cnn.data.transforms import PadCropTransform, Transform
 
 #: How many other samples "replace" tries before giving up on a bad one.
 _MAX_SUBSTITUTES = 16
@@ -53,8 +53,8 @@ class BatchReport:
 class Producer:
     """Decodes planned batches into ring slots."""
 
-    def __init__(self, paths: Sequence[str] | RawImages, labels: np.ndarray, transform: Transform, plan: Plan, ring: SharedRing,
-                 num_threads: int | None) -> None:
+    def __init__(self, paths: Sequence[str] | RawImages, labels: np.ndarray, transform: Transform | PadCropTransform,
+                 plan: Plan, ring: SharedRing, num_threads: int | None) -> None:
         self.paths = paths
         self.labels = labels
         self.transform = transform

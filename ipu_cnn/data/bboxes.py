@@ -63,7 +63,7 @@ def read_bounding_boxes(path: str | os.PathLike[str]) -> dict[str, list[tuple[fl
     path = os.fspath(path)
     boxes: dict[str, list[tuple[float, float, float, float]]] = {}
     try:
-        f = open(path, encoding="utf-8", newline="")
+        f = open(path, encoding="utf-8-sig", newline="")  # a BOM, as some editors write, is not part of the name
     except OSError as e:
         raise FileNotFoundError(f"cannot read the bounding-box file {path}: {e.strerror or e}; --use-bbox-info needs "
                                 f"{BBOX_FILE_NAME} in the ImageNet root (made by TensorFlow's "

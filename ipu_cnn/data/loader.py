@@ -144,8 +144,8 @@ class _ProcessChannel:
     inherited (forking a process that has threads is unsafe) and the user's main module is not re-run, as
     multiprocessing's spawn would. It gets the ring's descriptor and one end of a socket pair, nothing else."""
 
-    def __init__(self, ring: SharedRing, paths: list[str] | RawImages, labels: np.ndarray, transform: Transform, plan: Plan,
-                 num_threads: int | None) -> None:
+    def __init__(self, ring: SharedRing, paths: list[str] | RawImages, labels: np.ndarray,
+                 transform: Transform | PadCropTransform, plan: Plan, num_threads: int | None) -> None:
         parent_sock, child_sock = socket.socketpair()
         # A fresh interpreter that imports this very ipu_cnn, wherever it came from, ahead of the working directory
         # (a source checkout there would otherwise shadow it); the working directory itself is kept for relative paths.
@@ -266,7 +266,7 @@ class Loader:
         self,
         dataset: Any,
         batch_size: int,
-        transform: Transform,
+        transform: Transform | PadCropTransform,
         *,
         shuffle: bool = True,
         seed: int = 0,
