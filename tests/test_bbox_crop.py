@@ -170,6 +170,8 @@ def test_statistics_shift_toward_the_boxes() -> None:
 
 
 def test_native_table_checks_its_arrays() -> None:
+    with pytest.raises(TypeError, match="boxes must be an ipu_cnn.data.BoundingBoxes"):
+        TrainTransform(boxes=np.zeros((1, 4)))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="normalised"):
         _C.BoxTable(np.array([0, 1], np.int64), np.array([[0.5, 0.1, 0.2, 0.3]]))
     with pytest.raises(ValueError, match="offsets must start at 0 and end at the number of boxes"):

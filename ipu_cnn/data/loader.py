@@ -252,6 +252,9 @@ def _finalize(channel: Any, ring: SharedRing, pinned: bool) -> None:
 class Loader:
     """Iterate a dataset of image files as batches of ``(images, labels)``.
 
+    A dataset held as raw pixels (``.pixels`` (N, H, W, 3) uint8 and ``.labels``, e.g. `CIFAR10`) is taken the same
+    way: its images are transformed, not decoded (`PadCropTransform`, `TrainTransform` or `EvalTransform`).
+
     ``images`` is a torch.uint8 tensor [B, 3, H, W] with channels_last strides, a view of a shared-memory ring slot
     that stays valid until the next batch is requested (``copy=True`` gives owned tensors); ``labels`` is int64 [B].
     ``last_indices`` holds the dataset indices of the batch just yielded. Call ``set_epoch(e)`` before each epoch.

@@ -71,6 +71,8 @@ class TrainTransform:
             raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {self.ratio!r}")
         if not 0 <= self.flip_prob <= 1:
             raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob!r}")
+        if self.boxes is not None and not callable(getattr(self.boxes, "native", None)):
+            raise TypeError(f"boxes must be an ipu_cnn.data.BoundingBoxes, got {type(self.boxes).__name__}")
 
     @property
     def output_hw(self) -> tuple[int, int]:
