@@ -11,6 +11,7 @@
 #include "crop.h"
 #include "jpeg_decoder.h"
 #include "pipeline.h"
+#include "raw_batch.h"
 #include "resample.h"
 #include "restart_index.h"
 #include "thread_pool.h"
@@ -179,6 +180,32 @@ DecodeReport with_bytes(const py::object& source, const DecodeOptions& opts, F&&
   return fn(s.data, s.size);
 }
 
+// A BoxTable from offsets (int64, n + 1, from 0, non-decreasing) and boxes (float64, (offsets[n], 4), normalised
+// xmin <= xmax, ymin <= ymax), checked here so that the sampler can trust it.
+std::shared_ptr<BoxTable> make_box_table(const py::object& offsets_obj, const py::object& boxes_obj) {
+  auto offsets = py::array_t<int64_t, py::array::c_style>::ensure(offsets_obj);
+  auto boxes = py::array_t<double, py::array::c_style>::ensure(boxes_obj);
+  if (!offsets || offsets.ndim() != 1 || offsets.shape(0) < 1)
+    throw py::value_error("offsets must be a 1-D int64 array of n + 1 entries (one more than the samples)");
+  const int64_t n_boxes = boxes && boxes.ndim() == 2 && boxes.shape(1) == 4 ? int64_t(boxes.shape(0)) : -1;
+  if (n_boxes < 0) throw py::value_error("boxes must be a float64 array of shape (M, 4): xmin, ymin, xmax, ymax");
+  auto t = std::make_shared<BoxTable>();
+  t->offsets.assign(offsets.data(), offsets.data() + offsets.shape(0));
+  if (t->offsets.front() != 0 || t->offsets.back() != n_boxes)
+    throw py::value_error("offsets must start at 0 and end at the number of boxes (" + std::to_string(n_boxes) + ")");
+  for (size_t i = 1; i < t->offsets.size(); ++i) {
+    if (t->offsets[i] < t->offsets[i - 1]) throw py::value_error("offsets must be non-decreasing");
+  }
+  t->boxes.assign(boxes.data(), boxes.data() + 4 * n_boxes);
+  for (int64_t b = 0; b < n_boxes; ++b) {
+    const double* q = t->boxes.data() + 4 * b;
+    if (!(q[0] >= 0.0 && q[0] <= q[2] && q[2] <= 1.0 && q[1] >= 0.0 && q[1] <= q[3] && q[3] <= 1.0))
+      throw py::value_error("box " + std::to_string(b) + " is not a normalised (xmin, ymin, xmax, ymax) with "
+                            "0 <= min <= max <= 1");
+  }
+  return t;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -197,7 +224,19 @@ PYBIND11_MODULE(_C, m) {
       .def_readwrite("flip_prob", &CropParams::flip_prob)
       .def_readwrite("resize_short", &CropParams::resize_short)
       .def_readwrite("resize_w", &CropParams::resize_w)
-      .def_readwrite("resize_h", &CropParams::resize_h);
+      .def_readwrite("resize_h", &CropParams::resize_h)
+      .def_readwrite("pad", &CropParams::pad)
+      .def_readwrite("box_tries", &CropParams::box_tries)
+      .def_readwrite("min_box_overlap", &CropParams::min_box_overlap)
+      .def_property(
+          "boxes", [](const CropParams& p) { return std::const_pointer_cast<BoxTable>(p.boxes); },
+          [](CropParams& p, std::shared_ptr<BoxTable> t) { p.boxes = std::move(t); });
+
+  py::class_<BoxTable, std::shared_ptr<BoxTable>>(
+      m, "BoxTable", "Object boxes by dataset index (crop.h): boxes[offsets[i]:offsets[i + 1]] belong to sample i.")
+      .def(py::init(&make_box_table), py::arg("offsets"), py::arg("boxes"))
+      .def("__len__", [](const BoxTable& t) { return t.size(); })
+      .def_property_readonly("num_boxes", [](const BoxTable& t) { return t.boxes.size() / 4; });
 
   py::class_<DecodeOptions>(m, "DecodeOptions")
       .def(py::init<>())
@@ -410,6 +449,36 @@ PYBIND11_MODULE(_C, m) {
       "(dict, '') describing a valid restart index (frame and MCU size, intervals, scan position and length, the "
       "segment's place and size, each interval's offset from the scan start), or (None, why it is absent or not "
       "trusted).");
+  m.def(
+      "transform_raw_batch",
+      [](const py::object& images, const py::object& out, const CropParams& crop, int filter, uint64_t seed,
+         uint64_t epoch, const py::object& indices, int num_threads) {
+        auto src = py::array_t<uint8_t, py::array::c_style>::ensure(images);
+        if (!src || src.ndim() != 4 || (src.shape(3) != 3 && src.shape(3) != 4) || src.shape(1) < 1 ||
+            src.shape(2) < 1)
+          throw py::value_error("images must be a C-contiguous uint8 array of shape (N, H, W, 3) or (N, H, W, 4)");
+        auto idx = py::array_t<uint64_t, py::array::c_style>::ensure(indices);
+        if (!idx || idx.ndim() != 1) throw py::value_error("indices must be a 1-D array of dataset indices");
+        if (crop.out_w < 1 || crop.out_h < 1) throw py::value_error("output size must be positive");
+        const py::ssize_t n = idx.shape(0);
+        uint8_t* dst = checked_out(out, {n, crop.out_h, crop.out_w, 3}, "out");
+        std::vector<std::string> errors;
+        {
+          py::gil_scoped_release release;
+          errors = run_raw_batch(src.data(), uint64_t(src.shape(0)), int(src.shape(1)), int(src.shape(2)),
+                                 int(src.shape(3)), idx.data(), size_t(n), dst, crop, Filter(filter), seed, epoch,
+                                 num_threads > 0 ? num_threads : ThreadPool::available_cpus());
+        }
+        py::list failures;
+        for (py::ssize_t i = 0; i < n; ++i) {
+          if (!errors[size_t(i)].empty()) failures.append(py::make_tuple(i, errors[size_t(i)]));
+        }
+        return failures;
+      },
+      py::arg("images"), py::arg("out"), py::arg("crop"), py::arg("filter"), py::arg("seed"), py::arg("epoch"),
+      py::arg("indices"), py::arg("num_threads"),
+      "Transform images[indices[i]] (raw uint8 pixels) into out[i]; returns failures [(position, reason)], each "
+      "failed slot zero-filled. Mode 3 (pad) is RandomCrop(image size, padding=pad) + flip, then a resize to out.");
 
   m.def("jpeg_version", &jpeg_library_version);
   m.def("is_libjpeg_turbo", &is_libjpeg_turbo);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace ipu {
 
@@ -96,6 +97,66 @@ std::string transform_pixels(const uint8_t* pixels, int width, int height, int c
   if (!bad.empty()) return bad;
   const ScaledFrame fr = scale_frame(g.crop, 8, width, height);
   if (!resize_frame(g, fr, pixels, width * channels, channels, 0, 0, width, height, filter, dst, scratch)) {
+    return "resize failed";
+  }
+  return "";
+}
+
+namespace {
+
+// The width x height window at (x0, y0) of the image (pixels outside it read as zero), mirrored when flip, as RGB at
+// dst (row stride width * 3).
+void copy_padded(const uint8_t* pixels, int width, int height, int channels, int x0, int y0, bool flip, uint8_t* dst) {
+  for (int y = 0; y < height; ++y) {
+    uint8_t* row = dst + size_t(y) * size_t(width) * 3;
+    const int sy = y0 + y;
+    if (sy < 0 || sy >= height) {
+      std::memset(row, 0, size_t(width) * 3);
+      continue;
+    }
+    const uint8_t* src = pixels + size_t(sy) * size_t(width) * size_t(channels);
+    for (int x = 0; x < width; ++x) {
+      const int sx = x0 + (flip ? width - 1 - x : x);
+      uint8_t* d = row + size_t(x) * 3;
+      if (sx < 0 || sx >= width) {
+        d[0] = d[1] = d[2] = 0;
+      } else {
+        const uint8_t* q = src + size_t(sx) * size_t(channels);
+        d[0] = q[0];
+        d[1] = q[1];
+        d[2] = q[2];
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::string transform_raw(const uint8_t* pixels, int width, int height, int channels, const CropParams& crop,
+                          Filter filter, uint64_t seed, uint64_t epoch, uint64_t index, uint8_t* dst,
+                          ResampleScratch& scratch, std::vector<uint8_t>& pad_buf) {
+  if (crop.mode == CropMode::Eval && crop.out_w == width && crop.out_h == height) {
+    // An eval "resize" of the image to its own size (CIFAR at 32 px) is the identity: copied, not resampled.
+    const Crop c = sample_crop(crop, width, height, seed, epoch, index);
+    if (c.grid_w == width && c.grid_h == height && c.off_x == 0 && c.off_y == 0) {
+      copy_padded(pixels, width, height, channels, 0, 0, false, dst);
+      return "";
+    }
+  }
+  if (crop.mode != CropMode::PadCrop) {
+    return transform_pixels(pixels, width, height, channels, crop, filter, seed, epoch, index, dst, scratch);
+  }
+  const Crop c = sample_crop(crop, width, height, seed, epoch, index);
+  if (crop.out_w == width && crop.out_h == height) {
+    copy_padded(pixels, width, height, channels, c.frame[0], c.frame[1], c.flip, dst);
+    return "";
+  }
+  // Crop first, then resize the crop whole (flipped in the resize), as torchvision's RandomCrop then Resize.
+  pad_buf.resize(size_t(width) * size_t(height) * 3);
+  copy_padded(pixels, width, height, channels, c.frame[0], c.frame[1], false, pad_buf.data());
+  const Region reg{pad_buf.data(), width * 3, 3, 0, 0, width, height, width, height};
+  const double box[4] = {0.0, 0.0, double(width), double(height)};
+  if (!resize_box(reg, box, crop.out_w, crop.out_h, filter, c.flip, dst, crop.out_w * 3, scratch)) {
     return "resize failed";
   }
   return "";

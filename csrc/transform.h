@@ -37,4 +37,13 @@ std::string transform_pixels(const uint8_t* pixels, int width, int height, int c
                              Filter filter, uint64_t seed, uint64_t epoch, uint64_t index, uint8_t* dst,
                              ResampleScratch& scratch);
 
+// The transform of raw pixels (a dataset stored decoded, e.g. CIFAR-10's uint8 HWC arrays): mode PadCrop cuts the
+// image, padded with zeros, at its sampled offset back to its own size, mirrors it when drawn, and resizes it to the
+// output when that differs (a plain copy when not); the other modes are transform_pixels' (an eval at the image's own
+// size, the identity, is a copy). `pad_buf` is reused memory
+// for the padded crop. Empty on success, else the reason.
+std::string transform_raw(const uint8_t* pixels, int width, int height, int channels, const CropParams& crop,
+                          Filter filter, uint64_t seed, uint64_t epoch, uint64_t index, uint8_t* dst,
+                          ResampleScratch& scratch, std::vector<uint8_t>& pad_buf);
+
 }  // namespace ipu

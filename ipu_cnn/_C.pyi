@@ -1,7 +1,8 @@
 """Types of the native core (csrc/module.cpp): region JPEG decode + antialiased resize + flip into caller-owned buffers.
 
 tests/test_native_stub.py checks that this file names exactly what the module exposes, with the same parameters.
-Filters are ints: 0 bilinear, 1 bicubic (Pillow's antialiased filters). CropParams.mode: 0 none, 1 train, 2 eval.
+Filters are ints: 0 bilinear, 1 bicubic (Pillow's antialiased filters). CropParams.mode: 0 none, 1 train, 2 eval,
+3 pad (RandomCrop(image size, padding=pad) + flip on raw pixels).
 """
 from typing import Any, ClassVar, Optional, Sequence, Union
 
@@ -45,7 +46,20 @@ class CropParams:
     resize_short: int
     resize_w: int
     resize_h: int
+    pad: int
+    box_tries: int
+    min_box_overlap: float
+    boxes: Optional[BoxTable]
     def __init__(self) -> None: ...
+
+class BoxTable:
+    """Object boxes by dataset index (crop.h): boxes[offsets[i]:offsets[i + 1]] (normalised xmin, ymin, xmax, ymax)
+    belong to sample i."""
+
+    def __init__(self, offsets: npt.NDArray[np.int64], boxes: npt.NDArray[np.float64]) -> None: ...
+    def __len__(self) -> int: ...
+    @property
+    def num_boxes(self) -> int: ...
 
 class DecodeOptions:
     """Limits and switches of a decode (jpeg_decoder.h); 0 lifts a limit."""
@@ -153,6 +167,18 @@ def restart_index_info(
 ) -> tuple[Optional[dict[str, Any]], str]:
     """({width, height, mcu_width, mcu_height, restart_interval, intervals, scan_start, scan_bytes, segment_offset,
     segment_bytes, offsets}, "") for a valid index, else (None, why it is absent or not trusted)."""
+def transform_raw_batch(
+    images: npt.NDArray[np.uint8],
+    out: npt.NDArray[np.uint8],
+    crop: CropParams,
+    filter: int,
+    seed: int,
+    epoch: int,
+    indices: npt.NDArray[np.uint64],
+    num_threads: int,
+) -> list[tuple[int, str]]:
+    """Transform images[indices[i]] (raw (N, H, W, 3 or 4) uint8 pixels) into out[i]; returns failures
+    [(position, reason)], each failed slot zero-filled."""
 
 def jpeg_version() -> str: ...
 def is_libjpeg_turbo() -> bool: ...

@@ -10,9 +10,11 @@ from ipu_cnn.data.decode import (
     decode_image,
     read_header,
 )
-from ipu_cnn.data.datasets import FileList, ImageFolder, ImageNet, RandomImages, TarShards
+from ipu_cnn.data.bboxes import BoundingBoxes
+from ipu_cnn.data.datasets import CIFAR10, FileList, ImageFolder, ImageNet, RandomImages, TarShards
 from ipu_cnn.data.generated import GeneratedImages, make_generated_dataset
-from ipu_cnn.data.transforms import EvalTransform, TrainTransform
+from ipu_cnn.data.pixels import transform_raw_batch
+from ipu_cnn.data.transforms import EvalTransform, PadCropTransform, TrainTransform
 
 _LAZY = {"Loader", "WorkerDiedError", "WorkerTimeoutError"}  # import torch only when the loader is used
 
@@ -45,4 +47,8 @@ __all__ = [
     "decode_image",
     "make_generated_dataset",
     "read_header",
+    "BoundingBoxes",
+    "CIFAR10",
+    "PadCropTransform",
+    "transform_raw_batch",
 ]

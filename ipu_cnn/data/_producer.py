@@ -12,8 +12,9 @@ import numpy as np
 
 from ipu_cnn.data._ring import SharedRing
 from ipu_cnn.data.decode import DecodeError, decode_batch, decode_image
+from ipu_cnn.data.pixels import RawImages
 from ipu_cnn.data.sampling import rank_batches, stream_batches
-from ipu_cnn.data.transforms import Transform
+from ipu_cnn.data.transforms import PadCropTransform, Transform
 
 #: How many other samples "replace" tries before giving up on a bad one.
 _MAX_SUBSTITUTES = 16
@@ -58,8 +59,8 @@ class BatchReport:
 class Producer:
     """Decodes planned batches into ring slots."""
 
-    def __init__(self, paths: Sequence[str], labels: np.ndarray, transform: Transform, plan: Plan, ring: SharedRing,
-                 num_threads: int | None) -> None:
+    def __init__(self, paths: Sequence[str] | RawImages, labels: np.ndarray, transform: Transform | PadCropTransform,
+                 plan: Plan, ring: SharedRing, num_threads: int | None) -> None:
         self.paths = paths
         self.labels = labels
         self.transform = transform
@@ -74,6 +75,11 @@ class Producer:
         out_idx = self.ring.indices[slot]
         out_idx[:n] = indices
         report = BatchReport(epoch, batch, slot, n, [])
+        if isinstance(self.paths, RawImages):  # decoded already: nothing can be bad, only the geometry can be refused
+            self.paths.transform_batch(indices, images, self.transform, self.plan.seed, epoch, self.num_threads)
+            self.ring.labels[slot][:n] = self.labels[indices]
+            self.ring.set_count(slot, n)
+            return report
         failures = decode_batch([self.paths[i] for i in indices], images, self.transform, seed=self.plan.seed,
                                 epoch=epoch, indices=indices, num_threads=self.num_threads, on_error="report")
         if failures and self.plan.on_error == "raise":

@@ -30,8 +30,9 @@ from ipu_cnn.data._producer import BatchReport, Plan, Producer
 from ipu_cnn.data._ring import SharedRing
 from ipu_cnn.data._worker import command_loop
 from ipu_cnn.data.decode import DecodeError
+from ipu_cnn.data.pixels import RawImages
 from ipu_cnn.data.sampling import default_rank_world, num_batches, num_stream_batches
-from ipu_cnn.data.transforms import EvalTransform, TrainTransform, Transform
+from ipu_cnn.data.transforms import EvalTransform, PadCropTransform, TrainTransform, Transform
 
 log = logging.getLogger("ipu_cnn.data")
 
@@ -87,6 +88,8 @@ def _pid_exists(pid: int) -> bool:
 
 
 def _paths_and_labels(dataset: Any) -> tuple[Any, np.ndarray]:
+    if hasattr(dataset, "pixels") and hasattr(dataset, "labels"):  # held as raw pixels (CIFAR-10)
+        return RawImages(dataset.pixels), np.ascontiguousarray(dataset.labels, dtype=np.int64)
     if hasattr(dataset, "sources") and hasattr(dataset, "labels"):  # TarShards: a sequence of shard members, kept as is
         return dataset.sources, np.ascontiguousarray(dataset.labels, dtype=np.int64)
     if hasattr(dataset, "paths") and hasattr(dataset, "labels"):
@@ -96,7 +99,8 @@ def _paths_and_labels(dataset: Any) -> tuple[Any, np.ndarray]:
         return [str(p) for p in paths], np.asarray(labels, dtype=np.int64)
     raise TypeError(
         f"the loader needs a dataset of image files (.paths and .labels, or .samples), got {type(dataset).__name__}; "
-        "use ImageFolder, ImageNet, FileList, TarShards or GeneratedImages(...).train"
+        "use ImageFolder, ImageNet, FileList, TarShards, GeneratedImages(...).train, or a dataset of raw pixels "
+        "(.pixels and .labels, e.g. CIFAR10)"
     )
 
 
@@ -142,8 +146,8 @@ class _ProcessChannel:
     inherited (forking a process that has threads is unsafe) and the user's main module is not re-run, as
     multiprocessing's spawn would. It gets the ring's descriptor and one end of a socket pair, nothing else."""
 
-    def __init__(self, ring: SharedRing, paths: list[str], labels: np.ndarray, transform: Transform, plan: Plan,
-                 num_threads: int | None) -> None:
+    def __init__(self, ring: SharedRing, paths: list[str] | RawImages, labels: np.ndarray,
+                 transform: Transform | PadCropTransform, plan: Plan, num_threads: int | None) -> None:
         parent_sock, child_sock = socket.socketpair()
         # A fresh interpreter that imports this very ipu_cnn, wherever it came from, ahead of the working directory
         # (a source checkout there would otherwise shadow it); the working directory itself is kept for relative paths.
@@ -250,6 +254,9 @@ def _finalize(channel: Any, ring: SharedRing, pinned: bool) -> None:
 class Loader:
     """Iterate a dataset of image files as batches of ``(images, labels)``.
 
+    A dataset held as raw pixels (``.pixels`` (N, H, W, 3) uint8 and ``.labels``, e.g. `CIFAR10`) is taken the same
+    way: its images are transformed, not decoded (`PadCropTransform`, `TrainTransform` or `EvalTransform`).
+
     ``images`` is a torch.uint8 tensor [B, 3, H, W] with channels_last strides, a view of a shared-memory ring slot
     that stays valid until the next batch is requested (``copy=True`` gives owned tensors); ``labels`` is int64 [B].
     ``last_indices`` holds the dataset indices of the batch just yielded. Call ``set_epoch(e)`` before each epoch.
@@ -264,7 +271,7 @@ class Loader:
         self,
         dataset: Any,
         batch_size: int,
-        transform: Transform,
+        transform: Transform | PadCropTransform,
         *,
         shuffle: bool = True,
         seed: int = 0,
@@ -279,8 +286,9 @@ class Loader:
         copy: bool = False,
         timeout: float | None = DEFAULT_TIMEOUT_S,
     ) -> None:
-        if not isinstance(transform, (TrainTransform, EvalTransform)):
-            raise TypeError(f"transform must be a TrainTransform or EvalTransform, got {type(transform).__name__}")
+        if not isinstance(transform, (TrainTransform, EvalTransform, PadCropTransform)):
+            raise TypeError(f"transform must be a TrainTransform or EvalTransform (or, for raw pixels, a "
+                            f"PadCropTransform), got {type(transform).__name__}")
         if on_error not in ("raise", "replace"):
             raise ValueError(f"on_error must be 'raise' or 'replace', got {on_error!r}")
         if workers not in ("thread", "process"):
@@ -302,6 +310,9 @@ class Loader:
         self.paths, self.labels = _paths_and_labels(dataset)
         if not len(self.paths):
             raise ValueError("the dataset is empty")
+        if isinstance(transform, PadCropTransform) and not isinstance(self.paths, RawImages):
+            raise TypeError("PadCropTransform pads raw pixels to their own size; a dataset of image files needs a "
+                            "TrainTransform")
         self.dataset = dataset
         self.transform = transform
         self.batch_size = batch_size

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ipu_cnn import _C
+
+if TYPE_CHECKING:
+    from ipu_cnn.data.bboxes import BoundingBoxes
 
 #: The largest side the resampler produces (csrc/resample.cpp refuses larger grids).
 MAX_RESIZE_SIDE = 1 << 24
@@ -52,6 +56,9 @@ class TrainTransform:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip_prob: float = 0.5
     interpolation: str = "bilinear"
+    #: Object boxes by dataset index (``--use-bbox-info``): a sample with boxes redraws its crop, up to 10 draws, until
+    #: the union of its boxes covers at least 10% of the crop (Graphcore's RandomResizedBoxCrop); others crop as usual.
+    boxes: BoundingBoxes | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         _size_hw(self.size)
@@ -64,6 +71,8 @@ class TrainTransform:
             raise ValueError(f"ratio must satisfy 0 < lo <= hi, got {self.ratio!r}")
         if not 0 <= self.flip_prob <= 1:
             raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob!r}")
+        if self.boxes is not None and not callable(getattr(self.boxes, "native", None)):
+            raise TypeError(f"boxes must be an ipu_cnn.data.BoundingBoxes, got {type(self.boxes).__name__}")
 
     @property
     def output_hw(self) -> tuple[int, int]:
@@ -77,6 +86,8 @@ class TrainTransform:
         p.scale_lo, p.scale_hi = float(self.scale[0]), float(self.scale[1])
         p.ratio_lo, p.ratio_hi = float(self.ratio[0]), float(self.ratio[1])
         p.flip_prob = float(self.flip_prob)
+        if self.boxes is not None:
+            p.boxes = self.boxes.native()
         return p
 
     @property
@@ -171,4 +182,48 @@ class EvalTransform:
         return _filter_code(self.interpolation)
 
 
+@dataclass(frozen=True)
+class PadCropTransform:
+    """torchvision ``RandomCrop(image size, padding=padding)`` + ``RandomHorizontalFlip(flip_prob)`` on raw pixels, the
+    usual CIFAR training augmentation, then a resize to ``size`` when that is not the image's own size.
+
+    The image is padded with ``padding`` zero pixels on every side (torchvision's default ``fill=0``) and cut back to
+    its own size at a row offset, then a column offset, each uniform in ``0..2 * padding`` as ``RandomCrop.get_params``
+    draws them; the flip is drawn after, from the same (seed, epoch, sample index) generator as every crop. Only for
+    datasets held as raw pixels (`ipu_cnn.data.pixels`); JPEG files have no fixed size to pad to.
+    """
+
+    size: int | tuple[int, int] = 32
+    padding: int = 4
+    flip_prob: float = 0.5
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        _size_hw(self.size)
+        _filter_code(self.interpolation)
+        if not isinstance(self.padding, numbers.Integral) or self.padding < 0:
+            raise ValueError(f"padding must be a non-negative integer, got {self.padding!r}")
+        if not 0 <= self.flip_prob <= 1:
+            raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob!r}")
+
+    @property
+    def output_hw(self) -> tuple[int, int]:
+        return _size_hw(self.size)
+
+    def native(self) -> "_C.CropParams":
+        """The parameters as the native core takes them."""
+        p = _C.CropParams()
+        p.mode = 3
+        p.out_h, p.out_w = self.output_hw
+        p.pad = int(self.padding)
+        p.flip_prob = float(self.flip_prob)
+        return p
+
+    @property
+    def filter(self) -> int:
+        return _filter_code(self.interpolation)
+
+
 Transform = TrainTransform | EvalTransform
+#: What a dataset held as raw pixels can be transformed with.
+RawTransform = PadCropTransform | TrainTransform | EvalTransform

@@ -24,7 +24,7 @@ from ipu_cnn import _cli
 from ipu_cnn.backends.precision import PRECISIONS as _ALL_PRECISIONS
 
 MODES: tuple[str, ...] = ("benchmark", "predict", "export")
-DATA_MODES: tuple[str, ...] = ("real", "generated", "synthetic", "shards")
+DATA_MODES: tuple[str, ...] = ("real", "generated", "synthetic", "shards", "cifar10")
 #: Inference runs weights and activations in one precision: the training precisions with equal halves.
 PRECISIONS: tuple[str, ...] = tuple(p for p in _ALL_PRECISIONS if len(set(p.split("."))) == 1)
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
@@ -162,10 +162,13 @@ def _add_benchmark_options(parser: argparse.ArgumentParser) -> None:
                    help="real: JPEG files through the eval transform and ipu_cnn's loader (the generated demo set "
                    "unless --data-path); generated: one random uint8 host batch, repeated (no decoding); synthetic: "
                    "random data made once on the device (no host I/O); shards: WebDataset tar shards named by "
-                   "--data-path, read as real is")
+                   "--data-path, read as real is; cifar10: CIFAR-10's test batch (raw pixels, resized to the model's "
+                   "side when that is not 32) from --data-path, else from ~/.cache/ipu_cnn, downloaded there when "
+                   "missing")
     g.add_argument("--data-path", default=None,
                    help="folder of images for --data real (class subfolders or a flat folder, searched recursively), "
-                   "or the shard pattern for --data shards ('DIR/val-{000000..000015}.tar', a glob)")
+                   "the shard pattern for --data shards ('DIR/val-{000000..000015}.tar', a glob), or CIFAR-10's "
+                   "python batches (or their parent folder) for --data cifar10")
     _cli.add_micro_batch_option(g, "samples per forward pass on one replica")
     g.add_argument("--iterations", type=_cli.positive_int, default=20, help="measured iterations, after the warm-up")
     g.add_argument("--warmup-iterations", type=_cli.non_negative_int, default=2,
@@ -309,9 +312,9 @@ def check_options(options: InferenceOptions) -> None:
         raise SystemExit(f"{flags} choose different weights: give one of them")
     if options.averaged_weights and not options.weights:
         raise SystemExit("--averaged-weights reads a training checkpoint's averaged weights: add --weights CHECKPOINT")
-    if options.mode == "benchmark" and options.data_path and options.data not in ("real", "shards"):
-        raise SystemExit(f"--data-path is read by --data real and shards only (got --data {options.data}): drop one "
-                         "of them")
+    if options.mode == "benchmark" and options.data_path and options.data not in ("real", "shards", "cifar10"):
+        raise SystemExit(f"--data-path is read by --data real, shards and cifar10 only (got --data {options.data}): "
+                         "drop one of them")
     if options.mode == "benchmark" and options.data == "shards" and not options.data_path:
         raise SystemExit("--data shards needs --data-path, the shard pattern (e.g. 'DIR/val-{000000..000015}.tar')")
     if options.mode == "export" and options.device == "ipu":

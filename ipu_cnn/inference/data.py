@@ -90,8 +90,8 @@ def benchmark_source(mode: str, batch_size: int, preprocessing: EvalPreprocessin
         on = device if mode == "synthetic" else torch.device("cpu")
         return RandomBatches(batch_size, (height, width), RANDOM_CLASSES, 1, on, seed=seed + rank,
                              pin_memory=pinned and mode == "generated")
-    if mode not in ("real", "shards"):
-        raise ValueError(f"--data {mode!r}: use real, shards, generated or synthetic")
+    if mode not in ("real", "shards", "cifar10"):
+        raise ValueError(f"--data {mode!r}: use real, shards, cifar10, generated or synthetic")
     from ipu_cnn.data import Loader
 
     if mode == "shards":
@@ -100,6 +100,13 @@ def benchmark_source(mode: str, batch_size: int, preprocessing: EvalPreprocessin
         if data_path is None:
             raise SystemExit("--data shards needs --data-path, the shard pattern (e.g. 'DIR/val-{000000..000015}.tar')")
         dataset: Any = TarShards(data_path)
+    elif mode == "cifar10":  # the raw test images, resized to the model's side when that is not CIFAR's 32
+        from ipu_cnn.data import EvalTransform
+        from ipu_cnn.data.datasets import CIFAR10, default_cifar10_root
+
+        dataset = CIFAR10(data_path or default_cifar10_root(), "test", download=True)
+        transform = EvalTransform(size=(height, width), resize_size=(height, width),
+                                  interpolation=preprocessing.interpolation)
     else:
         dataset = real_dataset(data_path)
     if len(dataset) < batch_size * world_size:

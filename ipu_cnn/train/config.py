@@ -27,7 +27,7 @@ from ipu_cnn import _cli
 from ipu_cnn.backends.ipu import EXCHANGE_MEMORY_TARGETS, IPU_VERSIONS, IpuSettings, check_ipu_settings
 from ipu_cnn.backends.precision import PRECISIONS
 
-DATA_MODES = ("demo", "generated", "synthetic", "imagenet", "folder", "filelist", "shards")
+DATA_MODES = ("demo", "generated", "synthetic", "imagenet", "folder", "filelist", "shards", "cifar10")
 OPTIMIZERS = ("sgd", "sgd_combined", "adamw", "rmsprop", "rmsprop_tf")
 LR_SCHEDULES = ("step", "cosine", "exponential")
 WEIGHT_AVG = ("none", "mean", "exponential")
@@ -62,6 +62,7 @@ class RunOptions:
     normalization_location: str
     train_crop_scale: list[float]
     flip_prob: float
+    use_bbox_info: bool
     interpolation: str
     eval_crop_pct: float | None
     # model
@@ -201,9 +202,11 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    "batches made on the host, no decoding; synthetic: random data made on the device, no host I/O; "
                    "imagenet: DATA_PATH/train + DATA_PATH/validation; folder: an ImageFolder at DATA_PATH "
                    "(+ --val-data-path); filelist: a path,label list at DATA_PATH (+ --val-data-path); shards: "
-                   "WebDataset tar shards (KEY.jpg + KEY.cls) named by DATA_PATH (+ --val-data-path)")
+                   "WebDataset tar shards (KEY.jpg + KEY.cls) named by DATA_PATH (+ --val-data-path); cifar10: "
+                   "CIFAR-10's python batches in DATA_PATH (default: under ~/.cache/ipu_cnn; downloaded there when "
+                   "missing), 32 px unless --image-size says otherwise")
     g.add_argument("--data-path", "--imagenet-data-path", dest="data_path", default=None,
-                   help="dataset root (imagenet, folder), list file (filelist), or shard pattern (shards: "
+                   help="dataset root (imagenet, folder, cifar10), list file (filelist), or shard pattern (shards: "
                    "'DIR/train-{000000..000127}.tar', a glob, or comma-free paths); --imagenet-data-path is "
                    "Graphcore's spelling")
     g.add_argument("--val-data-path", default=None, help="validation ImageFolder (folder), list file (filelist) or "
@@ -229,6 +232,10 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
     g.add_argument("--train-crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("LO", "HI"),
                    help="RandomResizedCrop area fraction range")
     g.add_argument("--flip-prob", type=float, default=0.5, help="horizontal flip probability in training")
+    g.add_argument("--use-bbox-info", action="store_true",
+                   help="imagenet: guide the training crop by the object boxes of DATA_PATH/"
+                   "imagenet_2012_bounding_boxes.csv (rows file name,xmin,ymin,xmax,ymax, normalised): an image with "
+                   "boxes redraws its crop, up to 10 times, until the boxes cover at least 10%% of it")
     _cli.add_eval_geometry_options(g, interpolation_default="bilinear",
                                    crop_help="evaluation centre crop as a fraction of the resized shorter side "
                                    "(default: the model's, 0.875 for ResNet and EfficientNet)")
@@ -565,6 +572,9 @@ def check_options(options: RunOptions) -> None:
     o = options
     if o.data in ("imagenet", "folder", "filelist", "shards") and not o.data_path:
         raise SystemExit(f"--data {o.data} needs --data-path")
+    if o.use_bbox_info and o.data != "imagenet":
+        raise SystemExit(f"--use-bbox-info reads ImageNet's bounding boxes from the ImageNet root: it needs --data "
+                         f"imagenet, got --data {o.data}")
     if o.eight_bit_io and o.normalization_location == "host":
         raise SystemExit("--eight-bit-io and --normalization-location host contradict each other: eight-bit IO ships "
                          "uint8 images for the device to normalise; drop --eight-bit-io to normalise on the host, or "

@@ -20,6 +20,21 @@ from ipu_cnn.train.config import RunOptions
 
 #: Classes of the generated and synthetic data when ``--num-classes`` is not given (ImageNet's, as Graphcore's).
 RANDOM_DATA_CLASSES = 1000
+#: CIFAR-10's image side: the default training and evaluation size of ``--data cifar10``.
+CIFAR10_IMAGE_SIZE = 32
+#: Zero pixels added on each side before CIFAR's random crop (torchvision RandomCrop(32, padding=4)).
+CIFAR10_PADDING = 4
+
+
+def default_image_size(data_mode: str) -> int | None:
+    """The image side a data mode implies when ``--image-size`` is not given (None: the model's)."""
+    return CIFAR10_IMAGE_SIZE if data_mode == "cifar10" else None
+
+
+def default_eval_crop_pct(data_mode: str) -> float | None:
+    """The eval centre-crop fraction a data mode implies when ``--eval-crop-pct`` is not given (None: the model's):
+    1 for CIFAR-10, whose images are evaluated whole (recorded so that inference on a checkpoint does the same)."""
+    return 1.0 if data_mode == "cifar10" else None
 
 
 def _loader_class() -> Any:
@@ -50,13 +65,15 @@ class DataSettings:
     flip_prob: float = 0.5
     interpolation: str = "bilinear"
     seed: int = 0
+    use_bbox_info: bool = False
 
     @classmethod
     def from_options(cls, options: RunOptions) -> DataSettings:
         o = options
         return cls(o.data, o.data_path, o.val_data_path, o.num_classes, o.demo_classes, o.demo_images_per_class,
                    o.generated_samples, o.dataloader_worker, o.dataloader_prefetch, o.on_bad_sample,
-                   (float(o.train_crop_scale[0]), float(o.train_crop_scale[1])), o.flip_prob, o.interpolation, o.seed)
+                   (float(o.train_crop_scale[0]), float(o.train_crop_scale[1])), o.flip_prob, o.interpolation, o.seed,
+                   use_bbox_info=bool(o.use_bbox_info))
 
 
 #: ``(train source, validation source or None, num_classes, class_names)``
@@ -139,6 +156,9 @@ def create_loaders(data: DataSettings, *, batch_size: int, val_batch_size: int, 
     from ipu_cnn.data import TrainTransform
 
     Loader = _loader_class()
+    if mode == "cifar10":
+        return _cifar10_loaders(data, Loader, batch, val_batch, eval, rank, world_size, cuda, size=size,
+                                train_eval_preprocessing=train_eval_preprocessing, validation=validation)
     train_ds, val_ds = _datasets(data)
     num_classes = int(data.num_classes or len(train_ds.classes))
     if num_classes < len(train_ds.classes):
@@ -151,9 +171,54 @@ def create_loaders(data: DataSettings, *, batch_size: int, val_batch_size: int, 
         train_tf = dataclasses.replace(eval, image_size=size).eval_transform()
     else:
         train_tf = TrainTransform(size=size, scale=tuple(data.train_crop_scale), flip_prob=float(data.flip_prob),
-                                  interpolation=data.interpolation)
+                                  interpolation=data.interpolation, boxes=_bounding_boxes(data, train_ds))
     train = Loader(train_ds, batch, train_tf, shuffle=True, drop_last=True, **common)
     val = None
     if val_ds is not None and validation:
         val = Loader(val_ds, val_batch, eval.eval_transform(), shuffle=False, drop_last=False, **common)
+    return train, val, num_classes, list(train_ds.classes)
+
+
+def _bounding_boxes(data: DataSettings, train_ds: Any) -> Any:
+    """``--use-bbox-info``: the boxes of DATA_PATH/imagenet_2012_bounding_boxes.csv by training sample (None when not
+    asked). Only the training crop uses them, as in Graphcore's application."""
+    if not data.use_bbox_info:
+        return None
+    import logging
+    import os
+
+    from ipu_cnn.data.bboxes import BBOX_FILE_NAME, BoundingBoxes
+
+    boxes = BoundingBoxes.from_csv(os.path.join(str(data.data_path), BBOX_FILE_NAME), train_ds.paths)
+    logging.getLogger("ipu_cnn.train").info("--use-bbox-info: %d of %d training images have boxes (%d boxes)",
+                                            boxes.images_with_boxes, len(boxes), len(boxes.boxes))
+    return boxes
+
+
+def _cifar10_loaders(data: DataSettings, Loader: Any, batch: int, val_batch: int, eval: EvalPreprocessing,
+                     rank: int, world_size: int, pin_memory: bool, *, size: int, train_eval_preprocessing: bool,
+                     validation: bool) -> Loaders:
+    """CIFAR-10 from its python batches (downloaded into the data path when missing): training = the pad-4 random crop
+    + flip on the raw 32x32 pixels, resized to the image size when that is not 32; evaluation = the model's eval
+    transform, which at CIFAR's default crop fraction of 1 is the raw image (resized likewise)."""
+    from ipu_cnn.data.datasets import CIFAR10, default_cifar10_root
+    from ipu_cnn.data.transforms import PadCropTransform
+
+    root = data.data_path or default_cifar10_root()
+    train_ds = CIFAR10(root, "train", download=True)
+    val_ds = CIFAR10(root, "test", download=True)
+    num_classes = int(data.num_classes or len(train_ds.classes))
+    if num_classes < len(train_ds.classes):
+        raise ValueError(f"--num-classes {num_classes} is smaller than the dataset's {len(train_ds.classes)} classes")
+    common: dict[str, Any] = {"seed": int(data.seed), "num_threads": data.workers, "prefetch": int(data.prefetch),
+                              "rank": rank, "world_size": world_size, "pin_memory": pin_memory}
+    train_tf: Any
+    if train_eval_preprocessing:  # a fine-tuning stage trains on the eval transform
+        train_tf = dataclasses.replace(eval, image_size=size).eval_transform()
+    else:
+        train_tf = PadCropTransform(size=size, padding=CIFAR10_PADDING, flip_prob=float(data.flip_prob),
+                                    interpolation=data.interpolation)
+    train = Loader(train_ds, batch, train_tf, shuffle=True, drop_last=True, **common)
+    val = Loader(val_ds, val_batch, eval.eval_transform(), shuffle=False, drop_last=False, **common) \
+        if validation else None
     return train, val, num_classes, list(train_ds.classes)

@@ -60,7 +60,7 @@ from ipu_cnn.train.checkpoint import (
     save_checkpoint,
 )
 from ipu_cnn.train.config import RunOptions, config_to_yaml, run_options
-from ipu_cnn.train.data import DataSettings, Loaders, create_loaders
+from ipu_cnn.train.data import DataSettings, Loaders, create_loaders, default_eval_crop_pct, default_image_size
 from ipu_cnn.train.engine import EvalResult, TrainState, evaluate, train_one_epoch
 from ipu_cnn.train.logs import RunLogger
 from ipu_cnn.train.mixing import Mixing
@@ -147,7 +147,8 @@ class _Trainer:
         plan_batches(options, device, self.dist.world_size, local_replicas=self.dist.local_replicas)
         self.spec = spec = model_spec(options.model)
         self.eval_pre = eval_pre = EvalPreprocessing.resolve(
-            spec, image_size=options.image_size, crop_pct=options.eval_crop_pct, interpolation=options.interpolation,
+            spec, image_size=options.image_size or default_image_size(options.data),
+            crop_pct=options.eval_crop_pct or default_eval_crop_pct(options.data), interpolation=options.interpolation,
             plain=options.normalization_location == "none")
         self.resumed_from: Path | None = None
         resumed: dict[str, Any] | None = None

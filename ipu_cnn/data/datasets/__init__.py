@@ -10,6 +10,8 @@ package opens an image. One reader per module:
   folder and its labels file, or any custom split).
 - `TarShards` (``shards``): WebDataset-layout tar shards (``KEY.jpg`` + ``KEY.cls``), read through a per-shard index
   of member offsets with one open descriptor per shard and thread.
+- `CIFAR10` (``cifar``): CIFAR-10's python-pickle batches read into one raw-pixel array (``pixels``), for the loader's
+  raw-pixel path; `download_cifar10` fetches them.
 - `RandomImages` (``random_images``): random uint8 images made in memory, no files and no decoding, for
   device-throughput runs.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from ipu_cnn.data.datasets._scan import IMG_EXTENSIONS, find_class_folders
 from ipu_cnn.data.datasets.base import Dataset, FileDataset
+from ipu_cnn.data.datasets.cifar import CIFAR10, default_cifar10_root, download_cifar10
 from ipu_cnn.data.datasets.filelist import FileList
 from ipu_cnn.data.datasets.folder import ImageFolder
 from ipu_cnn.data.datasets.imagenet import ImageNet
@@ -38,4 +41,7 @@ __all__ = [
     "RandomImages",
     "TarShards",
     "expand_shards",
+    "CIFAR10",
+    "default_cifar10_root",
+    "download_cifar10",
 ]
