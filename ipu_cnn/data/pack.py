@@ -30,16 +30,14 @@ import os
 import stat
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import TypeVar
-
 import numpy as np
 
 from ipu_cnn import _C
 from ipu_cnn.data._image_check import ImageInfo, inspect_image
+from ipu_cnn.data._parallel import ordered_map
 from ipu_cnn.data._tar_writer import ShardWriter, count_members
 from ipu_cnn.data.datasets import FileList, ImageFolder, ImageNet
 from ipu_cnn.data.datasets.base import FileDataset
@@ -57,10 +55,6 @@ _FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF"
 _BLOCK = 512
 #: Estimated bytes of a sample's .cls and .json members with their headers, for planning.
 _SIDE_MEMBERS = 4 * _BLOCK
-
-T = TypeVar("T")
-R = TypeVar("R")
-
 
 class PackError(RuntimeError):
     """The packer cannot go on; the message names the file or flag and what to do."""
@@ -272,26 +266,6 @@ def _process(sample: _Sample, full_decode: bool, restart: bool) -> _Result:
     return result
 
 
-def _ordered_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
-    """`fn` over `items` in the pool, results in input order, at most `window` in flight (bounded memory)."""
-    pending: deque[Future[R]] = deque()
-    it = iter(items)
-    try:
-        for item in it:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= window:
-                break
-        while pending:
-            result = pending.popleft().result()
-            for item in it:
-                pending.append(pool.submit(fn, item))
-                break
-            yield result
-    finally:
-        for f in pending:
-            f.cancel()
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Output folder, journal, manifest
 
@@ -448,7 +422,7 @@ def pack(src: str, dst: str, *, prefix: str | None = None, split: str | None = N
                disable=None if progress is None else not progress)
     with ThreadPoolExecutor(threads) as pool, open(journal_path, "a", encoding="utf-8") as jf:
         todo_samples = (samples[j] for i in todo for j in shards[i])
-        results = _ordered_map(pool, lambda s: _process(s, full_decode, restart_index), todo_samples,
+        results = ordered_map(pool, lambda s: _process(s, full_decode, restart_index), todo_samples,
                                window=4 * threads)
         try:
             for i in todo:
