@@ -238,7 +238,7 @@ def _shard_items(shards: list[str]) -> Iterator[_Item]:
                     f = tar.extractfile(m)
                     members[ext.lower()] = f.read() if f is not None else b""
         except (tarfile.TarError, OSError, EOFError) as e:
-            where = f"after sample {group_key!r}" if group_key is not None else "before its first sample"
+            where = f"at sample {group_key!r}" if group_key is not None else "before its first sample"
             if group_key is not None and members:
                 yield _shard_sample(shard, group_key, members)
             yield _Item(shard, "?", problem="bad shard", is_sample=False,
