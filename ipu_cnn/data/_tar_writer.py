@@ -9,7 +9,6 @@ that need it) with fixed owner, group and a whole-second mtime, so the same inpu
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
 from types import TracebackType
@@ -23,26 +22,26 @@ def temp_name(path: str) -> str:
     return os.path.join(folder, f".{name}.tmp-{os.getpid()}")
 
 
-class _HashingFile(io.RawIOBase):
-    """A write-only file that hashes and counts what passes through it to the real file."""
+#: The fixed fields of a ustar header for a read-only regular file owned by uid/gid 0 with empty user/group names.
+_MODE_UID_GID = b"0000444\0" + b"0000000\0" * 2
+_AFTER_CHKSUM = b"0" + bytes(100) + b"ustar\x0000" + bytes(32 + 32 + 8 + 8 + 155 + 12)
+_CONST_SUM = sum(_MODE_UID_GID) + sum(_AFTER_CHKSUM) + 8 * ord(" ")
+_OCTAL_LIMIT = 8 ** 11
 
-    def __init__(self, raw: io.BufferedWriter) -> None:
-        super().__init__()
-        self._raw = raw
-        self.sha256 = hashlib.sha256()
-        self.size = 0
 
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        self.sha256.update(data)
-        n = self._raw.write(data)
-        self.size += len(data)
-        return n if n is not None else len(data)
-
-    def tell(self) -> int:
-        return self.size
+def member_header(name: str, size: int, mtime: int) -> bytes:
+    """The tar header of a regular file member: a plain 512-byte ustar block, built directly (tarfile's generic
+    builder costs ~0.1 ms a member, a third of a packer's time per image); names that are not ASCII or longer than 100
+    characters get tarfile's pax header sequence."""
+    raw = name.encode("ascii", "replace")
+    if len(raw) > 100 or not name.isascii() or not 0 <= size < _OCTAL_LIMIT or not 0 <= mtime < _OCTAL_LIMIT:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode, info.uname, info.gname = size, mtime, 0o444, "", ""
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    numbers = b"%011o\0%011o\0" % (size, mtime)
+    name_field = raw + bytes(100 - len(raw))
+    chksum = _CONST_SUM + sum(raw) + sum(numbers)
+    return b"".join((name_field, _MODE_UID_GID, numbers, b"%06o\0 " % chksum, _AFTER_CHKSUM))
 
 
 class ShardWriter:
@@ -55,30 +54,41 @@ class ShardWriter:
         self.path = path
         self.tmp = temp_name(path)
         self._file = open(self.tmp, "wb")  # noqa: SIM115 - closed by commit/abort
-        self._hashing = _HashingFile(self._file)
-        self._tar = tarfile.open(fileobj=self._hashing, mode="w", format=tarfile.PAX_FORMAT)  # type: ignore[arg-type]
+        self._sha256 = hashlib.sha256()
         self.members = 0
         self.sha256 = ""
         self.size = 0
 
     def add(self, name: str, data: bytes, mtime: int = 0) -> None:
         """Append member `name` holding `data` (bytes as given, never re-encoded)."""
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = int(mtime)  # a fractional mtime would need a pax header
-        info.mode = 0o444
-        info.uname = info.gname = ""
-        self._tar.addfile(info, io.BytesIO(data))
-        self.members += 1
+        self.add_sample([(name, data)], mtime)
+
+    def add_sample(self, members: list[tuple[str, bytes]], mtime: int = 0) -> None:
+        """Append a sample's members (``KEY.jpg``, ``KEY.cls``, ...) in one write: each a header block (plus a pax
+        block before it when the name needs one) and its data padded to whole blocks, as tarfile lays them out."""
+        parts: list[bytes] = []
+        for name, data in members:
+            parts.append(member_header(name, len(data), int(mtime)))
+            parts.append(data)
+            parts.append(bytes(-len(data) % tarfile.BLOCKSIZE))
+        buf = b"".join(parts)
+        self._file.write(buf)
+        self._sha256.update(buf)
+        self.size += len(buf)
+        self.members += len(members)
 
     def commit(self) -> None:
-        """Finish the archive, make it durable and rename it to its final name (atomic on POSIX)."""
-        self._tar.close()
+        """Finish the archive (two zero blocks, then zeros to a whole 10 KiB record, as tar and tarfile end one), make
+        it durable and rename it to its final name (atomic on POSIX)."""
+        end = 2 * tarfile.BLOCKSIZE
+        end += -(self.size + end) % tarfile.RECORDSIZE
+        self._file.write(bytes(end))
+        self._sha256.update(bytes(end))
+        self.size += end
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        self.sha256 = self._hashing.sha256.hexdigest()
-        self.size = self._hashing.size
+        self.sha256 = self._sha256.hexdigest()
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:

@@ -504,9 +504,9 @@ def _write_shard(path: str, count: int, results: Iterator[_Result], classes: lis
                     else:
                         summary.restart_kept += 1
                         meta["restart_kept_because"] = r.restart
-                writer.add(f"{s.key}.{r.ext}", r.data, s.mtime)
-                writer.add(f"{s.key}.cls", str(s.label).encode(), s.mtime)
-                writer.add(f"{s.key}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode(), s.mtime)
+                writer.add_sample([(f"{s.key}.{r.ext}", r.data), (f"{s.key}.cls", str(s.label).encode()),
+                                   (f"{s.key}.json", json.dumps(meta, ensure_ascii=False, sort_keys=True).encode())],
+                                  s.mtime)
                 written += 1
             update = getattr(bar, "update", None)
             if update is not None:
