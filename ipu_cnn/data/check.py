@@ -162,10 +162,20 @@ class CheckReport:
         lines += ["", f"  problems: {len(self.problems)}" + (
             " (" + ", ".join(f"{k} {v}" for k, v in sorted(self.problem_counts.items())) + ")" if self.problems
             else "")]
-        shown = 20
-        lines += [f"    {p['problem']:<12} {p['file']}: {p['reason']}" for p in self.problems[:shown]]
-        if len(self.problems) > shown:
-            lines.append(f"    ... and {len(self.problems) - shown} more (--json OUT lists all)")
+        # grouped by reason, commonest first, with one file each: a dataset's thousands of bad files are a few kinds
+        groups: dict[tuple[str, str], list[str]] = {}
+        for p in self.problems:
+            groups.setdefault((p["problem"], p["reason"]), []).append(p["file"])
+        ranked = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        shown = 12
+        for (problem, reason), files in ranked[:shown]:
+            example = files[0] if len(files) == 1 else f"{files[0]} and {len(files) - 1} more"
+            lines.append(f"    {len(files):6d}  {problem}: {reason}  ({example})")
+        if len(ranked) > shown:
+            lines.append(f"    ... and {len(ranked) - shown} other reasons ({sum(len(f) for _, f in ranked[shown:])} "
+                         f"files)")
+        if self.problems:
+            lines.append("    (--json OUT lists every file and its reason)")
         lines.append(f"  duplicate files: {self.duplicate_files} in {len(self.duplicates)} groups")
         for group in self.duplicates[:10]:
             lines.append("    " + " = ".join(group[:4]) + (f" (+{len(group) - 4})" if len(group) > 4 else ""))

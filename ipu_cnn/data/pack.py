@@ -77,10 +77,12 @@ class PackSummary:
     manifest: str = ""
     bad_report: str = ""
     images_written: int = 0  # samples this run wrote
+    files_read: int = 0  # files this run read and checked (packed or left out)
 
     @property
     def images_per_s(self) -> float:
-        return self.images_written / self.seconds if self.seconds > 0 else 0.0
+        """Files read and checked per second of the whole run (scan, plan, read, check, write)."""
+        return self.files_read / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def mb_per_s(self) -> float:
@@ -89,7 +91,7 @@ class PackSummary:
     def describe(self) -> str:
         """The summary line the command prints."""
         text = (f"packed {self.samples} images into {self.shards} shards ({self.shards_written} written now, "
-                f"{self.shards_skipped} verified from an earlier run); this run: {self.images_written} images, "
+                f"{self.shards_skipped} verified from an earlier run); this run: {self.files_read} files, "
                 f"{self.bytes_read / 1e6:.1f} MB read, {self.bytes_written / 1e6:.1f} MB written in "
                 f"{self.seconds:.1f} s = {self.images_per_s:.0f} images/s, {self.mb_per_s:.1f} MB/s")
         if self.restart_indexed or self.restart_kept:
@@ -489,6 +491,7 @@ def _write_shard(path: str, count: int, results: Iterator[_Result], classes: lis
             r = next(results)
             s = r.sample
             summary.bytes_read += r.read
+            summary.files_read += 1
             if r.problem:
                 bad.append({"file": s.path, "relpath": s.relpath, "key": s.key, "reason": r.problem})
             else:
