@@ -138,7 +138,8 @@ class CheckReport:
         """The report as the command prints it."""
         lines = [f"dataset check of {self.path} ({self.kind}, {'full decode' if self.full_decode else 'headers'}, "
                  f"libjpeg {_C.jpeg_version()})",
-                 f"  {self.files} images, {self.bytes / 1e6:.1f} MB, {len(self.classes)} classes"]
+                 f"  {self.files} images, {self.bytes / 1e6:.1f} MB, {len(self.classes)} "
+                 f"class{'es' if len(self.classes) != 1 else ''}"]
         counts = sorted(self.classes.values())
         if counts:
             fewest = min(self.classes.items(), key=lambda kv: (kv[1], kv[0]))
