@@ -24,6 +24,8 @@ Samples and labels come from the dataset classes the loader uses (`ImageFolder`,
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -100,7 +102,7 @@ class PackSummary:
         return text + f"; manifest {self.manifest}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Sample:
     """One planned sample: where it comes from and what the shard will call it."""
 
@@ -394,65 +396,84 @@ def pack(src: str, dst: str, *, prefix: str | None = None, split: str | None = N
                "seed": seed if order == "shuffle" else None, "full_decode": full_decode, "restart_index": restart_index}
     plan_id = _plan_id(samples, options)
 
-    plan_path = os.path.join(dst, f"{prefix}.plan.json")
-    journal_path = os.path.join(dst, f"{prefix}.journal.jsonl")
-    _claim_dst(dst, prefix, plan_path, journal_path, plan_id, overwrite)
-    _write_json(plan_path, {"plan_id": plan_id, "source": os.path.abspath(src), "root": os.path.abspath(root),
-                            "options": options, "classes": dataset.classes, "samples": len(samples),
-                            "shards": [{"name": n, "samples": len(s)} for n, s in zip(names, shards, strict=True)]})
-    _remove_stale_temps(dst, prefix)
+    with _dst_lock(dst, prefix):
+        plan_path = os.path.join(dst, f"{prefix}.plan.json")
+        journal_path = os.path.join(dst, f"{prefix}.journal.jsonl")
+        _claim_dst(dst, prefix, plan_path, journal_path, plan_id, overwrite)
+        planned = [{"name": n, "samples": len(s)} for n, s in zip(names, shards, strict=True)]
+        _write_json(plan_path, {"plan_id": plan_id, "source": os.path.abspath(src), "root": os.path.abspath(root),
+                                "options": options, "classes": dataset.classes, "samples": len(samples),
+                                "shards": planned})
+        _remove_stale_temps(dst, prefix)
 
-    summary = PackSummary(shards=len(shards))
-    journal = _read_journal(journal_path)
-    todo: list[int] = []
-    for i, name in enumerate(names):
-        entry = journal.get(name)
-        why = "not written" if entry is None else _verify_shard(os.path.join(dst, name), entry, verify_hash)
-        if why:
-            if entry is not None:
-                print(f"pack: rewriting {name}: {why}", file=sys.stderr)
-                journal.pop(name)
-            todo.append(i)
-        else:
-            summary.shards_skipped += 1
-    pending = set(todo)
-    done_samples = sum(len(shards[i]) for i in range(len(shards)) if i not in pending)
+        summary = PackSummary(shards=len(shards))
+        journal = _read_journal(journal_path)
+        todo: list[int] = []
+        for i, name in enumerate(names):
+            entry = journal.get(name)
+            why = "not written" if entry is None else _verify_shard(os.path.join(dst, name), entry, verify_hash)
+            if why:
+                if entry is not None:
+                    print(f"pack: rewriting {name}: {why}", file=sys.stderr)
+                    journal.pop(name)
+                todo.append(i)
+            else:
+                summary.shards_skipped += 1
+        pending = set(todo)
+        done_samples = sum(len(shards[i]) for i in range(len(shards)) if i not in pending)
 
-    from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(samples), initial=done_samples, unit="img", desc=f"packing into {dst}", smoothing=0.05,
-               disable=None if progress is None else not progress)
-    with ThreadPoolExecutor(threads) as pool, open(journal_path, "a", encoding="utf-8") as jf:
-        todo_samples = (samples[j] for i in todo for j in shards[i])
-        results = ordered_map(pool, lambda s: _process(s, full_decode, restart_index), todo_samples,
-                               window=4 * threads)
+        bar = tqdm(total=len(samples), initial=done_samples, unit="img", desc=f"packing into {dst}", smoothing=0.05,
+                   disable=None if progress is None else not progress)
+        with ThreadPoolExecutor(threads) as pool, open(journal_path, "a", encoding="utf-8") as jf:
+            todo_samples = (samples[j] for i in todo for j in shards[i])
+            results = ordered_map(pool, lambda s: _process(s, full_decode, restart_index), todo_samples,
+                                  window=4 * threads)
+            try:
+                for i in todo:
+                    entry = _write_shard(os.path.join(dst, names[i]), len(shards[i]), results, dataset.classes,
+                                         summary, bar)
+                    jf.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                    jf.flush()
+                    os.fsync(jf.fileno())
+                    journal[names[i]] = entry
+                    summary.shards_written += 1
+            finally:
+                results.close()  # cancels the reads still queued when a shard fails or the run is interrupted
+                bar.close()
+
+        bad = [b for name in names for b in journal[name]["bad"]]  # type: ignore[union-attr]
+        summary.bad = len(bad)
+        summary.samples = sum(int(journal[name]["samples"]) for name in names)  # type: ignore[call-overload]
+        summary.bad_report = os.path.join(dst, f"{prefix}.bad.json")
+        summary.manifest = os.path.join(dst, f"{prefix}.json")
+        summary.seconds = time.perf_counter() - start
+        _write_json(summary.bad_report, bad)
+        _write_json(summary.manifest, {
+            "format": "webdataset", "version": FORMAT_VERSION, "plan_id": plan_id, "source": os.path.abspath(src),
+            "classes": dataset.classes, "samples": summary.samples, "bad": summary.bad, "options": options,
+            "shards": [{"name": n, "samples": journal[n]["samples"], "bytes": journal[n]["bytes"],
+                        "sha256": journal[n]["sha256"]} for n in names],
+        })
+        return summary
+
+
+@contextlib.contextmanager
+def _dst_lock(dst: str, prefix: str) -> Iterator[None]:
+    """Hold ``DST/.PREFIX.lock`` (an flock, released by the kernel if the process dies) for the run, so that two
+    packers never write the same shards; a second one is refused with the reason."""
+    path = os.path.join(dst, f".{prefix}.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+    try:
         try:
-            for i in todo:
-                entry = _write_shard(os.path.join(dst, names[i]), len(shards[i]), results, dataset.classes,
-                                     summary, bar)
-                jf.write(json.dumps(entry, ensure_ascii=False) + "\n")
-                jf.flush()
-                os.fsync(jf.fileno())
-                journal[names[i]] = entry
-                summary.shards_written += 1
-        finally:
-            results.close()  # cancels the reads still queued when a shard fails or the run is interrupted
-            bar.close()
-
-    bad = [b for name in names for b in journal[name]["bad"]]  # type: ignore[union-attr]
-    summary.bad = len(bad)
-    summary.samples = sum(int(journal[name]["samples"]) for name in names)  # type: ignore[call-overload]
-    summary.bad_report = os.path.join(dst, f"{prefix}.bad.json")
-    summary.manifest = os.path.join(dst, f"{prefix}.json")
-    summary.seconds = time.perf_counter() - start
-    _write_json(summary.bad_report, bad)
-    _write_json(summary.manifest, {
-        "format": "webdataset", "version": FORMAT_VERSION, "plan_id": plan_id, "source": os.path.abspath(src),
-        "classes": dataset.classes, "samples": summary.samples, "bad": summary.bad, "options": options,
-        "shards": [{"name": n, "samples": journal[n]["samples"], "bytes": journal[n]["bytes"],
-                    "sha256": journal[n]["sha256"]} for n in names],
-    })
-    return summary
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PackError(f"another packer is writing {prefix}-*.tar into {dst} (it holds {path}): wait for it to "
+                            f"finish, or use another DST or --prefix") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _claim_dst(dst: str, prefix: str, plan_path: str, journal_path: str, plan_id: str, overwrite: bool) -> None:
