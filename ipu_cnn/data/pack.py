@@ -34,7 +34,8 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from ipu_cnn import _C
@@ -57,6 +58,7 @@ _FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "BMP": "bmp", "TIFF"
 _BLOCK = 512
 #: Estimated bytes of a sample's .cls and .json members with their headers, for planning.
 _SIDE_MEMBERS = 4 * _BLOCK
+
 
 class PackError(RuntimeError):
     """The packer cannot go on; the message names the file or flag and what to do."""
