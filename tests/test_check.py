@@ -117,12 +117,17 @@ def test_shard_defects_are_named_by_shard_and_key(tmp_path: Path) -> None:
                       ("k1.jpg", jpeg[:-100] + b"\x00" * 10), ("k1.cls", b"1"),  # truncated: no EOI
                       ("k2.jpg", encode_jpeg(photo_like(40, 30, 2))),  # no .cls
                       ("k3.txt", b"hello"), ("k3.cls", b"0"),  # no image member
-                      ("k4.jpg", encode_jpeg(photo_like(40, 30, 3))), ("k4.cls", b"cat")])  # label not an index
+                      ("k4.jpg", encode_jpeg(photo_like(40, 30, 3))), ("k4.cls", b"cat"),  # label not an index
+                      ("k5.jpg", jpeg), ("k5.cls", b"2"), ("k5.json", b'{"label": 3, "class": "c"}'),  # disagree
+                      ("k6.jpg", jpeg), ("k6.cls", b"3"), ("k6.json", b'{"label": 3, "class": "c"}'),  # agree
+                      ("k7.jpg", jpeg), ("k7.cls", b"1"), ("k7.json", b"{not json")])
     r = check([str(shard)], progress=False)
     got = {(p["file"], p["problem"]) for p in r.problems}
     assert got == {(f"{shard}:k1.jpg", "truncated"), (f"{shard}:k2.jpg", "no label"), (f"{shard}:k3", "no image"),
-                   (f"{shard}:k4.jpg", "no label")}
-    assert r.files == 5 and r.exit_code() == 1
+                   (f"{shard}:k4.jpg", "no label"), (f"{shard}:k5.jpg", "bad metadata"),
+                   (f"{shard}:k7.jpg", "bad metadata")}
+    assert r.files == 8 and r.exit_code() == 1 and r.classes["c"] == 2
+    assert {p["reason"] for p in r.problems if p["file"].endswith("k5.jpg")} == {"k5.cls says 2 but k5.json says label 3"}
     # a shard cut short: what came before the cut is checked, the cut itself is a problem naming the shard
     whole = tmp_path / "whole.tar"
     write_tar(whole, [("a.jpg", jpeg), ("a.cls", b"0"), ("b.jpg", jpeg), ("b.cls", b"0"), ("c.jpg", jpeg),

@@ -9,7 +9,8 @@ shows), and its SHA-256 is computed. The report:
 - per-class image counts (the class folder, or for shards the class named in ``KEY.json``, else ``KEY.cls``);
 - the size distribution: width, height, megapixels and file size percentiles;
 - what the decoders will meet: progressive, CMYK/YCCK, grayscale, arithmetic-coded JPEGs, and non-JPEG files by format;
-- problems: truncated, undecodable or unreadable files, and for shards, samples without an image or a ``.cls``;
+- problems: truncated, undecodable or unreadable files, and for shards, samples without an image or a ``.cls``, a
+  ``.cls`` that disagrees with the ``.json``'s label, and a shard that breaks off;
 - duplicate files (identical bytes), grouped.
 
 It is printed as a table and, with ``--json OUT``, written as JSON. The exit status is 1 when there are problems
@@ -264,6 +265,7 @@ def _shard_sample(shard: str, key: str, members: dict[str, bytes]) -> _Item:
     cls = "?"
     problem = ""
     reason = ""
+    meta: object = None
     if "json" in members:
         try:
             meta = json.loads(members["json"])
@@ -277,6 +279,9 @@ def _shard_sample(shard: str, key: str, members: dict[str, bytes]) -> _Item:
         text = members["cls"].decode("utf-8", "replace").strip()
         if not re.fullmatch(r"\d+", text):
             problem, reason = "no label", f"{key}.cls holds {text[:20]!r}, not a class index"
+        elif isinstance(meta, dict) and isinstance(meta.get("label"), int) and meta["label"] != int(text):
+            # the packer writes both; a tool that rewrote one of them would train on the wrong labels
+            problem, reason = "bad metadata", f"{key}.cls says {text} but {key}.json says label {meta['label']}"
         elif cls == "?":
             cls = text
     if not images:
