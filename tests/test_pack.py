@@ -478,3 +478,12 @@ def test_a_killed_packer_process_resumes_to_the_same_shards(tmp_path: Path) -> N
         verified = int(match.group(1))
         # a shard renamed into place just before the kill, but not yet in the journal, is written again
         assert verified in (written_before - 1, written_before)
+
+
+def test_a_file_that_cannot_be_read_is_reported(tmp_path: Path) -> None:
+    src = make_folder(tmp_path / "src", per_class=2)
+    (src / "cat" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")  # listed by the scan, unreadable
+    summary = pack(str(src), str(tmp_path / "out"), progress=False)
+    bad = json.loads((tmp_path / "out" / "train.bad.json").read_text())
+    assert summary.bad == 1 and summary.samples == 6
+    assert Path(bad[0]["file"]).name == "gone.jpg" and bad[0]["reason"] == "cannot read: No such file or directory"
