@@ -424,7 +424,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CheckError, OSError) as e:
         print(f"check: error: {e}", file=sys.stderr)
         return 2
-    print(report.table())
+    try:
+        print(report.table(), flush=True)
+    except BrokenPipeError:  # piped into `head`: the reader has seen enough; the JSON and the status still follow
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so that the interpreter's final flush does not fail
     if args.json:
         try:
             with open(args.json, "w", encoding="utf-8") as f:
