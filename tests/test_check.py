@@ -202,3 +202,17 @@ def test_check_on_the_corpora_agrees_with_the_loaders_decoder_and_pillow(tmp_pat
     w = [Image.open(p).width for p in sample]
     assert r_sub.sizes["width"]["p50"] == pytest.approx(float(np.percentile(w, 50)))
     assert r_sub.formats == {"JPEG": 100} and not r_sub.problems
+
+
+def test_module_runs_as_a_command(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = make_defective(tmp_path / "ds")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.run([sys.executable, "-m", "ipu_cnn.data.check", str(root), "--no-progress", "--json",
+                          str(tmp_path / "r.json")], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr
+    assert "problems: 2 (truncated 1, undecodable 1)" in run.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["files"] == 10
