@@ -34,7 +34,7 @@ _R50 = dict(model="resnet50", micro_batch_size=18, gradient_accumulation=57, rep
             half_partial=True, loss_scaling=128.0, seed=42, norm_type="batch", disable_stable_batchnorm=True,
             eight_bit_io=True, normalization_location="device", recompute_mode="manual",
             available_memory_proportion=[0.16], lr_scheduler_freq=16.0, pipeline_splits=[],
-            exchange_memory_target="memory", offload_optimizer=False, enable_optimizer_rts=False)
+            exchange_memory_target="memory", offload_optimizer=False, enable_optimizer_rts=False, use_bbox_info=True)
 _EFF = dict(seed=0, precision="16.32", eight_bit_io=True, normalization_location="device",
             enable_stochastic_rounding=False, efficientnet_group_dim=16, efficientnet_expand_ratio=4,
             norm_type="group", norm_eps=1e-3, norm_num_groups=4, epoch=350, warmup_epoch=5.0, optimizer="rmsprop_tf",
@@ -42,7 +42,8 @@ _EFF = dict(seed=0, precision="16.32", eight_bit_io=True, normalization_location
             loss_scaling=128.0, weight_decay=1e-5, label_smoothing=0.1, available_memory_proportion=[0.15],
             half_partial=True, enable_fast_groupnorm=True, drop_path=0.2, lr_scheduler_freq=0.424,
             exchange_memory_target="balanced", offload_optimizer=False, enable_optimizer_rts=False,
-            pipeline_splits=["blocks/3/0/conv_pw"])
+            pipeline_splits=["blocks/3/0/conv_pw"], use_bbox_info=True, weight_avg_strategy="exponential",
+            weight_avg_exp_decay=0.97, weight_avg_N=-1)
 _B4 = dict(_EFF, model="efficientnet-b4", precision="16.16", enable_stochastic_rounding=True, micro_batch_size=4,
            available_memory_proportion=[0.1], exchange_memory_target="memory", enable_optimizer_rts=True,
            pipeline_splits=["blocks/3/0/bn2"], recompute_checkpoints=["add_1", "add_3"], lr=0.1, replicas=8, gradient_accumulation=64, device_iterations=4,
@@ -316,40 +317,15 @@ def test_a_shaped_config_trains_validates_and_serves_with_its_shape(tmp_path: Pa
         load_model(ModelChoice("benchmark", weights=str(checkpoint), shape=ModelShape(norm_type="none")))
 
 
-# -- values that wait for other helpers' options ---------------------------------------------------------------------
-_PENDING = re.compile(r"^# pending\((ipu|halfres|halfres-average|cifar)\): ([a-z_]+): (.+)$")
-
-
-def _pending_lines() -> list[tuple[str, str, str, str]]:
-    found = []
-    for package, folder in CONFIG_DIRS.items():
+# -- no value is left behind ----------------------------------------------------------------------------------------
+def test_no_config_keeps_a_value_commented_out() -> None:
+    """Every Graphcore value a config names is live: a `key: value` left in a comment would silently run the recipe
+    without it."""
+    key_line = re.compile(r"^#\s*[a-z_]+:\s*\S")
+    for folder in CONFIG_DIRS.values():
         for path in sorted(folder.glob("*.yaml")):
             for line in path.read_text().splitlines():
-                if line.startswith("# pending"):
-                    match = _PENDING.match(line)
-                    assert match, f"{path.name}: malformed pending line {line!r}"
-                    found.append((path.name, match.group(1), match.group(2), match.group(3)))
-    return found
-
-
-def test_pending_values_wait_for_options_that_do_not_exist_yet() -> None:
-    """Each `# pending(HELPER): key: value` line holds a Graphcore value whose option another helper of issue 10
-    adds; once the option exists the line must be uncommented, or the recipe silently runs without it."""
-    import importlib.util
-
-    pending = _pending_lines()
-    assert pending, "the configs name the values that wait for other options"
-    options = _cli.option_actions(build_parser())
-    averaging_step = importlib.util.find_spec("ipu_cnn.train.average") is not None
-    for name, helper, key, value in pending:
-        yaml.safe_load(f"{key}: {value}")  # the value is valid YAML as it stands
-        if helper == "halfres-average":  # Graphcore averages saved checkpoints after training, not steps during it
-            assert key in options and not averaging_step, (
-                f"{name}: `python -m ipu_cnn.train.average` exists now: make the recipe average its per-epoch "
-                f"checkpoints as Graphcore's ({key}: {value}) and drop the pending line")
-        else:
-            assert key not in options, (f"{name}: --{key.replace('_', '-')} exists now: uncomment "
-                                        f"`# pending({helper}): {key}: {value}`")
+                assert not key_line.match(line) and not line.startswith("# pending"), f"{path.name}: {line!r}"
 
 
 # -- every Graphcore option: in --help, and in the docs table ---------------------------------------------------------

@@ -67,7 +67,7 @@ def read_bounding_boxes(path: str | os.PathLike[str]) -> dict[str, list[tuple[fl
     except OSError as e:
         raise FileNotFoundError(f"cannot read the bounding-box file {path}: {e.strerror or e}; --use-bbox-info needs "
                                 f"{BBOX_FILE_NAME} in the ImageNet root (made by TensorFlow's "
-                                "process_bounding_boxes.py from ImageNet's XML boxes)") from None
+                                "process_bounding_boxes.py from ImageNet's XML boxes), or --no-use-bbox-info to crop without them") from None
     with f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():

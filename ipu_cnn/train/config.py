@@ -232,7 +232,7 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
     g.add_argument("--train-crop-scale", type=float, nargs=2, default=[0.08, 1.0], metavar=("LO", "HI"),
                    help="RandomResizedCrop area fraction range")
     g.add_argument("--flip-prob", type=float, default=0.5, help="horizontal flip probability in training")
-    g.add_argument("--use-bbox-info", action="store_true",
+    g.add_argument("--use-bbox-info", action=argparse.BooleanOptionalAction, default=False,
                    help="imagenet: guide the training crop by the object boxes of DATA_PATH/"
                    "imagenet_2012_bounding_boxes.csv (rows file name,xmin,ymin,xmax,ymax, normalised): an image with "
                    "boxes redraws its crop, up to 10 times, until the boxes cover at least 10%% of it")
@@ -574,7 +574,7 @@ def check_options(options: RunOptions) -> None:
         raise SystemExit(f"--data {o.data} needs --data-path")
     if o.use_bbox_info and o.data != "imagenet":
         raise SystemExit(f"--use-bbox-info reads ImageNet's bounding boxes from the ImageNet root: it needs --data "
-                         f"imagenet, got --data {o.data}")
+                         f"imagenet, got --data {o.data} (--no-use-bbox-info crops without boxes)")
     if o.eight_bit_io and o.normalization_location == "host":
         raise SystemExit("--eight-bit-io and --normalization-location host contradict each other: eight-bit IO ships "
                          "uint8 images for the device to normalise; drop --eight-bit-io to normalise on the host, or "
