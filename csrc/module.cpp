@@ -214,7 +214,12 @@ PYBIND11_MODULE(_C, m) {
   py::class_<CropParams>(m, "CropParams")
       .def(py::init<>())
       .def_property(
-          "mode", [](const CropParams& p) { return int(p.mode); }, [](CropParams& p, int v) { p.mode = CropMode(v); })
+          "mode", [](const CropParams& p) { return int(p.mode); }, [](CropParams& p, int v) {
+            if (v < int(CropMode::None) || v > int(CropMode::PadCrop))
+              throw py::value_error("CropParams.mode must be 0 (whole image), 1 (train), 2 (eval) or 3 (pad crop), got " +
+                                    std::to_string(v));
+            p.mode = CropMode(v);
+          })
       .def_readwrite("out_w", &CropParams::out_w)
       .def_readwrite("out_h", &CropParams::out_h)
       .def_readwrite("scale_lo", &CropParams::scale_lo)

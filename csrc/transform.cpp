@@ -25,8 +25,13 @@ struct Geometry {
 std::string sample_geometry(const CropParams& p, int width, int height, uint64_t seed, uint64_t epoch, uint64_t index,
                             Geometry* g) {
   g->crop = sample_crop(p, width, height, seed, epoch, index);
-  g->out_w = p.mode == CropMode::None ? width : p.out_w;
-  g->out_h = p.mode == CropMode::None ? height : p.out_h;
+  g->out_w = p.out_w;
+  g->out_h = p.out_h;
+  if (p.mode == CropMode::None && (width != p.out_w || height != p.out_h)) {
+    // the whole image, unresized: the caller's buffer was sized from out_w x out_h, so the image must be exactly that
+    return "crop mode 0 (the whole image) needs an output of the image's size " + std::to_string(width) + "x" +
+           std::to_string(height) + ", got " + std::to_string(p.out_w) + "x" + std::to_string(p.out_h);
+  }
   const Crop& cr = g->crop;
   if (cr.off_x < 0 || cr.off_y < 0 || int64_t(cr.off_x) + g->out_w > cr.grid_w ||
       int64_t(cr.off_y) + g->out_h > cr.grid_h) {

@@ -121,6 +121,30 @@ def test_every_contiguous_byte_buffer_still_decodes() -> None:
     assert np.array_equal(out[0], out[1])
 
 
+def test_whole_image_mode_writes_only_an_output_of_the_image_size() -> None:
+    """Crop mode 0 (the whole image, unresized) used to write the image's pixels into an out buffer sized from
+    out_w x out_h: a heap overflow when the image was larger. Now the sizes must match, and a mode outside the enum
+    is refused when set."""
+    from ipu_cnn import _C
+
+    data = _photo_bytes()
+    info = read_header(data)
+    crop = _C.CropParams()
+    crop.mode = 0
+    for w, h in ((16, 16), (0, 0), (info.width + 1, info.height)):
+        crop.out_w, crop.out_h = w, h
+        out = np.zeros((h, w, 3), np.uint8)
+        report = _C.decode_transform(data, out, crop, 1, 0, 0, 0, _C.DecodeOptions())
+        assert report.status == _C.Status.ERROR and "needs an output of the image's size" in report.reason
+    crop.out_w, crop.out_h = info.width, info.height
+    out = np.zeros((info.height, info.width, 3), np.uint8)
+    assert _C.decode_transform(data, out, crop, 1, 0, 0, 0, _C.DecodeOptions()).status == _C.Status.OK
+    assert np.array_equal(out, decode_image(data))
+    for bad in (-1, 4, 7):
+        with pytest.raises(ValueError, match="CropParams.mode must be 0"):
+            crop.mode = bad
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # 2. Scan floods: bounded by the coefficient blocks all scans decode, refused from the scan headers before libjpeg
 # allocates the coefficient buffer.
