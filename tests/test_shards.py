@@ -433,6 +433,34 @@ def test_training_app_reads_shards_with_a_validation_split(tmp_path: Path) -> No
         parse_config(["--data", "shards"])
 
 
+def test_training_app_streams_shards_from_one_memory_copy(tmp_path: Path) -> None:
+    """--shard-mode stream and --shard-cache memory reach TarShards: each epoch reads every sample once, in whole
+    shards, from a copy in shared memory that outlives the deleted originals."""
+    from ipu_cnn.models import EvalPreprocessing, model_spec
+    from ipu_cnn.train.config import parse_config
+    from ipu_cnn.train.data import DataSettings, create_loaders
+
+    for s in range(3):
+        write_shard(tmp_path / f"train-{s:06d}.tar", make_samples(8, start=8 * s))
+    options = parse_config(["--data", "shards", "--data-path", str(tmp_path / "train-*.tar"), "--shard-mode",
+                            "stream", "--shard-shuffle-buffer", "5", "--shard-cache", "memory"])
+    data = DataSettings.from_options(options)
+    eval_pre = EvalPreprocessing.resolve(model_spec("resnet18"), image_size=16)
+    train, _, _, _ = create_loaders(data, batch_size=4, val_batch_size=4, eval=eval_pre, device=torch.device("cpu"),
+                                    validation=False)
+    try:
+        for shard in tmp_path.glob("train-*.tar"):
+            shard.unlink()  # served from the memory copy from now on
+        for epoch in range(2):
+            train.set_epoch(epoch)
+            labels = sorted(torch.cat([y for _, y in train]).tolist())
+            assert labels == sorted(i % 5 for i in range(24))
+    finally:
+        train.close()
+    with pytest.raises(SystemExit, match="--shard-mode and --shard-cache apply to --data shards"):
+        parse_config(["--data", "demo", "--shard-mode", "stream"])
+
+
 def test_inference_benchmark_reads_shards(tmp_path: Path) -> None:
     from ipu_cnn.inference.config import parse_options
     from ipu_cnn.inference.data import benchmark_source

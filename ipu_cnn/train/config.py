@@ -51,6 +51,9 @@ class RunOptions:
     data: str
     data_path: str | None
     val_data_path: str | None
+    shard_mode: str
+    shard_shuffle_buffer: int
+    shard_cache: str
     num_classes: int | None
     demo_classes: int
     demo_images_per_class: int
@@ -211,6 +214,15 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    "Graphcore's spelling")
     g.add_argument("--val-data-path", default=None, help="validation ImageFolder (folder), list file (filelist) or "
                    "shard pattern (shards)")
+    g.add_argument("--shard-mode", choices=("random", "stream"), default="random",
+                   help="shards: random access by sample (any order, any rank), or stream: each rank reads whole shards, "
+                   "their order shuffled per epoch, samples mixed in a bounded shuffle buffer (single-pass reading, "
+                   "e.g. from an object store mount)")
+    g.add_argument("--shard-shuffle-buffer", type=_cli.positive_int, default=10_000,
+                   help="shards in stream mode: samples held in the shuffle buffer")
+    g.add_argument("--shard-cache", choices=("none", "memory"), default="none",
+                   help="shards: memory copies them once into /dev/shm, one copy per machine shared by its ranks, "
+                   "served from RAM for every later epoch")
     _cli.add_num_classes_option(g, "classes (default: the dataset's; 1000 for generated and synthetic)")
     g.add_argument("--demo-classes", type=_cli.positive_int, default=10, help="classes of the demo dataset")
     g.add_argument("--demo-images-per-class", type=_cli.positive_int, default=100,
@@ -572,6 +584,8 @@ def check_options(options: RunOptions) -> None:
     o = options
     if o.data in ("imagenet", "folder", "filelist", "shards") and not o.data_path:
         raise SystemExit(f"--data {o.data} needs --data-path")
+    if o.data != "shards" and (o.shard_mode != "random" or o.shard_cache != "none"):
+        raise SystemExit(f"--shard-mode and --shard-cache apply to --data shards, got --data {o.data}")
     if o.use_bbox_info and o.data != "imagenet":
         raise SystemExit(f"--use-bbox-info reads ImageNet's bounding boxes from the ImageNet root: it needs --data "
                          f"imagenet, got --data {o.data} (--no-use-bbox-info crops without boxes)")

@@ -66,6 +66,9 @@ class DataSettings:
     interpolation: str = "bilinear"
     seed: int = 0
     use_bbox_info: bool = False
+    shard_mode: str = "random"
+    shard_shuffle_buffer: int = 10_000
+    shard_cache: str = "none"
 
     @classmethod
     def from_options(cls, options: RunOptions) -> DataSettings:
@@ -73,7 +76,8 @@ class DataSettings:
         return cls(o.data, o.data_path, o.val_data_path, o.num_classes, o.demo_classes, o.demo_images_per_class,
                    o.generated_samples, o.dataloader_worker, o.dataloader_prefetch, o.on_bad_sample,
                    (float(o.train_crop_scale[0]), float(o.train_crop_scale[1])), o.flip_prob, o.interpolation, o.seed,
-                   use_bbox_info=bool(o.use_bbox_info))
+                   use_bbox_info=bool(o.use_bbox_info), shard_mode=o.shard_mode,
+                   shard_shuffle_buffer=int(o.shard_shuffle_buffer), shard_cache=o.shard_cache)
 
 
 #: ``(train source, validation source or None, num_classes, class_names)``
@@ -104,8 +108,12 @@ def _datasets(data: DataSettings) -> tuple[Any, Any | None]:
         val = datasets.FileList(data.val_data_path, classes=train.classes) if data.val_data_path else None
         return train, val
     if mode == "shards":
-        train = datasets.TarShards(data.data_path)
-        val = datasets.TarShards(data.val_data_path, classes=train.classes) if data.val_data_path else None
+        cache = None if data.shard_cache == "none" else data.shard_cache
+        train = datasets.TarShards(data.data_path, mode=data.shard_mode, shuffle_buffer=data.shard_shuffle_buffer,
+                                   cache=cache)
+        # validation reads every sample once in order: random access, cached like the training shards
+        val = datasets.TarShards(data.val_data_path, classes=train.classes, cache=cache) \
+            if data.val_data_path else None
         return train, val
     raise ValueError(f"--data {mode!r} is not a file-based mode")
 
