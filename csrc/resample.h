@@ -41,7 +41,7 @@ struct ResampleScratch {
   std::vector<int32_t> kx, ky;
   std::vector<int32_t> bx, by;
   std::vector<uint8_t> tmp;
-  std::vector<int16_t> kx16, ky16;
+  std::vector<int16_t> kx16;
 };
 
 // Whether resizing a full_width x full_height image (any box) to out_w x out_h runs the vertical pass first:
