@@ -274,6 +274,53 @@ bool precompute_axis(int in_size, double in0, double in1, int out_size, int grid
                                            ksize_out, lo_out, hi_out, max_count_out);
 }
 
+// precompute_axis through the scratch's cache of recent geometries: a hit copies the stored bounds and weights (a few
+// KiB) instead of computing them; a miss computes them and stores a copy, unless they are large (huge downscales).
+bool cached_axis(ResampleScratch& s, int in_size, double in0, double in1, int out_size, int grid_size, int offset,
+                 Filter filter, bool reverse, std::vector<int32_t>& bounds, std::vector<int32_t>& weights,
+                 int* ksize_out, int* lo_out, int* hi_out, int* max_count_out) {
+  constexpr size_t kMaxCachedWeights = size_t(1) << 16;
+  const size_t nb = size_t(out_size) * 2;
+  for (AxisCoefficients& c : s.cached) {
+    if (c.in_size != in_size || c.out_size != out_size || c.grid_size != grid_size || c.offset != offset ||
+        c.filter != int(filter) || c.reverse != reverse || c.in0 != in0 || c.in1 != in1)
+      continue;
+    const size_t nw = size_t(out_size) * size_t(c.ksize);
+    if (bounds.size() < nb) bounds.resize(nb);
+    if (weights.size() < nw) weights.resize(nw);
+    std::memcpy(bounds.data(), c.bounds.data(), nb * sizeof(int32_t));
+    std::memcpy(weights.data(), c.weights.data(), nw * sizeof(int32_t));
+    *ksize_out = c.ksize;
+    *lo_out = c.lo;
+    *hi_out = c.hi;
+    *max_count_out = c.max_count;
+    return true;
+  }
+  if (!precompute_axis(in_size, in0, in1, out_size, grid_size, offset, filter, reverse, bounds, weights, ksize_out,
+                       lo_out, hi_out, max_count_out))
+    return false;
+  const size_t nw = size_t(out_size) * size_t(*ksize_out);
+  if (nw <= kMaxCachedWeights) {
+    AxisCoefficients& c = s.cached[s.cache_next];
+    s.cache_next = (s.cache_next + 1) % ResampleScratch::kCachedAxes;
+    c.in_size = in_size;
+    c.out_size = out_size;
+    c.grid_size = grid_size;
+    c.offset = offset;
+    c.filter = int(filter);
+    c.reverse = reverse;
+    c.in0 = in0;
+    c.in1 = in1;
+    c.ksize = *ksize_out;
+    c.lo = *lo_out;
+    c.hi = *hi_out;
+    c.max_count = *max_count_out;
+    c.bounds.assign(bounds.begin(), bounds.begin() + ptrdiff_t(nb));
+    c.weights.assign(weights.begin(), weights.begin() + ptrdiff_t(nw));
+  }
+  return true;
+}
+
 // The window with its default filled in (no grid: the output itself); false if the output does not lie inside it.
 bool resolve_window(const OutputWindow& in, int out_w, int out_h, OutputWindow* w) {
   *w = in;
@@ -347,9 +394,9 @@ bool make_plan(const Region& src, const double box_in[4], int out_w, int out_h, 
     return false;
   if (int64_t(dst_stride) < int64_t(out_w) * 3) return false;
   int xlo, xhi, ylo, yhi, max_count_y;
-  if (!precompute_axis(src.full_width, box[0], box[2], out_w, w.grid_w, w.off_x, filter, flip, s.bx, s.kx,
+  if (!cached_axis(s, src.full_width, box[0], box[2], out_w, w.grid_w, w.off_x, filter, flip, s.bx, s.kx,
                        &p->kx_size, &xlo, &xhi, &p->max_count_x) ||
-      !precompute_axis(src.full_height, box[1], box[3], out_h, w.grid_h, w.off_y, filter, false, s.by, s.ky,
+      !cached_axis(s, src.full_height, box[1], box[3], out_h, w.grid_h, w.off_y, filter, false, s.by, s.ky,
                        &p->ky_size, &ylo, &yhi, &max_count_y))
     return false;
   if (xlo < src.x0 || xhi > src.x0 + src.width || ylo < src.y0 || yhi > src.y0 + src.height) return false;
