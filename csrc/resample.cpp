@@ -17,8 +17,9 @@
 //    int16, so pmaddwd on zero-extended pixel pairs gives sum(p * kh) and sum(p * kl) exactly, and
 //    (hi << 11) + lo is the exact int32 sum (int32 vector arithmetic wraps mod 2^32 and the true sum fits, as in
 //    Pillow). AVX2 puts two output pixels in the two 128-bit lanes and four taps in one load, RGBX or RGB;
-//  - AVX2 vertical: the same split, two source rows interleaved into int16 pairs, 32 bytes of a row at a time;
-//    SSE4.1 and NEON multiply zero-extended pixels by the full weight in int32 lanes.
+//  - vertical (AVX2 32 bytes of a row at a time, SSE4.1 and NEON 16): zero-extended pixels multiplied by the full
+//    broadcast weight in int32 lanes (pmulld; measured faster than the split pmaddwd form on Zen 3: no pairing
+//    of rows, no recombination of halves, no padding tap for an odd count).
 // Reads never leave [data, data + (height - 1) * stride + width * channels): rows whose vector loads would run
 // past the end of the buffer are first copied into a padded bounce row (horizontal pass on the window), and a
 // vertical block whose loads would do so is computed by the scalar code (vertical pass on the window). Writes never
@@ -138,6 +139,68 @@ inline int32_t to_fixed(double w) {
   return int32_t(v);
 }
 
+bool coefficients_in_avx2();  // the dispatch's choice (below): AVX2 also computes the coefficients
+
+#if defined(IPU_RESAMPLE_X86)
+// The filters on 4 doubles: the scalar expressions, operation for operation (no FMA: the target is AVX2 alone), so
+// every lane equals F::eval of it bit for bit.
+__attribute__((target("avx2"))) inline __m256d eval4(BilinearFilter, __m256d x) {
+  x = _mm256_andnot_pd(_mm256_set1_pd(-0.0), x);
+  const __m256d inner = _mm256_sub_pd(_mm256_set1_pd(1.0), x);
+  return _mm256_and_pd(_mm256_cmp_pd(x, _mm256_set1_pd(1.0), _CMP_LT_OQ), inner);
+}
+
+__attribute__((target("avx2"))) inline __m256d eval4(BicubicFilter, __m256d x) {
+  const double a = -0.5;
+  x = _mm256_andnot_pd(_mm256_set1_pd(-0.0), x);
+  const __m256d inner = _mm256_add_pd(
+      _mm256_mul_pd(_mm256_mul_pd(_mm256_sub_pd(_mm256_mul_pd(_mm256_set1_pd(a + 2.0), x), _mm256_set1_pd(a + 3.0)), x),
+                    x),
+      _mm256_set1_pd(1.0));
+  const __m256d outer = _mm256_mul_pd(
+      _mm256_sub_pd(
+          _mm256_mul_pd(_mm256_add_pd(_mm256_mul_pd(_mm256_sub_pd(x, _mm256_set1_pd(5.0)), x), _mm256_set1_pd(8.0)), x),
+          _mm256_set1_pd(4.0)),
+      _mm256_set1_pd(a));
+  const __m256d r = _mm256_and_pd(_mm256_cmp_pd(x, _mm256_set1_pd(2.0), _CMP_LT_OQ), outer);
+  return _mm256_blendv_pd(r, inner, _mm256_cmp_pd(x, _mm256_set1_pd(1.0), _CMP_LT_OQ));
+}
+
+// One output position's weights (count <= 8 taps, ksize <= 8) as precompute_axis_t computes them: the filter values,
+// their sum in tap order (scalar, so the rounding is the same), the division by the sum (IEEE division is exact in
+// any width), to_fixed; taps count..ksize-1 get 0.
+template <class F>
+__attribute__((target("avx2"))) void weights8_avx2(int xmin, int count, double center, double ss, int ksize,
+                                                   int32_t* k) {
+  alignas(32) double w[8];
+  const int halves = count > 4 ? 2 : 1;
+  const __m256d half = _mm256_set1_pd(0.5), vc = _mm256_set1_pd(center), vss = _mm256_set1_pd(ss);
+  __m256d v[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+  for (int h = 0; h < halves; h++) {
+    const __m128i xi = _mm_add_epi32(_mm_set1_epi32(xmin + 4 * h), _mm_setr_epi32(0, 1, 2, 3));
+    const __m256d arg = _mm256_mul_pd(_mm256_add_pd(_mm256_sub_pd(_mm256_cvtepi32_pd(xi), vc), half), vss);
+    const __m128i live = _mm_cmplt_epi32(_mm_setr_epi32(4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3), _mm_set1_epi32(count));
+    v[h] = _mm256_and_pd(eval4(F(), arg), _mm256_castsi256_pd(_mm256_cvtepi32_epi64(live)));
+    _mm256_store_pd(w + 4 * h, v[h]);
+  }
+  double ww = 0.0;
+  for (int x = 0; x < count; x++) ww += w[x];
+  const __m256d scale = _mm256_set1_pd(double(1 << kPrecisionBits)), lim = _mm256_set1_pd(2147483647.0);
+  __m128i q[2] = {_mm_setzero_si128(), _mm_setzero_si128()};
+  for (int h = 0; h < halves; h++) {
+    __m256d x = v[h];
+    if (ww != 0.0) x = _mm256_div_pd(x, _mm256_set1_pd(ww));
+    const __m256d round = _mm256_blendv_pd(half, _mm256_set1_pd(-0.5), _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_LT_OQ));
+    __m256d f = _mm256_add_pd(_mm256_mul_pd(x, scale), round);
+    f = _mm256_min_pd(_mm256_max_pd(f, _mm256_sub_pd(_mm256_setzero_pd(), lim)), lim);
+    q[h] = _mm256_cvttpd_epi32(f);
+  }
+  // Exactly ksize ints are written (the row's; the next row may already be written under a flip).
+  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  _mm256_maskstore_epi32(k, _mm256_cmpgt_epi32(_mm256_set1_epi32(ksize), lanes), _mm256_setr_m128i(q[0], q[1]));
+}
+#endif
+
 // Pillow's precompute_coeffs + normalize_coeffs_8bpc for one axis of a resize to grid_size, of which the out_size
 // positions from `offset` are kept. Output position i (0 <= i < out_size) gets the coefficients of grid position
 // offset + (reverse ? out_size - 1 - i : i). bounds[2i] = xmin (full-image coordinates), bounds[2i + 1] = count;
@@ -155,6 +218,7 @@ IPU_NO_FP_CONTRACT bool precompute_axis_t(int in_size, double in0, double in1, i
   int lo = std::numeric_limits<int>::max(), hi = std::numeric_limits<int>::min(), max_count = 0;
   constexpr int kBuf = 64;
   double wbuf[kBuf];
+  [[maybe_unused]] const bool avx2 = coefficients_in_avx2();
   for (int xx = 0; xx < out_size; xx++) {
     double center;
     int xmin, count;
@@ -164,6 +228,11 @@ IPU_NO_FP_CONTRACT bool precompute_axis_t(int in_size, double in0, double in1, i
     int32_t* k = &weights[size_t(i) * size_t(ksize)];
     // As Pillow: filter values, their sum in order, then each divided by the sum (when not 0), then fixed point.
     double ww = 0.0;
+#if defined(IPU_RESAMPLE_X86)
+    if (avx2 && ksize <= 8) {
+      weights8_avx2<F>(xmin, count, center, g.ss, ksize, k);
+    } else
+#endif
     if (count <= kBuf) {
       for (int x = 0; x < count; x++) {
         const double w = F::eval((x + xmin - center + 0.5) * g.ss);
@@ -203,6 +272,53 @@ bool precompute_axis(int in_size, double in0, double in1, int out_size, int grid
                                             ksize_out, lo_out, hi_out, max_count_out);
   return precompute_axis_t<BilinearFilter>(in_size, in0, in1, out_size, grid_size, offset, reverse, bounds, weights,
                                            ksize_out, lo_out, hi_out, max_count_out);
+}
+
+// precompute_axis through the scratch's cache of recent geometries: a hit copies the stored bounds and weights (a few
+// KiB) instead of computing them; a miss computes them and stores a copy, unless they are large (huge downscales).
+bool cached_axis(ResampleScratch& s, int in_size, double in0, double in1, int out_size, int grid_size, int offset,
+                 Filter filter, bool reverse, std::vector<int32_t>& bounds, std::vector<int32_t>& weights,
+                 int* ksize_out, int* lo_out, int* hi_out, int* max_count_out) {
+  constexpr size_t kMaxCachedWeights = size_t(1) << 16;
+  const size_t nb = size_t(out_size) * 2;
+  for (AxisCoefficients& c : s.cached) {
+    if (c.in_size != in_size || c.out_size != out_size || c.grid_size != grid_size || c.offset != offset ||
+        c.filter != int(filter) || c.reverse != reverse || c.in0 != in0 || c.in1 != in1)
+      continue;
+    const size_t nw = size_t(out_size) * size_t(c.ksize);
+    if (bounds.size() < nb) bounds.resize(nb);
+    if (weights.size() < nw) weights.resize(nw);
+    std::memcpy(bounds.data(), c.bounds.data(), nb * sizeof(int32_t));
+    std::memcpy(weights.data(), c.weights.data(), nw * sizeof(int32_t));
+    *ksize_out = c.ksize;
+    *lo_out = c.lo;
+    *hi_out = c.hi;
+    *max_count_out = c.max_count;
+    return true;
+  }
+  if (!precompute_axis(in_size, in0, in1, out_size, grid_size, offset, filter, reverse, bounds, weights, ksize_out,
+                       lo_out, hi_out, max_count_out))
+    return false;
+  const size_t nw = size_t(out_size) * size_t(*ksize_out);
+  if (nw <= kMaxCachedWeights) {
+    AxisCoefficients& c = s.cached[s.cache_next];
+    s.cache_next = (s.cache_next + 1) % ResampleScratch::kCachedAxes;
+    c.in_size = in_size;
+    c.out_size = out_size;
+    c.grid_size = grid_size;
+    c.offset = offset;
+    c.filter = int(filter);
+    c.reverse = reverse;
+    c.in0 = in0;
+    c.in1 = in1;
+    c.ksize = *ksize_out;
+    c.lo = *lo_out;
+    c.hi = *hi_out;
+    c.max_count = *max_count_out;
+    c.bounds.assign(bounds.begin(), bounds.begin() + ptrdiff_t(nb));
+    c.weights.assign(weights.begin(), weights.begin() + ptrdiff_t(nw));
+  }
+  return true;
 }
 
 // The window with its default filled in (no grid: the output itself); false if the output does not lie inside it.
@@ -278,9 +394,9 @@ bool make_plan(const Region& src, const double box_in[4], int out_w, int out_h, 
     return false;
   if (int64_t(dst_stride) < int64_t(out_w) * 3) return false;
   int xlo, xhi, ylo, yhi, max_count_y;
-  if (!precompute_axis(src.full_width, box[0], box[2], out_w, w.grid_w, w.off_x, filter, flip, s.bx, s.kx,
+  if (!cached_axis(s, src.full_width, box[0], box[2], out_w, w.grid_w, w.off_x, filter, flip, s.bx, s.kx,
                        &p->kx_size, &xlo, &xhi, &p->max_count_x) ||
-      !precompute_axis(src.full_height, box[1], box[3], out_h, w.grid_h, w.off_y, filter, false, s.by, s.ky,
+      !cached_axis(s, src.full_height, box[1], box[3], out_h, w.grid_h, w.off_y, filter, false, s.by, s.ky,
                        &p->ky_size, &ylo, &yhi, &max_count_y))
     return false;
   if (xlo < src.x0 || xhi > src.x0 + src.width || ylo < src.y0 || yhi > src.y0 + src.height) return false;
@@ -472,46 +588,32 @@ void fast_split_weights(const Plan& p, ResampleScratch& s, int groups, bool pair
   }
 }
 
-// Vertical weights for the pmaddwd kernel: per output row and tap pair (t, t + 1), two int16 pairs
-// (kh_t, kh_t+1) and (kl_t, kl_t+1), i.e. 4 int16, zero past the row's count. Stored in ky16.
-void fast_split_vertical(const Plan& p, ResampleScratch& s) {
-  const size_t pairs = size_t(p.ky_size + 1) / 2;
-  const size_t need = size_t(p.out_h) * pairs * 4;
-  if (s.ky16.size() < need) s.ky16.resize(need);
-  int16_t* dst = s.ky16.data();
-  for (int yy = 0; yy < p.out_h; yy++) {
-    const int count = s.by[size_t(yy) * 2 + 1];
-    const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
-    for (size_t pr = 0; pr < pairs; pr++) {
-      for (int e = 0; e < 2; e++) {
-        const int t = int(pr) * 2 + e;
-        const int32_t w = t < count ? k[t] : 0;
-        dst[e] = int16_t(w >> kSplitBits);
-        dst[2 + e] = int16_t(w & ((1 << kSplitBits) - 1));
-      }
-      dst += 4;
-    }
-  }
-}
-
 #endif  // IPU_RESAMPLE_X86
 
 // Runs `row_fn(window_row_pointer, out_row)` for each intermediate row, handing it a padded copy of the row
-// when the kernel's reads (up to `max_read` bytes from the row start) would pass the end of the source buffer.
-template <class RowFn>
-void for_each_source_row(const Plan& p, uint8_t* tmp, ptrdiff_t tmp_stride, ptrdiff_t max_read,
-                         RowFn row_fn) {
+// when the kernel's reads (up to `max_read` bytes from the row start) would pass the end of the source buffer;
+// two consecutive rows that need no copy go to `pair_fn(row, row_step, out, out_step)` together.
+template <class RowFn, class PairFn>
+void for_each_source_row(const Plan& p, uint8_t* tmp, ptrdiff_t tmp_stride, ptrdiff_t max_read, RowFn row_fn,
+                         PairFn pair_fn) {
   const uint8_t* end = p.data + (p.wh - 1) * p.stride + ptrdiff_t(p.ww) * p.ch;
   const ptrdiff_t row_bytes = ptrdiff_t(p.ww) * p.ch;
   uint8_t* bounce = tmp + (p.ybox_last - p.ybox_first) * tmp_stride;  // sized by the caller
-  for (int y = p.ybox_first; y < p.ybox_last; y++) {
+  for (int y = p.ybox_first; y < p.ybox_last;) {
     const uint8_t* row = p.data + (y - p.wy0) * p.stride;
+    uint8_t* out = tmp + (y - p.ybox_first) * tmp_stride;
+    if (y + 1 < p.ybox_last && end - (row + p.stride) >= max_read) {
+      pair_fn(row, p.stride, out, tmp_stride);
+      y += 2;
+      continue;
+    }
     if (end - row < max_read) {
       std::memcpy(bounce, row, size_t(row_bytes));
       std::memset(bounce + row_bytes, 0, size_t(max_read - row_bytes));
       row = bounce;
     }
-    row_fn(row, tmp + (y - p.ybox_first) * tmp_stride);
+    row_fn(row, out);
+    y += 1;
   }
 }
 
@@ -586,10 +688,12 @@ constexpr int8_t PairMask<3>::m[16];
 // AVX2 horizontal row, 4 output pixels per iteration as two pairs (A, B). For each group of 4 taps, A's 16
 // source bytes go to lane 0 and B's to lane 1; one pshufb per lane makes the int16 pairs of taps (0, 1), another
 // those of taps (2, 3), so the lane sums come out as [A | B] with no cross-lane reduction. 12 RGB bytes are
-// stored per 16-byte write (the intermediate row is padded). GFIX > 0 fixes the group count.
-template <int CH, int GFIX>
-__attribute__((target("avx2"))) void h_row_avx2(const uint8_t* row, uint8_t* out, const int32_t* off,
-                                                const int16_t* kw, int w4, int groups_rt) {
+// stored per 16-byte write (the intermediate row is padded). GFIX > 0 fixes the group count. NR rows (row + r *
+// row_step into out + r * out_step) are done together: they share the offsets, the weights and the loop.
+template <int CH, int GFIX, int NR>
+__attribute__((target("avx2"))) void h_row_avx2(const uint8_t* row, ptrdiff_t row_step, uint8_t* out,
+                                                ptrdiff_t out_step, const int32_t* off, const int16_t* kw, int w4,
+                                                int groups_rt) {
   const int groups = GFIX > 0 ? GFIX : groups_rt;
   const __m128i m01 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(PairMask<CH>::m));
   const __m128i m23 =
@@ -600,106 +704,105 @@ __attribute__((target("avx2"))) void h_row_avx2(const uint8_t* row, uint8_t* out
   const __m128i rgb = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
   const __m256i* kv = reinterpret_cast<const __m256i*>(kw);
   for (int i = 0; i < w4; i += 4) {
-    __m256i acc[2];
+    __m256i acc[NR][2];
     for (int pr = 0; pr < 2; pr++) {
-      const uint8_t* pa = row + off[i + 2 * pr];
-      const uint8_t* pb = row + off[i + 2 * pr + 1];
-      __m256i hi = _mm256_setzero_si256(), lo = bias;
+      const ptrdiff_t oa = off[i + 2 * pr], ob = off[i + 2 * pr + 1];
+      __m256i hi[NR], lo[NR];
+      for (int r = 0; r < NR; r++) hi[r] = _mm256_setzero_si256(), lo[r] = bias;
       for (int g = 0; g < groups; g++) {
-        const __m256i v = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pa + g * 4 * CH))),
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(pb + g * 4 * CH)), 1);
-        const __m256i v01 = _mm256_shuffle_epi8(v, mask01);
-        const __m256i v23 = _mm256_shuffle_epi8(v, mask23);
-        hi = _mm256_add_epi32(hi, _mm256_add_epi32(_mm256_madd_epi16(v01, _mm256_loadu_si256(kv)),
-                                                   _mm256_madd_epi16(v23, _mm256_loadu_si256(kv + 2))));
-        lo = _mm256_add_epi32(lo, _mm256_add_epi32(_mm256_madd_epi16(v01, _mm256_loadu_si256(kv + 1)),
-                                                   _mm256_madd_epi16(v23, _mm256_loadu_si256(kv + 3))));
+        const __m256i kh01 = _mm256_loadu_si256(kv), kl01 = _mm256_loadu_si256(kv + 1);
+        const __m256i kh23 = _mm256_loadu_si256(kv + 2), kl23 = _mm256_loadu_si256(kv + 3);
+        for (int r = 0; r < NR; r++) {
+          const uint8_t* src = row + r * row_step + g * 4 * CH;
+          const __m256i v = _mm256_inserti128_si256(
+              _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + oa))),
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + ob)), 1);
+          const __m256i v01 = _mm256_shuffle_epi8(v, mask01);
+          const __m256i v23 = _mm256_shuffle_epi8(v, mask23);
+          hi[r] = _mm256_add_epi32(hi[r], _mm256_add_epi32(_mm256_madd_epi16(v01, kh01), _mm256_madd_epi16(v23, kh23)));
+          lo[r] = _mm256_add_epi32(lo[r], _mm256_add_epi32(_mm256_madd_epi16(v01, kl01), _mm256_madd_epi16(v23, kl23)));
+        }
         kv += 4;
       }
-      acc[pr] = _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi, kSplitBits), lo), kPrecisionBits);
+      for (int r = 0; r < NR; r++)
+        acc[r][pr] =
+            _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi[r], kSplitBits), lo[r]), kPrecisionBits);
     }
-    __m256i pk = _mm256_packs_epi32(acc[0], acc[1]);  // lane 0: p0 p2, lane 1: p1 p3 (int16)
-    pk = _mm256_packus_epi16(pk, pk);                  // lane 0: p0 p2 p0 p2, lane 1: p1 p3 p1 p3 (uint8)
-    const __m128i px4 = _mm_unpacklo_epi32(_mm256_castsi256_si128(pk), _mm256_extracti128_si256(pk, 1));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i * 3), _mm_shuffle_epi8(px4, rgb));
+    for (int r = 0; r < NR; r++) {
+      __m256i pk = _mm256_packs_epi32(acc[r][0], acc[r][1]);  // lane 0: p0 p2, lane 1: p1 p3 (int16)
+      pk = _mm256_packus_epi16(pk, pk);                        // lane 0: p0 p2 p0 p2, lane 1: p1 p3 p1 p3 (uint8)
+      const __m128i px4 = _mm_unpacklo_epi32(_mm256_castsi256_si128(pk), _mm256_extracti128_si256(pk, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + r * out_step + i * 3), _mm_shuffle_epi8(px4, rgb));
+    }
   }
 }
 
-// AVX2 vertical pass, 32 bytes of one output row: taps taken two rows at a time, bytes of the two rows
-// interleaved and zero-extended into int16 pairs, each multiplied by the (kh, kh') and (kl, kl') weight pairs
-// with pmaddwd. kw holds, per tap pair, (kh_t, kh_t+1, kl_t, kl_t+1) as int16.
+// AVX2 vertical pass, 32 bytes of one output row, with the full 22-bit weights: each tap's 32 bytes zero-extended
+// to int32 (four groups of 8) and multiplied by the broadcast weight (pmulld), so no pairing of rows and no split of
+// the weights; an odd tap count costs no padding tap. packs/packus leave the 8-byte groups in lane order
+// (0, 2, 1, 3 per lane pair), which one vpermd puts back.
 __attribute__((target("avx2"))) inline __m256i v_block_avx2(const uint8_t* base, ptrdiff_t stride,
-                                                            const int16_t* kw, int count) {
-  const __m256i zero = _mm256_setzero_si256();
+                                                                const int32_t* k, int count) {
   const __m256i bias = _mm256_set1_epi32(kBias);
-  __m256i h0 = zero, h1 = zero, h2 = zero, h3 = zero;
-  __m256i l0 = bias, l1 = bias, l2 = bias, l3 = bias;
-  for (int t = 0; t < count; t += 2) {
-    const __m256i ra = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + t * stride));
-    const __m256i rb =
-        t + 1 < count ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + (t + 1) * stride)) : zero;
-    int32_t khp, klp;  // (k_t, k_t+1) int16 pairs as one int32 each
-    std::memcpy(&khp, kw + t * 2, 4);
-    std::memcpy(&klp, kw + t * 2 + 2, 4);
-    const __m256i kh = _mm256_set1_epi32(khp);
-    const __m256i kl = _mm256_set1_epi32(klp);
-    const __m256i ilo = _mm256_unpacklo_epi8(ra, rb);  // a0 b0 .. a7 b7 | a16 b16 .. a23 b23
-    const __m256i ihi = _mm256_unpackhi_epi8(ra, rb);  // a8 b8 .. a15 b15 | a24 b24 .. a31 b31
-    const __m256i x0 = _mm256_unpacklo_epi8(ilo, zero), x1 = _mm256_unpackhi_epi8(ilo, zero);
-    const __m256i x2 = _mm256_unpacklo_epi8(ihi, zero), x3 = _mm256_unpackhi_epi8(ihi, zero);
-    h0 = _mm256_add_epi32(h0, _mm256_madd_epi16(x0, kh));
-    l0 = _mm256_add_epi32(l0, _mm256_madd_epi16(x0, kl));
-    h1 = _mm256_add_epi32(h1, _mm256_madd_epi16(x1, kh));
-    l1 = _mm256_add_epi32(l1, _mm256_madd_epi16(x1, kl));
-    h2 = _mm256_add_epi32(h2, _mm256_madd_epi16(x2, kh));
-    l2 = _mm256_add_epi32(l2, _mm256_madd_epi16(x2, kl));
-    h3 = _mm256_add_epi32(h3, _mm256_madd_epi16(x3, kh));
-    l3 = _mm256_add_epi32(l3, _mm256_madd_epi16(x3, kl));
+  __m256i a0 = bias, a1 = bias, a2 = bias, a3 = bias;
+  for (int t = 0; t < count; t++) {
+    const uint8_t* r = base + t * stride;
+    const __m256i kv = _mm256_set1_epi32(k[t]);
+    a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                                     reinterpret_cast<const __m128i*>(r))), kv));
+    a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                                     reinterpret_cast<const __m128i*>(r + 8))), kv));
+    a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                                     reinterpret_cast<const __m128i*>(r + 16))), kv));
+    a3 = _mm256_add_epi32(a3, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                                                     reinterpret_cast<const __m128i*>(r + 24))), kv));
   }
-  // x0..x3 hold bytes 0-3, 4-7, 8-11, 12-15 of each lane: packs/packus restore the order within each lane.
-  const __m256i s0 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(h0, kSplitBits), l0), kPrecisionBits);
-  const __m256i s1 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(h1, kSplitBits), l1), kPrecisionBits);
-  const __m256i s2 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(h2, kSplitBits), l2), kPrecisionBits);
-  const __m256i s3 = _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(h3, kSplitBits), l3), kPrecisionBits);
-  return _mm256_packus_epi16(_mm256_packs_epi32(s0, s1), _mm256_packs_epi32(s2, s3));
+  a0 = _mm256_srai_epi32(a0, kPrecisionBits);
+  a1 = _mm256_srai_epi32(a1, kPrecisionBits);
+  a2 = _mm256_srai_epi32(a2, kPrecisionBits);
+  a3 = _mm256_srai_epi32(a3, kPrecisionBits);
+  // packs per lane: [a0.lo a1.lo | a0.hi a1.hi], [a2.lo a3.lo | a2.hi a3.hi]; packus: 4-byte groups in the order
+  // 0 2 4 6 | 1 3 5 7 of the 8 groups (group g = bytes 4g..4g+3).
+  const __m256i pk = _mm256_packus_epi16(_mm256_packs_epi32(a0, a1), _mm256_packs_epi32(a2, a3));
+  return _mm256_permutevar8x32_epi32(pk, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
 __attribute__((target("avx2"))) void vertical_avx2(const Plan& p, const ResampleScratch& s, const VertIO io) {
   const int nbytes = io.nbytes;
-  const size_t pairs = size_t(p.ky_size + 1) / 2;
-  const int16_t* kw_all = s.ky16.data();
   for (int yy = 0; yy < p.out_h; yy++) {
     const uint8_t* base = v_base(io, s, yy);
     const int count = s.by[size_t(yy) * 2 + 1];
-    const int16_t* kw = kw_all + size_t(yy) * pairs * 4;
+    const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
     uint8_t* out = io.dst + yy * io.dst_stride;
     int b = 0;
     for (; b + 32 <= nbytes; b += 32)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, kw, count));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, k, count));
     if (b == nbytes) continue;
     // The last, partial block: a whole block where it can be read, stored whole where the output is padded.
     if (!v_block_readable(io, base, count, b, 32)) {
-      v_bytes_scalar(base, io.src_stride, &s.ky[size_t(yy) * size_t(p.ky_size)], count, b, nbytes, out);
+      v_bytes_scalar(base, io.src_stride, k, count, b, nbytes, out);
     } else if (io.dst_padded) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, kw, count));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, k, count));
     } else {
       alignas(32) uint8_t last[32];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(last), v_block_avx2(base + b, io.src_stride, kw, count));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(last), v_block_avx2(base + b, io.src_stride, k, count));
       std::memcpy(out + b, last, size_t(nbytes - b));
     }
   }
 }
 
-// The horizontal passes run the row kernel over the rows `rows(row_fn)` hands out (for_each_source_row or
-// for_each_vfirst_row).
+// The horizontal passes run the row kernel over the rows `rows(row_fn, pair_fn)` hands out (for_each_source_row or
+// for_each_vfirst_row); pair_fn(row, row_step, out, out_step) does two rows at once.
 template <int CH, class Rows>
 void horizontal_avx2(const Plan& p, const ResampleScratch& s, const int32_t* off, int groups, Rows rows) {
   const int w4 = (p.out_w + 3) & ~3;
   const int16_t* kw = s.kx16.data();
   auto run = [&](auto gfix) {
     constexpr int G = decltype(gfix)::value;
-    rows([&](const uint8_t* row, uint8_t* out) { h_row_avx2<CH, G>(row, out, off, kw, w4, groups); });
+    rows([&](const uint8_t* row, uint8_t* out) { h_row_avx2<CH, G, 1>(row, 0, out, 0, off, kw, w4, groups); },
+         [&](const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step) {
+           h_row_avx2<CH, G, 2>(row, row_step, out, out_step, off, kw, w4, groups);
+         });
   };
   if (groups == 1)
     run(std::integral_constant<int, 1>());
@@ -783,7 +886,11 @@ template <int CH, class Rows>
 void horizontal_sse41(const Plan& p, const ResampleScratch& s, const int32_t* off, int groups, Rows rows) {
   const int w4 = (p.out_w + 3) & ~3;
   const int16_t* kw = s.kx16.data();
-  rows([&](const uint8_t* row, uint8_t* out) { h_row_sse41<CH>(row, out, off, kw, w4, groups); });
+  auto row_fn = [&](const uint8_t* row, uint8_t* out) { h_row_sse41<CH>(row, out, off, kw, w4, groups); };
+  rows(row_fn, [&](const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step) {
+    row_fn(row, out);
+    row_fn(row + row_step, out + out_step);
+  });
 }
 
 #endif  // IPU_RESAMPLE_X86
@@ -901,6 +1008,8 @@ Isa chosen_isa() {
   return isa;
 }
 
+bool coefficients_in_avx2() { return chosen_isa() == Isa::Avx2; }
+
 // The horizontal pass reads up to max_read bytes from the start of a row (the vector loads of its last group).
 bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_t dst_stride) {
   const bool vf = p.vertical_first;
@@ -917,7 +1026,6 @@ bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_
     const ptrdiff_t load = avx2 ? 16 : 8;
     const ptrdiff_t max_read = max_off + ptrdiff_t(groups - 1) * taps * p.ch + load;
     fast_split_weights(p, s, groups, avx2);
-    if (avx2) fast_split_vertical(p, s);
     auto vertical = [&](const VertIO& io) { avx2 ? vertical_avx2(p, s, io) : vertical_sse41(p, s, io); };
     auto horizontal = [&](auto rows) {
       if (avx2) {
@@ -935,13 +1043,15 @@ bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_
     if (!vf) {
       const ptrdiff_t tmp_stride = fast_tmp_stride(p.out_w);
       uint8_t* tmp = fast_tmp(p, s, tmp_stride, max_read);
-      horizontal([&](auto&& row_fn) { for_each_source_row(p, tmp, tmp_stride, max_read, row_fn); });
+      horizontal([&](auto&& row_fn, auto&& pair_fn) {
+        for_each_source_row(p, tmp, tmp_stride, max_read, row_fn, pair_fn);
+      });
       vertical(vertical_io_second(p, tmp, tmp_stride, dst, dst_stride));
     } else {
       const ptrdiff_t out_write = ptrdiff_t(w4) * 3 + 4;  // the last 16-byte store of a row ends there
       const VFirstTmp t = fast_tmp_vfirst(p, s, max_read, out_write);
       vertical(vertical_io_first(p, t.rows, t.stride, true));
-      horizontal([&](auto&& row_fn) { for_each_vfirst_row(p, t, dst, dst_stride, out_write, row_fn); });
+      horizontal([&](auto&& row_fn, auto&&) { for_each_vfirst_row(p, t, dst, dst_stride, out_write, row_fn); });
     }
     return true;
   }
@@ -959,7 +1069,11 @@ bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_
       const ptrdiff_t tmp_stride = fast_tmp_stride(p.out_w);
       const ptrdiff_t max_read = ptrdiff_t(p.ww) * p.ch;
       uint8_t* tmp = fast_tmp(p, s, tmp_stride, max_read);
-      for_each_source_row(p, tmp, tmp_stride, max_read, row_fn);
+      for_each_source_row(p, tmp, tmp_stride, max_read, row_fn,
+                          [&](const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step) {
+                            row_fn(row, out);
+                            row_fn(row + row_step, out + out_step);
+                          });
       vertical_neon(p, s, vertical_io_second(p, tmp, tmp_stride, dst, dst_stride));
     } else {
       const VFirstTmp t = fast_tmp_vfirst(p, s, 0, 0);

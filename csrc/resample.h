@@ -36,12 +36,25 @@ struct OutputWindow {
 void resample_support(int full_width, int full_height, const double box[4], int out_w, int out_h, Filter filter,
                       int* x_lo, int* x_hi, int* y_lo, int* y_hi, const OutputWindow& window = OutputWindow());
 
+// One axis's coefficients (bounds and fixed-point weights) with everything they are computed from, so that a resize
+// of the same geometry (eval images of one size share both axes) copies them instead of computing them again.
+struct AxisCoefficients {
+  int in_size = -1, out_size = 0, grid_size = 0, offset = 0, filter = -1;
+  bool reverse = false;
+  double in0 = 0.0, in1 = 0.0;
+  int ksize = 0, lo = 0, hi = 0, max_count = 0;
+  std::vector<int32_t> bounds, weights;
+};
+
 // Per-thread reusable memory (coefficients and the intermediate image); grows, never shrinks.
 struct ResampleScratch {
   std::vector<int32_t> kx, ky;
   std::vector<int32_t> bx, by;
   std::vector<uint8_t> tmp;
-  std::vector<int16_t> kx16, ky16;
+  std::vector<int16_t> kx16;
+  static constexpr int kCachedAxes = 8;  // the last geometries met (both axes), replaced oldest first
+  AxisCoefficients cached[kCachedAxes];
+  int cache_next = 0;
 };
 
 // Whether resizing a full_width x full_height image (any box) to out_w x out_h runs the vertical pass first:

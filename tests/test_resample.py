@@ -282,6 +282,30 @@ def test_flip_mirrors_the_output(scalar: bool) -> None:
 
 
 @pytest.mark.parametrize("scalar", [True, False])
+def test_repeated_geometries_reuse_coefficients_exactly(scalar: bool) -> None:
+    """The per-thread coefficient cache (csrc/resample.cpp, cached_axis) is keyed by everything the coefficients
+    depend on: geometries that share one axis but differ in filter, flip, box, size or image size, met in turn and
+    more times than the cache holds, each still equal Pillow's result (and a repeat equals its first result)."""
+    rng = np.random.default_rng(500)
+    a = random_image(rng, 90, 120)
+    b = random_image(rng, 90, 121)  # one column wider: a different x axis with the same box
+    cases = [(a, (3.5, 2.25, 110.75, 88.0), 50, 40)] * 2 + [
+        (a, (3.5, 2.25, 110.75, 88.0), 51, 40), (b, (3.5, 2.25, 110.75, 88.0), 50, 40),
+        (a, (3.5, 2.0, 110.75, 88.0), 50, 40), (a, (3.5, 2.25, 110.5, 88.0), 50, 40),
+    ] + [(a, (1.0 + i, 2.0, 100.0 + i, 80.0), 30, 25) for i in range(10)]
+    first: dict[tuple, np.ndarray] = {}
+    for _ in range(2):
+        for img, box, out_w, out_h in cases:
+            for filt in (BILINEAR, BICUBIC):
+                for flip in (False, True):
+                    got = resize(img, box, out_w, out_h, filt, flip, scalar)
+                    want = two_step_reference(img, box, out_w, out_h, filt)
+                    assert np.array_equal(got, want[:, ::-1] if flip else want), (img.shape, box, out_w, filt, flip)
+                    key = (img.shape, box, out_w, out_h, filt, flip)
+                    assert np.array_equal(first.setdefault(key, got), got)
+
+
+@pytest.mark.parametrize("scalar", [True, False])
 def test_rgbx_input_matches_rgb(scalar: bool) -> None:
     rng = np.random.default_rng(300)
     for rgb, box, out_w, out_h, filt, flip in random_cases(301, 40):
