@@ -10,7 +10,7 @@ from typing import Protocol, TypeVar, Union, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Dataset", "FileDataset", "PathLike"]
+__all__ = ["Dataset", "FileDataset", "LabelledSamples", "PathLike"]
 
 PathLike = Union[str, "os.PathLike[str]"]  # noqa: UP007 (a runtime alias)
 
@@ -36,7 +36,36 @@ class Dataset(Protocol[T_co]):
     def __getitem__(self, index: int) -> tuple[T_co, int]: ...
 
 
-class FileDataset:
+class LabelledSamples:
+    """The label and class properties every concrete dataset shares, over ``_labels`` (a read-only int64 array),
+    ``_classes`` (names) and ``_class_to_idx`` (their inverse), which the dataset sets when it is built."""
+
+    _labels: np.ndarray
+    _classes: list[str]
+    _class_to_idx: dict[str, int]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Labels in sample order as a read-only int64 array."""
+        return self._labels
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names; label ``i`` is ``classes[i]``."""
+        return self._classes
+
+    @property
+    def class_to_idx(self) -> dict[str, int]:
+        """Class name -> label."""
+        return self._class_to_idx
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (the model's output width)."""
+        return len(self._classes)
+
+
+class FileDataset(LabelledSamples):
     """A dataset of image files: paths, int64 labels and class names, all fixed when it is built.
 
     Subclasses only decide which files belong and with which label; this class holds the result in the form the loader
@@ -70,26 +99,6 @@ class FileDataset:
     def paths(self) -> list[str]:
         """File paths in sample order (the stored list: do not modify it)."""
         return self._paths
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Labels in sample order as a read-only int64 array."""
-        return self._labels
-
-    @property
-    def classes(self) -> list[str]:
-        """Class names; label ``i`` is ``classes[i]``."""
-        return self._classes
-
-    @property
-    def class_to_idx(self) -> dict[str, int]:
-        """Class name -> label."""
-        return self._class_to_idx
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (the model's output width)."""
-        return len(self._classes)
 
     @cached_property
     def samples(self) -> list[tuple[str, int]]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ipu_cnn.data.datasets.base import PathLike
+from ipu_cnn.data.datasets.base import LabelledSamples, PathLike
 
 __all__ = ["CIFAR10", "CIFAR10_URL", "CIFAR10_MD5", "default_cifar10_root", "download_cifar10", "find_cifar10"]
 
@@ -136,7 +136,7 @@ def download_cifar10(root: PathLike, url: str | None = None, md5: str | None = N
         shutil.rmtree(staging, ignore_errors=True)
 
 
-class CIFAR10:
+class CIFAR10(LabelledSamples):
     """CIFAR-10's training (50000) or test (10000) images as one (N, 32, 32, 3) uint8 array, in file order.
 
     Args:
@@ -162,6 +162,7 @@ class CIFAR10:
         if not isinstance(names, list) or not names:
             raise ValueError(f"{os.path.join(folder, META_FILE)}: no label_names list")
         self._classes = [_text(n) for n in names]
+        self._class_to_idx = {c: i for i, c in enumerate(self._classes)}
         images, labels = [], []
         for name in splits[split]:
             path = os.path.join(folder, name)
@@ -182,23 +183,6 @@ class CIFAR10:
         self.pixels.flags.writeable = False
         self._labels = np.concatenate(labels)
         self._labels.flags.writeable = False
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Labels in sample order, a read-only int64 array."""
-        return self._labels
-
-    @property
-    def classes(self) -> list[str]:
-        return self._classes
-
-    @property
-    def class_to_idx(self) -> dict[str, int]:
-        return {c: i for i, c in enumerate(self._classes)}
-
-    @property
-    def num_classes(self) -> int:
-        return len(self._classes)
 
     def __len__(self) -> int:
         return len(self.pixels)

@@ -39,7 +39,7 @@ import numpy as np
 from ipu_cnn.data._cache import cache_dir, publish_file
 from ipu_cnn.data.datasets._scan import progress_bar
 from ipu_cnn.data.datasets._tar import ShardScan, TarFormatError, scan_shard
-from ipu_cnn.data.datasets.base import PathLike
+from ipu_cnn.data.datasets.base import LabelledSamples, PathLike
 from ipu_cnn.data.decode import ShardMember
 
 __all__ = ["ShardSources", "TarShards", "expand_shards", "load_shard_index"]
@@ -270,7 +270,7 @@ class ShardSources(Sequence[ShardMember]):
         return (self[i] for i in range(len(self)))
 
 
-class TarShards:
+class TarShards(LabelledSamples):
     """Images in WebDataset-layout tar shards, labelled by their ``.cls`` members, in shard then archive order.
 
     Args:
@@ -410,26 +410,6 @@ class TarShards:
         return names
 
     # --- what the loader and the applications use ------------------------------------------------------------------
-    @property
-    def labels(self) -> np.ndarray:
-        """Labels in sample order as a read-only int64 array."""
-        return self._labels
-
-    @property
-    def classes(self) -> list[str]:
-        """Class names; label ``i`` is ``classes[i]``."""
-        return self._classes
-
-    @property
-    def class_to_idx(self) -> dict[str, int]:
-        """Class name -> label."""
-        return self._class_to_idx
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes (the model's output width)."""
-        return len(self._classes)
-
     @property
     def stream_plan(self) -> tuple[tuple[int, ...], int] | None:
         """For ``mode="stream"``: (samples per shard, shuffle buffer), what the loader's sampler needs; else None."""
