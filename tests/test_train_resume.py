@@ -91,3 +91,31 @@ def test_resume_mid_epoch_through_the_jpeg_loader(tmp_path: Path, monkeypatch: p
     assert resumed["step"] == full["step"] == 16
     _assert_same_state(torch.load(full["checkpoint"], weights_only=False),
                        torch.load(resumed["checkpoint"], weights_only=False))
+
+
+def test_resume_reads_the_checkpoint_once_unless_it_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--resume: the options (at parse time) and the training state (in the trainer) come from one load and one
+    checksum pass of the file; a file rewritten in between is read again."""
+    from ipu_cnn.train import checkpoint as checkpoint_module
+    from ipu_cnn.train.config import parse_config
+
+    part = train(_config(tmp_path, "part", max_steps=5), loaders=_loaders())
+    loads: list[Path] = []
+    real_load = checkpoint_module.load_checkpoint
+
+    def counting_load(path: Any) -> dict:
+        loads.append(Path(path))
+        return real_load(path)
+
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint", counting_load)
+    options = parse_config(["--resume", str(tmp_path / "part" / "checkpoints"), "--max-steps", "6"])
+    assert loads == [Path(part["checkpoint"])]
+    resumed = train(options, loaders=_loaders())
+    assert resumed["step"] == 6 and loads == [Path(part["checkpoint"])]
+
+    loads.clear()
+    newest = Path(resumed["checkpoint"])
+    options = parse_config(["--resume", str(newest), "--max-steps", "7"])
+    newest.touch()  # rewritten after parsing: the trainer must not use the state read before
+    train(options, loaders=_loaders())
+    assert loads == [newest, newest]

@@ -309,11 +309,36 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return state
 
 
-def resolve_checkpoint(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+#: A checkpoint `resolve_checkpoint(..., hand_over=True)` loaded, kept for the next call that asks for the same
+#: unchanged file: --resume reads the options at parse time and the trainer's state right after, from one load and one
+#: checksum pass. (file, (mtime_ns, size), state); taken by that next call.
+_handed_over: tuple[Path, tuple[int, int], dict[str, Any]] | None = None
+
+
+def _file_key(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_mtime_ns, st.st_size
+
+
+def resolve_checkpoint(path: str | os.PathLike[str], *, hand_over: bool = False) -> tuple[Path, dict[str, Any]]:
     """The checkpoint to resume from: `path` itself, or the newest usable one in folder `path` (an unreadable,
     corrupt or incomplete newest file is reported and the one before it used; a file that would run code stops the
-    search: someone put it there, and the folder needs a look before anything in it is trusted)."""
+    search: someone put it there, and the folder needs a look before anything in it is trusted).
+
+    With `hand_over`, the loaded state is also kept for the next call naming the same file while it is unchanged
+    (that call gets it without reading the file again)."""
+    global _handed_over
     path = Path(path).expanduser()
+    kept, _handed_over = _handed_over, None
+    if kept is not None and path.is_file() and kept[0] == path.resolve() and kept[1] == _file_key(path):
+        return path, kept[2]
+    resolved, state = _resolve_checkpoint(path)
+    if hand_over:
+        _handed_over = (resolved.resolve(), _file_key(resolved), state)
+    return resolved, state
+
+
+def _resolve_checkpoint(path: Path) -> tuple[Path, dict[str, Any]]:
     if path.is_file():
         return path, load_checkpoint(path)
     if not path.is_dir():

@@ -505,7 +505,7 @@ def parse_config(argv: Sequence[str] | None = None) -> RunOptions:
         from ipu_cnn.train.checkpoint import resolve_checkpoint
 
         try:
-            resumed_from, state = resolve_checkpoint(explicit["resume"])
+            resumed_from, state = resolve_checkpoint(explicit["resume"], hand_over=True)
         except (OSError, ValueError) as error:
             raise SystemExit(str(error)) from None
         restored, label = _checkpoint_options(state, actions)
