@@ -330,3 +330,17 @@ def test_bad_arguments(indexed_folder: ImageFolder) -> None:
         Loader(indexed_folder, 4, EvalTransform(16), rank=0)
     with pytest.raises(TypeError, match="dataset of image files"):
         Loader(object(), 4, EvalTransform(16))
+
+
+@pytest.mark.parametrize("workers", ["thread", "process"])
+def test_decode_limits_reach_every_sample(indexed_folder: ImageFolder, workers: str) -> None:
+    """decode_limits are the decoder's guards for every sample, in both worker modes: 48x48 images pass the default
+    pixel limit and fail a limit of 2,000 pixels, with the limit named; an unknown limit is refused."""
+    kwargs = dict(shuffle=False, drop_last=False, workers=workers, rank=0, world_size=1)
+    with Loader(indexed_folder, 8, EvalTransform(16), **kwargs) as loader:
+        assert next(iter(loader))[0].shape == (8, 3, 16, 16)
+    with Loader(indexed_folder, 8, EvalTransform(16), decode_limits={"max_pixels": 2000}, **kwargs) as loader:
+        with pytest.raises(DecodeError, match="above the limit of 2000"):
+            next(iter(loader))
+    with pytest.raises(ValueError, match="decode_limits: unknown max_width"):
+        Loader(indexed_folder, 8, EvalTransform(16), decode_limits={"max_width": 10}, **kwargs)

@@ -6,7 +6,7 @@ The same code runs in a thread of the training process (``workers="thread"``) an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -15,6 +15,9 @@ from ipu_cnn.data.decode import DecodeError, decode_batch, decode_image
 from ipu_cnn.data.pixels import RawImages
 from ipu_cnn.data.sampling import rank_batches, stream_batches
 from ipu_cnn.data.transforms import PadCropTransform, Transform
+
+#: The decoder's guards a Loader may set (keyword arguments of decode_batch and decode_image).
+DECODE_LIMITS = ("max_pixels", "max_scans", "max_scan_blocks", "max_file_bytes", "strict")
 
 #: How many other samples "replace" tries before giving up on a bad one.
 _MAX_SUBSTITUTES = 16
@@ -34,6 +37,8 @@ class Plan:
     on_error: str
     #: Stream mode (TarShards(mode="stream")): (samples per shard, shuffle buffer); None: any-order random access.
     stream: tuple[tuple[int, ...], int] | None = None
+    #: Keyword arguments for the decoder's guards (see `DECODE_LIMITS`), as sorted (name, value) pairs.
+    decode_limits: tuple[tuple[str, Any], ...] = ()
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         if self.stream is not None:
@@ -81,7 +86,8 @@ class Producer:
             self.ring.set_count(slot, n)
             return report
         failures = decode_batch([self.paths[i] for i in indices], images, self.transform, seed=self.plan.seed,
-                                epoch=epoch, indices=indices, num_threads=self.num_threads, on_error="report")
+                                epoch=epoch, indices=indices, num_threads=self.num_threads, on_error="report",
+                                **dict(self.plan.decode_limits))
         if failures and self.plan.on_error == "raise":
             _, source, reason = failures[0]
             report.error = (source, reason)
@@ -100,7 +106,8 @@ class Producer:
         for _ in range(_MAX_SUBSTITUTES):
             j = int((bad_index + 1 + rng.integers(0, max(1, n - 1))) % n)
             try:
-                out[...] = decode_image(self.paths[j], self.transform, seed=self.plan.seed, epoch=epoch, index=j)
+                out[...] = decode_image(self.paths[j], self.transform, seed=self.plan.seed, epoch=epoch, index=j,
+                                        **dict(self.plan.decode_limits))
                 return j
             except DecodeError as e:
                 report.bad.append((j, e.source, e.reason))

@@ -21,12 +21,12 @@ import threading
 import time
 import weakref
 from multiprocessing.connection import Connection
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 
-from ipu_cnn.data._producer import BatchReport, Plan, Producer
+from ipu_cnn.data._producer import DECODE_LIMITS, BatchReport, Plan, Producer
 from ipu_cnn.data._ring import SharedRing
 from ipu_cnn.data._worker import command_loop
 from ipu_cnn.data.decode import DecodeError
@@ -265,6 +265,10 @@ class Loader:
     WorkerTimeoutError says how long and what state the producer is in (e.g. a worker process stopped by SIGSTOP);
     a producer that dies raises WorkerDiedError at once, whatever the timeout. The default, 600 s, is far beyond any
     healthy batch yet ends a stuck run instead of leaving it hanging silently.
+
+    ``decode_limits`` passes the decoder's guards on to every sample (the keyword arguments of `decode_batch` of
+    those names: ``max_pixels``, ``max_scans``, ``max_scan_blocks``, ``max_file_bytes``, ``strict``); unset ones keep
+    `decode_batch`'s defaults. A dataset of very large photos, for instance, needs a higher ``max_pixels``.
     """
 
     def __init__(
@@ -285,6 +289,7 @@ class Loader:
         pin_memory: bool = False,
         copy: bool = False,
         timeout: float | None = DEFAULT_TIMEOUT_S,
+        decode_limits: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(transform, (TrainTransform, EvalTransform, PadCropTransform)):
             raise TypeError(f"transform must be a TrainTransform or EvalTransform (or, for raw pixels, a "
@@ -301,6 +306,10 @@ class Loader:
             raise ValueError(f"num_threads must be >= 1 or None (all available CPUs), got {num_threads}")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be a number of seconds > 0, or None to wait forever, got {timeout}")
+        limits = dict(decode_limits or {})
+        unknown = sorted(set(limits) - set(DECODE_LIMITS))
+        if unknown:
+            raise ValueError(f"decode_limits: unknown {', '.join(unknown)}; the limits are {', '.join(DECODE_LIMITS)}")
         if (rank is None) != (world_size is None):
             raise ValueError("give both rank and world_size, or neither (then they come from torch.distributed, "
                              "popdist or the RANK / WORLD_SIZE environment)")
@@ -321,7 +330,7 @@ class Loader:
         self.timeout = None if timeout is None else float(timeout)
         stream = getattr(dataset, "stream_plan", None)  # TarShards(mode="stream"): whole shards per rank
         self.plan = Plan(len(self.paths), batch_size, int(seed), bool(shuffle), int(rank), int(world_size),
-                         bool(drop_last), on_error, stream)
+                         bool(drop_last), on_error, stream, tuple(sorted(limits.items())))
         if stream is not None:
             self._len = num_stream_batches(stream[0], batch_size, int(rank), int(world_size), bool(drop_last))
         else:
