@@ -19,7 +19,7 @@ from ipu_cnn import _C
 from ipu_cnn.data import TrainTransform, decode_batch
 from ipu_cnn.data.bboxes import BBOX_FILE_NAME, BoundingBoxes, read_bounding_boxes
 from ipu_cnn.data.datasets import ImageFolder
-from tests.conftest import encode_jpeg, photo_like
+from conftest import encode_jpeg, photo_like
 
 _M = (1 << 64) - 1
 _G = 0x9E3779B97F4A7C15
