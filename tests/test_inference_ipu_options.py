@@ -155,6 +155,7 @@ def test_compile_only_compiles_the_benchmark_executable_and_stops(monkeypatch: p
     out = capsys.readouterr().out
     assert "compiled the inference executable for host batch 6 x 3 x 32 x 32" in out
     assert "not kept: add --executable-cache-dir" in out and "throughput" not in out.lower()
+    assert "compile only" in out and "measured iterations" not in out
 
 
 def test_the_docs_inference_table_matches_the_inference_help() -> None:
@@ -174,3 +175,14 @@ def test_the_docs_inference_table_matches_the_inference_help() -> None:
             assert verdict.startswith("not applicable here, because "), (options, verdict)
             for option in options:
                 assert not re.search(rf"{re.escape(option)}\b", help_text), option
+
+
+def test_export_says_it_ignores_the_ipu_options(tmp_path: Any, capsys: pytest.CaptureFixture) -> None:
+    from ipu_cnn.inference.export import run_export
+
+    options = options_for("export", output=str(tmp_path / "model.pt"), model="resnet18", random_weights=True,
+                          image_size=32, num_classes=4, check=False, device="cpu", pipeline_splits=["layer3"])
+    run_export(options)
+    assert (tmp_path / "model.pt").is_file()
+    err = capsys.readouterr().err
+    assert "--pipeline-splits ignored on cpu: " in err

@@ -108,8 +108,9 @@ def _benchmark(options: InferenceOptions, device_type: str, dist: DistContext) -
         ipu = f", {replicas} replica(s) x {options.device_iterations} device iterations" if device_type == "ipu" else ""
         print(f"benchmarking {loaded.describe()}", file=out)
         print(f"device {device_type} x {dist.world_size} process(es){ipu}, data {data}, micro batch {micro} "
-              f"(host batch {host_batch}), precision {options.precision}, {warmup} warm-up + "
-              f"{iterations} measured iterations", file=out, flush=True)
+              f"(host batch {host_batch}), precision {options.precision}, "
+              + ("compile only" if options.compile_only else f"{warmup} warm-up + {iterations} measured iterations"),
+              file=out, flush=True)
     if options.compile_only:
         _compile_only(runner, loaded, host_batch, out if dist.is_main else None, options.executable_cache_dir)
         return None
