@@ -256,13 +256,41 @@ def add_half_partial_option(group: Any, help: str = "IPU: half-precision partial
     group.add_argument("--half-partial", action="store_true", help=help)
 
 
-def add_ipu_tuning_options(group: Any, *, cache_default: str | None, cache_help: str,
-                           memory_help: str = "IPU: fraction of tile memory for matmul/conv temporaries") -> None:
+def add_ipu_tuning_options(group: Any, *, cache_default: str | None, cache_help: str) -> None:
     """The PopTorch knobs both applications pass on: memory proportion (one value, or one per pipeline stage) and
     executable cache."""
     group.add_argument("--available-memory-proportion", type=float, nargs="+", default=None, metavar="PROPORTION",
-                       help=memory_help)
+                       help="IPU: fraction of tile memory for matmul/conv temporaries; one value for every pipeline "
+                       "stage, or one per stage")
     group.add_argument("--executable-cache-dir", default=cache_default, help=cache_help)
+
+
+def add_ipu_graph_options(group: Any) -> None:
+    """Graphcore's IPU options that shape the compiled program in both applications (one spelling and help each):
+    pipeline stages, exchange target, I/O tiles, offline compilation and profiling. The training-only ones
+    (recomputation, optimizer-state placement, floating-point exceptions) stay in the training parser."""
+    from ipu_cnn.backends.ipu import EXCHANGE_MEMORY_TARGETS, IPU_VERSIONS  # lazily: torch is not needed for _cli
+
+    group.add_argument("--pipeline-splits", nargs="*", default=[], metavar="MODULE",
+                       help="modules where pipeline stages 2, 3, ... begin, one IPU per stage (the model's module "
+                       "names, e.g. blocks.3.0.conv_pw; Graphcore's blocks/3/0/conv_pw spelling works too); "
+                       "inference pipelines the forward pass the same way")
+    group.add_argument("--exchange-memory-target", choices=EXCHANGE_MEMORY_TARGETS, default=None,
+                       help="Poplar's exchange optimisation target: cycles (fastest, most memory), balanced or memory "
+                       "(default: Poplar's)")
+    group.add_argument("--num-io-tiles", type=non_negative_int, default=0,
+                       help="tiles set aside to overlap host I/O with compute (0: none; else even, 32 to 192)")
+    group.add_argument("--compile-only", action="store_true",
+                       help="compile the executable (training: the training step; inference: the forward pass for "
+                       "the host batch) for an offline IPU target and stop, without attaching to IPUs (IPU only; "
+                       "keep it with --executable-cache-dir)")
+    group.add_argument("--offline-target-ipu-version", type=int, choices=IPU_VERSIONS, default=None,
+                       help="IPU version --compile-only targets (1: Mk1, 2: Mk2, 21: Bow; default: this machine's "
+                       "IPUs)")
+    group.add_argument("--profile", nargs="?", const="", default=None, metavar="DIR",
+                       help="write a PopVision Graph Analyser report (compilation and execution) into DIR (default: "
+                       "RUN_DIR/profile in training, ./profile in inference); keep the profiled run short (training: "
+                       "--max-steps N; inference: a few measured iterations) (IPU only)")
 
 
 def add_seed_option(group: Any, help: str) -> None:

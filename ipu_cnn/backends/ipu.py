@@ -385,16 +385,26 @@ class IpuBackend:
     def _infer(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """Float32 logits of `images` through `model` compiled for inference; a short batch is padded to the
         compiled batch size and the padding's outputs dropped."""
+        compiled = self._inference_model(model)
+        full = self.eval_batch_size
+        n = int(images.shape[0])
+        if n < full:
+            images = torch.cat([images, images.new_zeros((full - n, *images.shape[1:]))])
+        return compiled(images.contiguous())[:n].float()
+
+    def _inference_model(self, model: nn.Module) -> Any:
+        """`model` wrapped in ``poptorch.inferenceModel`` (once per model), annotated with the settings' stages."""
         if self._inference is None or self._inference_source is not model:
             options = ipu_options(self.settings, self.poptorch, training=False, popdist=self.popdist)
             self.annotate(model)  # the same stages as training: the options ask for one IPU per stage
             self._inference = self.poptorch.inferenceModel(model.eval(), options=options)
             self._inference_source = model
-        full = self.eval_batch_size
-        n = int(images.shape[0])
-        if n < full:
-            images = torch.cat([images, images.new_zeros((full - n, *images.shape[1:]))])
-        return self._inference(images.contiguous())[:n].float()
+        return self._inference
+
+    def compile_inference(self, model: nn.Module, images: torch.Tensor) -> None:
+        """Compile `model`'s inference executable for host batches shaped like `images`, without running it
+        (inference's ``--compile-only``; offline when the settings say so)."""
+        self._inference_model(model).compile(images.contiguous())
 
     def eval_step(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                   criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> StepResult:

@@ -65,9 +65,9 @@ def _images(source: BatchSource) -> Iterator[torch.Tensor]:
         yield images
 
 
-def run_benchmark(options: InferenceOptions, dist: DistContext | None = None) -> Figures:
+def run_benchmark(options: InferenceOptions, dist: DistContext | None = None) -> Figures | None:
     """Benchmark as `options` say (the benchmark mode's options); returns the figures reduced over ranks, which
-    rank 0 also prints (and writes with ``--json``)."""
+    rank 0 also prints (and writes with ``--json``); None after ``--compile-only`` (nothing ran)."""
     device_type = resolve_device_type(options.device)  # --device ipu without PopTorch fails here, first
     own_dist = dist is None
     dist = dist or init_distributed(device_type)
@@ -78,7 +78,24 @@ def run_benchmark(options: InferenceOptions, dist: DistContext | None = None) ->
             dist.close()
 
 
-def _benchmark(options: InferenceOptions, device_type: str, dist: DistContext) -> Figures:
+def _compile_only(runner: Runner, loaded: Any, host_batch: int, out: TextIO | None, cache: str | None) -> None:
+    """``--compile-only``: compile the inference executable for one host batch of uint8 images at the model's eval
+    size (offline when no IPU is attached), and stop; `out` (rank 0's stream, else None) gets one line."""
+    height, width = loaded.preprocessing.eval_transform().output_hw
+    images = torch.zeros((host_batch, 3, height, width), dtype=torch.uint8)
+    start = time.perf_counter()
+    try:
+        runner.compile(images)
+    finally:
+        runner.close()
+    seconds = time.perf_counter() - start
+    if out is not None:
+        kept = f"cached in {cache}" if cache else "not kept: add --executable-cache-dir to keep it"
+        print(f"compiled the inference executable for host batch {host_batch} x 3 x {height} x {width} in "
+              f"{seconds:.1f} s (--compile-only); {kept}", file=out, flush=True)
+
+
+def _benchmark(options: InferenceOptions, device_type: str, dist: DistContext) -> Figures | None:
     loaded = load_model(ModelChoice.from_options(options), default_weights="random")
     micro = int(options.micro_batch_size or 32)
     data = str(options.data or "real")
@@ -91,8 +108,12 @@ def _benchmark(options: InferenceOptions, device_type: str, dist: DistContext) -
         ipu = f", {replicas} replica(s) x {options.device_iterations} device iterations" if device_type == "ipu" else ""
         print(f"benchmarking {loaded.describe()}", file=out)
         print(f"device {device_type} x {dist.world_size} process(es){ipu}, data {data}, micro batch {micro} "
-              f"(host batch {host_batch}), precision {options.precision}, {warmup} warm-up + "
-              f"{iterations} measured iterations", file=out, flush=True)
+              f"(host batch {host_batch}), precision {options.precision}, "
+              + ("compile only" if options.compile_only else f"{warmup} warm-up + {iterations} measured iterations"),
+              file=out, flush=True)
+    if options.compile_only:
+        _compile_only(runner, loaded, host_batch, out if dist.is_main else None, options.executable_cache_dir)
+        return None
     source = benchmark_source(data, host_batch, loaded.preprocessing, runner.device,
                               pin_memory=runner.backend.pin_memory, data_path=options.data_path,
                               num_threads=options.dataloader_worker, prefetch=int(options.dataloader_prefetch or 2),

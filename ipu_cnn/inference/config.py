@@ -63,6 +63,12 @@ class InferenceOptions:
     half_partial: bool
     available_memory_proportion: list[float] | None
     executable_cache_dir: str | None
+    pipeline_splits: list[str]
+    exchange_memory_target: str | None
+    num_io_tiles: int
+    compile_only: bool
+    offline_target_ipu_version: int | None
+    profile: str | None
     seed: int
     # benchmark and predict
     micro_batch_size: int | None = None
@@ -146,13 +152,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                                half_dtype_help="autocast dtype of 16.16 on CPU/CUDA (auto: bfloat16 on CPU, float16 on "
                                "CUDA)")
 
-    g = parser.add_argument_group("IPU (PopTorch inferenceModel)")
+    g = parser.add_argument_group("IPU (PopTorch inferenceModel; ignored on CPU/CUDA with one line each, except "
+                                  "--compile-only and --profile, which need --device ipu)")
     _cli.add_parallel_options(g, replicas_help="IPU replication factor",
                               iterations_help="micro-batches the IPU runs per host call (IPU only)")
     _cli.add_half_partial_option(g, "half-precision partials in matmuls and convolutions")
     _cli.add_ipu_tuning_options(g, cache_default=os.environ.get("POPTORCH_CACHE_DIR"),
-                                cache_help="folder caching compiled IPU executables (default: $POPTORCH_CACHE_DIR)",
-                                memory_help="fraction of tile memory for matmul/convolution temporaries")
+                                cache_help="folder caching compiled IPU executables (default: $POPTORCH_CACHE_DIR)")
+    _cli.add_ipu_graph_options(g)
     _cli.add_seed_option(g, "seed of random weights and generated data")
 
 
@@ -326,9 +333,25 @@ def check_options(options: InferenceOptions) -> None:
         ModelShape.from_record(options.as_dict())
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    proportions = options.available_memory_proportion
-    if isinstance(proportions, (int, float)):  # one number from a mapping or an older record
-        proportions = [proportions]
-    for proportion in proportions or ():
-        if not 0.0 < proportion <= 1.0:
-            raise SystemExit(f"--available-memory-proportion must be in (0, 1], got {proportion}")
+    if options.offline_target_ipu_version is not None and not options.compile_only:
+        raise SystemExit("--offline-target-ipu-version is the target of --compile-only: add --compile-only, or drop it")
+    if options.device != "ipu":
+        for flag, asked, why in (("--compile-only", options.compile_only, "it builds a PopTorch executable without "
+                                  "IPUs"),
+                                 ("--profile", options.profile is not None, "it writes a PopVision report of the IPU "
+                                  "program; on CPU/CUDA use torch.profiler or Nsight")):
+            if asked:
+                raise SystemExit(f"{flag} needs --device ipu ({options.device} here): {why}")
+    if options.mode == "predict" and options.compile_only:
+        raise SystemExit("--compile-only compiles the benchmark's executable: run it without the predict mode (the "
+                         "same model options and --micro-batch-size compile the same program)")
+    from ipu_cnn.backends.ipu import IpuSettings, check_ipu_settings
+
+    try:
+        check_ipu_settings(IpuSettings(pipeline_splits=tuple(options.pipeline_splits or ()),
+                                       available_memory_proportion=options.available_memory_proportion,
+                                       exchange_memory_target=options.exchange_memory_target,
+                                       num_io_tiles=options.num_io_tiles,
+                                       offline_target_ipu_version=options.offline_target_ipu_version))
+    except ValueError as error:
+        raise SystemExit(str(error)) from None

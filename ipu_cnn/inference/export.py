@@ -166,6 +166,10 @@ def run_export(options: InferenceOptions) -> dict[str, Any]:
     if fmt == "onnx":
         _import_onnx_exporter()  # before the model is built: a missing extra is the first thing said
     device_type = resolve_device_type(options.device)
+    from ipu_cnn.inference.runner import ignored_ipu_lines
+
+    for line in ignored_ipu_lines(options, device_type):  # export is never on an IPU (the parser refuses it)
+        print(line, file=sys.stderr)
     loaded = load_model(ModelChoice.from_options(options), default_weights=None)
     layout = str(options.input_layout or "nchw")
     softmax = bool(options.softmax)

@@ -8,6 +8,7 @@ batch and returns when its logits are on the host, so the time of a call is the 
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 import torch
 from torch import nn
@@ -33,17 +34,39 @@ class Runner:
         """Logits (float32, host) of uint8 images ``[B, 3, H, W]``."""
         return self.backend.predict(self.model, images)
 
+    def compile(self, images: torch.Tensor) -> None:
+        """Compile the model for host batches shaped like `images` without running it (``--compile-only``; IPU
+        only: the parser refuses it elsewhere)."""
+        compile_inference = getattr(self.backend, "compile_inference", None)
+        if compile_inference is None:
+            raise RuntimeError(f"--compile-only needs --device ipu (the {self.backend.name} backend runs the model "
+                               "eagerly)")
+        compile_inference(self.model, images)
+
     def close(self) -> None:
         """Release the device."""
         self.backend.close()
 
 
 def ipu_settings(options: InferenceOptions, *, synthetic_data: bool = False) -> IpuSettings:
-    """The PopTorch settings of an inference invocation."""
+    """The PopTorch settings of an inference invocation (the training-only ones keep their defaults); ``--profile``
+    without a folder writes into ``./profile``."""
+    profile = None if options.profile is None else (options.profile or "profile")
     return IpuSettings(replicas=options.replicas, device_iterations=options.device_iterations, seed=options.seed,
                        precision=options.precision, half_partial=options.half_partial,
                        available_memory_proportion=options.available_memory_proportion,
-                       executable_cache_dir=options.executable_cache_dir, synthetic_data=synthetic_data)
+                       executable_cache_dir=options.executable_cache_dir, synthetic_data=synthetic_data,
+                       pipeline_splits=tuple(options.pipeline_splits or ()),
+                       exchange_memory_target=options.exchange_memory_target, num_io_tiles=options.num_io_tiles,
+                       offline_target_ipu_version=options.offline_target_ipu_version,
+                       compile_only=options.compile_only, profile_dir=profile)
+
+
+def ignored_ipu_lines(options: InferenceOptions, device_type: str) -> list[str]:
+    """One line per IPU-only option given to a CPU/CUDA invocation, saying what runs instead (training's lines)."""
+    from ipu_cnn.train.plan import ignored_ipu_options
+
+    return ignored_ipu_options(options, device_type)
 
 
 def create_runner(model: nn.Module, options: InferenceOptions, micro_batch_size: int, *, synthetic_data: bool = False,
@@ -53,6 +76,9 @@ def create_runner(model: nn.Module, options: InferenceOptions, micro_batch_size:
     then told to make it itself; CPU/CUDA are fed a batch made on them once)."""
     device_type = resolve_device_type(options.device)
     dist = dist or DistContext()
+    if dist.is_main:
+        for line in ignored_ipu_lines(options, device_type):
+            print(line, file=sys.stderr)
     # under poprun, each instance drives popdist's local replica count, whatever --replicas says
     replicas = dist.local_replicas or options.replicas
     settings = dataclasses.replace(ipu_settings(options, synthetic_data=synthetic_data), replicas=replicas)

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from ipu_cnn import _cli
-from ipu_cnn.backends.ipu import EXCHANGE_MEMORY_TARGETS, IPU_VERSIONS, IpuSettings, check_ipu_settings
+from ipu_cnn.backends.ipu import IpuSettings, check_ipu_settings
 from ipu_cnn.backends.precision import PRECISIONS
 
 DATA_MODES = ("demo", "generated", "synthetic", "imagenet", "folder", "filelist", "shards", "cifar10")
@@ -397,30 +397,13 @@ def build_parser(add_help: bool = True, epilog: str | None = None) -> argparse.A
                    help="torch.distributed backend under torchrun (auto: NCCL on CUDA, gloo on CPU)")
     g.add_argument("--recompute-mode", choices=("none", "auto", "manual"), default="none",
                    help="IPU: recomputation of activations in the backward pass")
-    _cli.add_ipu_tuning_options(g, cache_default=None, cache_help="IPU: folder caching compiled executables",
-                                memory_help="IPU: fraction of tile memory for matmul/conv temporaries; one value for "
-                                "every pipeline stage, or one per stage")
+    _cli.add_ipu_tuning_options(g, cache_default=None, cache_help="IPU: folder caching compiled executables")
 
     g = p.add_argument_group("IPU (ignored on CPU/CUDA with one log line each, except where said)")
-    g.add_argument("--pipeline-splits", nargs="*", default=[], metavar="MODULE",
-                   help="modules where pipeline stages 2, 3, ... begin, one IPU per stage (the model's module names, "
-                   "e.g. blocks.3.0.conv_pw; Graphcore's blocks/3/0/conv_pw spelling works too)")
+    _cli.add_ipu_graph_options(g)
     g.add_argument("--recompute-checkpoints", nargs="*", default=[], metavar="MODULE",
                    help="module names or regular expressions whose outputs are kept for the backward pass (the rest "
                    "is recomputed); Graphcore's add_N names the N-th residual block's output")
-    g.add_argument("--exchange-memory-target", choices=EXCHANGE_MEMORY_TARGETS, default=None,
-                   help="Poplar's exchange optimisation target: cycles (fastest, most memory), balanced or memory "
-                   "(default: Poplar's)")
-    g.add_argument("--num-io-tiles", type=_cli.non_negative_int, default=0,
-                   help="tiles set aside to overlap host I/O with compute (0: none; else even, 32 to 192)")
-    g.add_argument("--compile-only", action="store_true",
-                   help="compile the training executable for an offline IPU target and stop, without attaching to "
-                   "IPUs (IPU only; keep it with --executable-cache-dir)")
-    g.add_argument("--offline-target-ipu-version", type=int, choices=IPU_VERSIONS, default=None,
-                   help="IPU version --compile-only targets (1: Mk1, 2: Mk2, 21: Bow; default: this machine's IPUs)")
-    g.add_argument("--profile", nargs="?", const="", default=None, metavar="DIR",
-                   help="write a PopVision Graph Analyser report (compilation and execution) into DIR (default "
-                   "RUN_DIR/profile); add --max-steps N to profile a few steps only (IPU only)")
     g.add_argument("--offload-optimizer", action="store_true",
                    help="keep the optimizer state in streaming memory instead of on chip")
     g.add_argument("--enable-optimizer-rts", action="store_true",

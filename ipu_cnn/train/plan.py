@@ -215,14 +215,15 @@ _IGNORED_OFF_IPU: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def ignored_ipu_options(options: RunOptions, device_type: str) -> list[str]:
-    """One line per IPU-only option set on a CPU/CUDA run, saying what the run does instead (none on IPUs)."""
+def ignored_ipu_options(options: Any, device_type: str) -> list[str]:
+    """One line per IPU-only option set on a CPU/CUDA run, saying what the run does instead (none on IPUs).
+    `options` is a `RunOptions` or the inference application's options (which lack the training-only ones)."""
     if device_type == "ipu":
         return []
     defaults = {"recompute_mode": "none", "num_io_tiles": 0}
     lines = []
     for key, flag, why in _IGNORED_OFF_IPU:
-        value = getattr(options, key)
+        value = getattr(options, key, None)
         if value in (None, False, [], ()) or value == defaults.get(key):
             continue
         lines.append(f"{flag} ignored on {device_type}: {why}")
