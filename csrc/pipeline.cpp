@@ -33,11 +33,15 @@ const char* file_kind(mode_t mode) {
 }
 
 // Read until buf holds `want` bytes from offset `have`, or the file ends. Returns the bytes held, or -errno.
-// The file was opened O_NONBLOCK (so that opening a FIFO cannot block); that flag means nothing for the regular files
-// read here on local filesystems, so it is cleared only if a read ever says EAGAIN (a network or FUSE filesystem).
-ssize_t read_into(int fd, uint8_t* buf, size_t have, size_t want) {
+// Read bytes [have, want) of buf: with read(2) from the file position when `at` < 0, else with pread(2) from file
+// offset `at` + have (no shared file position, so one descriptor serves any thread). Returns the bytes held (less than
+// want when the file ends first) or -errno. The file was opened O_NONBLOCK (so that opening a FIFO cannot block); that
+// flag means nothing for the regular files read here on local filesystems, so it is cleared only if a read ever says
+// EAGAIN (a network or FUSE filesystem).
+ssize_t read_into(int fd, int64_t at, uint8_t* buf, size_t have, size_t want) {
   while (have < want) {
-    const ssize_t n = ::read(fd, buf + have, want - have);
+    const ssize_t n = at < 0 ? ::read(fd, buf + have, want - have)
+                             : ::pread(fd, buf + have, want - have, off_t(uint64_t(at) + have));
     g_reads.fetch_add(1, std::memory_order_relaxed);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -47,27 +51,7 @@ ssize_t read_into(int fd, uint8_t* buf, size_t have, size_t want) {
       }
       return -errno;
     }
-    if (n == 0) break;  // the file shrank while reading
-    have += size_t(n);
-    g_bytes.fetch_add(uint64_t(n), std::memory_order_relaxed);
-  }
-  return ssize_t(have);
-}
-
-// As read_into, with pread at file offset `at` + have: no shared file position, so one descriptor serves any thread.
-ssize_t pread_into(int fd, uint64_t at, uint8_t* buf, size_t have, size_t want) {
-  while (have < want) {
-    const ssize_t n = ::pread(fd, buf + have, want - have, off_t(at + have));
-    g_reads.fetch_add(1, std::memory_order_relaxed);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        const int flags = ::fcntl(fd, F_GETFL);
-        if (flags >= 0 && (flags & O_NONBLOCK) && ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == 0) continue;
-      }
-      return -errno;
-    }
-    if (n == 0) break;  // past the end of the file
+    if (n == 0) break;  // the file ended (it shrank while reading, or the range lies past its end)
     have += size_t(n);
     g_bytes.fetch_add(uint64_t(n), std::memory_order_relaxed);
   }
@@ -192,6 +176,37 @@ std::string check_head(const uint8_t* buf, size_t head, uint64_t file_bytes) {
 
 }  // namespace
 
+// The size cap, for a file or a shard member (`what`) of `size` bytes: empty when it is within opts.max_file_bytes.
+std::string over_size_limit(const char* what, uint64_t size, const DecodeOptions& opts) {
+  if (opts.max_file_bytes > 0 && size > uint64_t(opts.max_file_bytes)) {
+    return std::string(what) + " of " + mib(size) + " (" + std::to_string(size) + " bytes) is above the limit of " +
+           mib(uint64_t(opts.max_file_bytes)) + " (raise max_file_bytes to allow it)";
+  }
+  return "";
+}
+
+// Read `size` bytes of fd (from its position when `at` < 0, else from offset `at`) into buf, resized to what was read.
+// Above kPlainReadBytes the head is read first and must be a plausible JPEG for its size (check_head); a large
+// non-JPEG is read no further than that head. *wanted gets the bytes that should have been read.
+std::string read_bounded(int fd, int64_t at, uint64_t size, std::vector<uint8_t>* buf, size_t* wanted) {
+  size_t want = size_t(size);
+  ssize_t got = 0;
+  if (size > kPlainReadBytes) {
+    buf->resize(kPlainReadBytes);
+    got = read_into(fd, at, buf->data(), 0, kPlainReadBytes);
+    if (got < 0) return std::string("read error: ") + std::strerror(int(-got));
+    std::string bad = check_head(buf->data(), size_t(got), size);
+    if (!bad.empty()) return bad;
+    if (!looks_like_jpeg(buf->data(), size_t(got))) want = size_t(got);
+  }
+  buf->resize(want);
+  got = read_into(fd, at, buf->data(), size_t(got), want);
+  if (got < 0) return std::string("read error: ") + std::strerror(int(-got));
+  buf->resize(size_t(got));
+  *wanted = want;
+  return "";
+}
+
 std::string read_file(const std::string& path, const DecodeOptions& opts, std::vector<uint8_t>* buf) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   g_opens.fetch_add(1, std::memory_order_relaxed);
@@ -206,33 +221,16 @@ std::string read_file(const std::string& path, const DecodeOptions& opts, std::v
     return std::string("is ") + file_kind(st.st_mode) + ", not an image file (only regular files are read)";
   }
   const uint64_t size = uint64_t(st.st_size);
-  if (opts.max_file_bytes > 0 && size > uint64_t(opts.max_file_bytes)) {
-    return "file of " + mib(size) + " (" + std::to_string(size) + " bytes) is above the limit of " +
-           mib(uint64_t(opts.max_file_bytes)) + " (raise max_file_bytes to allow it)";
-  }
-  size_t want = size_t(size);
-  ssize_t got = 0;
-  if (size > kPlainReadBytes) {
-    buf->resize(kPlainReadBytes);
-    got = read_into(fd, buf->data(), 0, kPlainReadBytes);
-    if (got < 0) return std::string("read error: ") + std::strerror(int(-got));
-    std::string bad = check_head(buf->data(), size_t(got), size);
-    if (!bad.empty()) return bad;
-    if (!looks_like_jpeg(buf->data(), size_t(got))) want = size_t(got);
-  }
-  buf->resize(want);
-  got = read_into(fd, buf->data(), size_t(got), want);
-  if (got < 0) return std::string("read error: ") + std::strerror(int(-got));
-  buf->resize(size_t(got));
-  return "";
+  std::string too_big = over_size_limit("file", size, opts);
+  if (!too_big.empty()) return too_big;
+  size_t want = 0;
+  return read_bounded(fd, -1, size, buf, &want);  // a file that shrank while read keeps what it held
 }
 
 std::string read_range(const std::string& path, uint64_t offset, uint64_t length, const DecodeOptions& opts,
                        std::vector<uint8_t>* buf) {
-  if (opts.max_file_bytes > 0 && length > uint64_t(opts.max_file_bytes)) {
-    return "member of " + mib(length) + " (" + std::to_string(length) + " bytes) is above the limit of " +
-           mib(uint64_t(opts.max_file_bytes)) + " (raise max_file_bytes to allow it)";
-  }
+  std::string too_big = over_size_limit("member", length, opts);
+  if (!too_big.empty()) return too_big;
   std::lock_guard<std::mutex> hold(t_files.mu);  // drop_cached_files() may not close it under our read
   std::string err;
   const CachedFile* f = cached_file(path, &err);
@@ -242,20 +240,11 @@ std::string read_range(const std::string& path, uint64_t offset, uint64_t length
            " lies past the end of the shard (" + std::to_string(f->size) +
            " bytes): the shard is truncated or was rewritten after it was indexed";
   }
-  size_t want = size_t(length);
-  ssize_t got = 0;
-  if (length > kPlainReadBytes) {  // as read_file: a large member must be a plausible JPEG before all of it is read
-    buf->resize(kPlainReadBytes);
-    got = pread_into(f->fd, offset, buf->data(), 0, kPlainReadBytes);
-    if (got < 0) return std::string("read error: ") + std::strerror(int(-got));
-    std::string bad = check_head(buf->data(), size_t(got), length);
-    if (!bad.empty()) return bad;
-    if (!looks_like_jpeg(buf->data(), size_t(got))) want = size_t(got);
-  }
-  buf->resize(want);
-  got = pread_into(f->fd, offset, buf->data(), size_t(got), want);
-  if (got < 0) return std::string("read error: ") + std::strerror(int(-got));
-  if (size_t(got) < want) {
+  size_t want = 0;  // as read_file: a large member must be a plausible JPEG before all of it is read
+  std::string err_read = read_bounded(f->fd, int64_t(offset), length, buf, &want);
+  if (!err_read.empty()) return err_read;
+  const size_t got = buf->size();
+  if (got < want) {
     return "member at bytes " + std::to_string(offset) + ".." + std::to_string(offset + length) + " ends early: " +
            "the shard holds only " + std::to_string(offset + uint64_t(got)) + " bytes (truncated)";
   }
