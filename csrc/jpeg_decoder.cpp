@@ -552,7 +552,9 @@ DecodeReport JpegDecoder::decode_region(const uint8_t* data, size_t size, int sc
   const int max_cols = std::min(SW, cols + 64);
   buf->resize(size_t(max_cols) * 4 * size_t(y1 - y0));
   const bool whole = (y0 == 0 && y1 == SH);
-  if (use_restart_index_ && !whole && y0 > 0 && !c.progressive_mode && !c.arith_code) {
+  // Only a file with restart markers can carry an index: the others (nearly all) skip the second header walk that
+  // looking for the index segment costs.
+  if (use_restart_index_ && !whole && y0 > 0 && c.restart_interval != 0 && !c.progressive_mode && !c.arith_code) {
     DecodeReport fast = decode_region_indexed(data, size, scale_num, x0, y0, x1, y1, buf, got);
     if (fast.status != Status::Fallback) return fast;
   }
