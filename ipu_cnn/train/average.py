@@ -18,10 +18,11 @@ and so is the other stage's of a ``--half-res-training`` run.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -69,10 +70,11 @@ def average_state_dicts(states: Sequence[Mapping[str, torch.Tensor]], strategy: 
 
 
 def select_checkpoints(folder: str | Path, last: int = -1, stage: str | None = None,
-                       max_step: int | None = None) -> list[Path]:
+                       max_step: int | None = None,
+                       load: Callable[[Path], dict[str, Any]] = load_checkpoint) -> list[Path]:
     """The checkpoints of `folder` (or its ``checkpoints/``) to average, oldest first: epoch-boundary ones (not
     ``-interrupted``), taken at or before `max_step` when given (by name), of `stage` when given (read from the
-    files, newest first, only until `last` are found), the `last` newest (-1: all)."""
+    files with `load`, newest first, only until `last` are found), the `last` newest (-1: all)."""
     if last == 0 or last < -1:
         raise ValueError(f"--weight-avg-N must be a positive number of checkpoints or -1 for all, got {last}")
     folder = Path(folder).expanduser()
@@ -86,7 +88,7 @@ def select_checkpoints(folder: str | Path, last: int = -1, stage: str | None = N
     for path in reversed(found):
         if last != -1 and len(chosen) == last:
             break
-        if stage is None or load_checkpoint(path).get("stage", "train") == stage:
+        if stage is None or load(path).get("stage", "train") == stage:
             chosen.append(path)
     if not chosen:
         raise FileNotFoundError(f"--checkpoint-input-dir {folder}: no epoch checkpoints (checkpoint-*.pt, not "
@@ -100,14 +102,14 @@ def averaged_path(newest: Mapping[str, Any], folder: Path) -> Path:
     return folder / (checkpoint_name(int(newest["epoch"]), int(newest["step"]))[:-3] + AVERAGED_SUFFIX)
 
 
-def average_checkpoints(paths: Sequence[Path], strategy: str, decay: float = 0.99,
-                        output: Path | None = None) -> tuple[Path, dict[str, Any]]:
-    """Average the ``model`` weights of checkpoint files `paths` (oldest first) and write the averaged checkpoint
-    (default: `averaged_path` beside the newest); returns its path and contents."""
+def average_checkpoints(paths: Sequence[Path], strategy: str, decay: float = 0.99, output: Path | None = None,
+                        load: Callable[[Path], dict[str, Any]] = load_checkpoint) -> tuple[Path, dict[str, Any]]:
+    """Average the ``model`` weights of checkpoint files `paths` (oldest first, read with `load`) and write the
+    averaged checkpoint (default: `averaged_path` beside the newest); returns its path and contents."""
     states: list[dict[str, torch.Tensor]] = []
     newest: dict[str, Any] = {}
     for path in paths:
-        state = load_checkpoint(path)
+        state = load(path)
         if newest and (state["model_name"], state["num_classes"]) != (newest["model_name"], newest["num_classes"]):
             raise ValueError(f"{path}: holds {state['model_name']} with {state['num_classes']} classes, the others "
                              f"{newest['model_name']} with {newest['num_classes']}: average one run's checkpoints")
@@ -145,13 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> int:
         folder = Path(args.checkpoint_input_dir).expanduser()
+        load = functools.cache(load_checkpoint)  # each file read and verified once: for its stage, then its weights
         stage = args.stage
         if stage is None:  # the newest checkpoint's stage: a half-res run's folder holds both
             newest = select_checkpoints(folder, 1)
-            stage = load_checkpoint(newest[-1]).get("stage", "train")
-        paths = select_checkpoints(folder, args.weight_avg_N, stage)
+            stage = load(newest[-1]).get("stage", "train")
+        paths = select_checkpoints(folder, args.weight_avg_N, stage, load=load)
         path, _ = average_checkpoints(paths, args.weight_avg_strategy, args.weight_avg_exp_decay,
-                                      Path(args.output).expanduser() if args.output else None)
+                                      Path(args.output).expanduser() if args.output else None, load=load)
         how = args.weight_avg_strategy + (f" (decay {args.weight_avg_exp_decay})"
                                           if args.weight_avg_strategy == "exponential" else "")
         print(f"averaged {len(paths)} checkpoint{'s' if len(paths) > 1 else ''} ({how}): "
