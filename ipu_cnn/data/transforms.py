@@ -41,8 +41,24 @@ def _filter_code(interpolation: str) -> int:
         ) from None
 
 
+class _OutputGeometry:
+    """What every transform derives from its ``size`` and ``interpolation`` fields: the output (height, width) and the
+    native filter code."""
+
+    size: int | tuple[int, int]
+    interpolation: str
+
+    @property
+    def output_hw(self) -> tuple[int, int]:
+        return _size_hw(self.size)
+
+    @property
+    def filter(self) -> int:
+        return _filter_code(self.interpolation)
+
+
 @dataclass(frozen=True)
-class TrainTransform:
+class TrainTransform(_OutputGeometry):
     """torchvision RandomResizedCrop(size, scale, ratio, antialias=True) + RandomHorizontalFlip(flip_prob).
 
     The crop box is sampled exactly as ``RandomResizedCrop.get_params`` does (area fraction uniform in ``scale``,
@@ -74,10 +90,6 @@ class TrainTransform:
         if self.boxes is not None and not callable(getattr(self.boxes, "native", None)):
             raise TypeError(f"boxes must be an ipu_cnn.data.BoundingBoxes, got {type(self.boxes).__name__}")
 
-    @property
-    def output_hw(self) -> tuple[int, int]:
-        return _size_hw(self.size)
-
     def native(self) -> "_C.CropParams":
         """The parameters as the native core takes them."""
         p = _C.CropParams()
@@ -90,13 +102,9 @@ class TrainTransform:
             p.boxes = self.boxes.native()
         return p
 
-    @property
-    def filter(self) -> int:
-        return _filter_code(self.interpolation)
-
 
 @dataclass(frozen=True)
-class EvalTransform:
+class EvalTransform(_OutputGeometry):
     """torchvision ``Resize(resize_size, antialias=True)`` then ``CenterCrop(size)``, fused into one antialiased resize.
 
     The geometry is torchvision's, integer for integer: ``Resize(int)`` takes the shorter side to ``resize_size`` and
@@ -150,10 +158,6 @@ class EvalTransform:
             )
 
     @property
-    def output_hw(self) -> tuple[int, int]:
-        return _size_hw(self.size)
-
-    @property
     def resize(self) -> int | tuple[int, int]:
         """torchvision ``Resize``'s argument: the shorter side's target (an int), or (height, width)."""
         if self.resize_size is None:
@@ -177,13 +181,9 @@ class EvalTransform:
             p.resize_h, p.resize_w = resize
         return p
 
-    @property
-    def filter(self) -> int:
-        return _filter_code(self.interpolation)
-
 
 @dataclass(frozen=True)
-class PadCropTransform:
+class PadCropTransform(_OutputGeometry):
     """torchvision ``RandomCrop(image size, padding=padding)`` + ``RandomHorizontalFlip(flip_prob)`` on raw pixels, the
     usual CIFAR training augmentation, then a resize to ``size`` when that is not the image's own size.
 
@@ -206,10 +206,6 @@ class PadCropTransform:
         if not 0 <= self.flip_prob <= 1:
             raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob!r}")
 
-    @property
-    def output_hw(self) -> tuple[int, int]:
-        return _size_hw(self.size)
-
     def native(self) -> "_C.CropParams":
         """The parameters as the native core takes them."""
         p = _C.CropParams()
@@ -218,10 +214,6 @@ class PadCropTransform:
         p.pad = int(self.padding)
         p.flip_prob = float(self.flip_prob)
         return p
-
-    @property
-    def filter(self) -> int:
-        return _filter_code(self.interpolation)
 
 
 Transform = TrainTransform | EvalTransform
