@@ -554,7 +554,8 @@ DecodeReport JpegDecoder::decode_region(const uint8_t* data, size_t size, int sc
   const bool whole = (y0 == 0 && y1 == SH);
   // Only a file with restart markers can carry an index: the others (nearly all) skip the second header walk that
   // looking for the index segment costs.
-  if (use_restart_index_ && !whole && y0 > 0 && c.restart_interval != 0 && !c.progressive_mode && !c.arith_code) {
+  if (use_restart_index_ && !(whole && x0 == 0 && x1 == SW) && c.restart_interval != 0 && !c.progressive_mode &&
+      !c.arith_code) {
     DecodeReport fast = decode_region_indexed(data, size, scale_num, x0, y0, x1, y1, buf, got);
     if (fast.status != Status::Fallback) return fast;
   }
@@ -576,18 +577,23 @@ DecodeReport JpegDecoder::decode_region(const uint8_t* data, size_t size, int sc
   return r;
 }
 
-// The rows above a region cost their entropy decoding on the normal path (jpeg_skip_scanlines must Huffman-decode a
-// baseline scan up to the first row it keeps). A restart-indexed file is entered at the restart interval holding the
-// MCU row before the first needed one instead: build_restart_window makes a small JPEG of MCU rows [a, b] and that is
-// decoded, with the same scale, colour space and column window. Pixels stay bit-identical to decoding the whole file:
+// The rows above a region, and the columns left and right of it, cost their entropy decoding on the normal path
+// (jpeg_skip_scanlines must Huffman-decode a baseline scan up to the first row it keeps, and every row it keeps is
+// Huffman-decoded whole; jpeg_crop_scanline saves only the IDCT of the columns outside). A restart-indexed file is
+// read only where the region needs it: build_restart_window makes a small JPEG of MCU rows [a, b] x tiles [ta, tb]
+// and that is decoded, with the same scale, colour space and column window shifted by the tiles' origin. Pixels stay
+// bit-identical to decoding the whole file:
 // - the coefficients are the same (a restart resets the DC predictors and the bit reader, by the standard);
 // - libjpeg's fancy upsampling with vertical subsampling (h2v2, h1v2) makes each output row from its chroma row and
 //   the chroma row above or below it, through its context-row machinery; at the top and bottom of an image it
 //   replicates the edge row instead. So the window starts at the MCU row holding the output row above the first needed
 //   row and ends at the one holding the row below the last (or at the image's end): every row kept sees exactly the
 //   neighbours it sees in the whole file. Without vertical subsampling no row depends on another;
-// - the window's height is a whole number of MCU rows, or the true remainder when it reaches the bottom, so every
-//   component's partial last row is the whole file's.
+// - horizontally, jpeg_crop_scanline already makes the region's iMCU-aligned column window the upsampler's whole row
+//   (it replicates at the window's edges, whatever lies beyond), and tiles are whole MCUs, so on the iMCU grid: tiles
+//   covering [x0, x1) hold every iMCU column that window reads, at the same place relative to the window;
+// - the window's height and width are whole MCUs, or the true remainder where it reaches the bottom or right edge, so
+//   every component's partial last row and column are the whole file's.
 // Anything unexpected (no valid index, a different frame after re-reading, a warning in the window) falls back to the
 // normal path on the original bytes.
 DecodeReport JpegDecoder::decode_region_indexed(const uint8_t* data, size_t size, int scale_num, int x0, int y0,
@@ -601,28 +607,35 @@ DecodeReport JpegDecoder::decode_region_indexed(const uint8_t* data, size_t size
       int(c.restart_interval) != x.restart_interval) {
     return r;
   }
-  const int rows_per_mcu = x.mcu_h * scale_num / 8;  // output rows per MCU row at this scale
-  if (rows_per_mcu < 1 || (x.mcu_h * scale_num) % 8 != 0) return r;
+  // Output rows per MCU row and columns per tile at this scale (whole numbers: an MCU is 8 x sampling factor pixels).
+  const int rows_per_mcu = x.mcu_h * scale_num / 8;
+  const int cols_per_tile = x.tile_w * scale_num / 8;
+  if (rows_per_mcu < 1 || cols_per_tile < 1 || (x.mcu_h * scale_num) % 8 != 0 || (x.tile_w * scale_num) % 8 != 0) {
+    return r;
+  }
   // Vertical chroma upsampling (4:2:0, 4:4:0) reads one sample row above and below; without it no row needs another.
   int context = 0;
   for (int ci = 0; ci < c.num_components; ++ci) context |= c.comp_info[ci].v_samp_factor < c.max_v_samp_factor;
   const int a = std::max(0, (y0 - context) / rows_per_mcu);
-  const int b = std::min(x.intervals - 1, (y1 - 1 + context) / rows_per_mcu);
-  if (a == 0) return r;  // nothing above the window to leave out
-  if (!build_restart_window(data, size, x, a, b, &window_)) return r;
+  const int b = std::min(x.mcu_rows - 1, (y1 - 1 + context) / rows_per_mcu);
+  const int ta = x0 / cols_per_tile;
+  const int tb = std::min(x.tiles_per_row - 1, (x1 - 1) / cols_per_tile);
+  if (a == 0 && ta == 0 && tb == x.tiles_per_row - 1) return r;  // the region needs every tile of the rows it reads
+  if (!build_restart_window(data, size, x, a, b, ta, tb, &window_)) return r;
 
   // From here the open image is the window's; on any doubt the original is opened again for the normal path.
   const J_COLOR_SPACE space = c.jpeg_color_space;
   const bool cmyk = is_cmyk(c);
   const int warnings = st_->warnings;
-  const int shift = a * rows_per_mcu;
-  const int window_height = b + 1 == x.intervals ? x.height - a * x.mcu_h : (b - a + 1) * x.mcu_h;
-  int col0 = x0, cols = x1 - x0;
+  const int shift = a * rows_per_mcu, col_shift = ta * cols_per_tile;
+  const int window_height = b + 1 == x.mcu_rows ? x.height - a * x.mcu_h : (b - a + 1) * x.mcu_h;
+  const int window_width = tb + 1 == x.tiles_per_row ? x.width - ta * x.tile_w : (tb - ta + 1) * x.tile_w;
+  int col0 = x0 - col_shift, cols = x1 - x0;
   bool ok = guarded_read_header(st_, window_.data(), window_.size(), false) == 0 &&
-            int(c.image_width) == x.width && int(c.image_height) == window_height && c.jpeg_color_space == space &&
-            !c.progressive_mode && !c.arith_code;
+            int(c.image_width) == window_width && int(c.image_height) == window_height &&
+            c.jpeg_color_space == space && !c.progressive_mode && !c.arith_code;
   if (ok) {
-    const int SW = int((int64_t(x.width) * scale_num + 7) / 8);
+    const int SW = int((int64_t(window_width) * scale_num + 7) / 8);
     buf->resize(size_t(std::min(SW, cols + 64)) * 4 * size_t(y1 - y0));
     ok = guarded_decode_rows(st_, scale_num, cmyk ? JCS_CMYK : JCS_EXT_RGBX, y0 - shift, y1 - shift, &col0, &cols,
                              buf->data(), buf->size(), false) == 0 &&
@@ -641,7 +654,7 @@ DecodeReport JpegDecoder::decode_region_indexed(const uint8_t* data, size_t size
   r.warnings = st_->warnings;
   r.scale_num = scale_num;
   if (cmyk) cmyk_to_rgbx_inplace(buf->data(), size_t(cols) * size_t(y1 - y0));
-  *got = DecodedRegion{buf->data(), cols * 4, col0, y0, cols, y1 - y0};
+  *got = DecodedRegion{buf->data(), cols * 4, col0 + col_shift, y0, cols, y1 - y0};
   return r;
 }
 

@@ -402,7 +402,7 @@ PYBIND11_MODULE(_C, m) {
   // Restart-indexed JPEGs (restart_index.h): the packer's transcode, and a look at a file's index.
   m.def(
       "add_restart_index",
-      [](const py::object& data, bool optimize_coding, const DecodeOptions& opts) {
+      [](const py::object& data, bool optimize_coding, const DecodeOptions& opts, int tile_width) {
         std::vector<py::buffer_info> keep;
         Source s = to_source(data, "data", &keep);
         if (s.data == nullptr) throw py::type_error("data must be the bytes of a JPEG file, not a path");
@@ -410,7 +410,7 @@ PYBIND11_MODULE(_C, m) {
         std::string err;
         {
           py::gil_scoped_release release;
-          err = add_restart_index(s.data, s.size, opts, optimize_coding, &out);
+          err = add_restart_index(s.data, s.size, opts, optimize_coding, tile_width, &out);
         }
         if (!err.empty()) {
           py::module_ decode = py::module_::import("ipu_cnn.data.decode");
@@ -421,8 +421,10 @@ PYBIND11_MODULE(_C, m) {
         return py::bytes(reinterpret_cast<const char*>(out.data()), out.size());
       },
       py::arg("data"), py::arg("optimize_coding") = true, py::arg("options") = DecodeOptions(),
-      "Lossless transcode of a JPEG's bytes to baseline with a restart marker at every MCU row and their offsets in "
-      "an APP10 segment, so region decodes start at the row they need. Raises DecodeError saying why a file is not "
+      py::arg("tile_width") = kDefaultRestartTileWidth,
+      "Lossless transcode of a JPEG's bytes to baseline whose MCU rows are cut into restart intervals (tiles) of at "
+      "most tile_width pixels where the row allows (<= 0: one interval per row), with their offsets in an APP10 "
+      "segment, so region decodes read only the tiles they need. Raises DecodeError saying why a file is not "
       "transcoded (keep its original bytes). Already-indexed bytes come back unchanged.");
 
   m.def(
@@ -441,6 +443,9 @@ PYBIND11_MODULE(_C, m) {
         d["mcu_height"] = x.mcu_h;
         d["restart_interval"] = x.restart_interval;
         d["intervals"] = x.intervals;
+        d["mcu_rows"] = x.mcu_rows;
+        d["tiles_per_row"] = x.tiles_per_row;
+        d["tile_width"] = x.tile_w;
         d["scan_start"] = x.scan_start;
         d["scan_bytes"] = x.scan_bytes;
         d["segment_offset"] = x.segment_pos;

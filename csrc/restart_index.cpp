@@ -168,10 +168,13 @@ bool check_index(const uint8_t* d, size_t n, const Layout& L, RestartIndex* x, s
   if (!mcu_geometry(L, &mcu_w, &mcu_h)) return fail("scan layout the restart index does not cover");
   const int per_row = (width + mcu_w - 1) / mcu_w;
   const int rows = (height + mcu_h - 1) / mcu_h;
-  if (L.dri < 0 || L.restart_interval != per_row || interval != per_row) {
-    return fail("restart interval is not one MCU row (stale index)");
+  if (L.dri < 0 || L.restart_interval != interval || interval < 1 || per_row % interval != 0) {
+    return fail("restart interval does not divide the MCU row (stale index)");
   }
-  if (intervals != rows) return fail("restart index interval count is not the MCU row count (stale index)");
+  const int tiles = per_row / interval;
+  if (intervals != rows * tiles) {
+    return fail("restart index interval count is not MCU rows x intervals per row (stale index)");
+  }
   if (L.scan_start + scan_bytes + 2 > n || d[L.scan_start + scan_bytes] != 0xFF ||
       d[L.scan_start + scan_bytes + 1] != 0xD9) {
     return fail("scan does not end with EOI where the restart index says (stale index or truncated file)");
@@ -194,6 +197,9 @@ bool check_index(const uint8_t* d, size_t n, const Layout& L, RestartIndex* x, s
   x->mcu_h = mcu_h;
   x->restart_interval = interval;
   x->intervals = intervals;
+  x->mcu_rows = rows;
+  x->tiles_per_row = tiles;
+  x->tile_w = interval * mcu_w;
   x->header_end = L.seg[L.sos].pos;
   x->scan_start = L.scan_start;
   x->scan_bytes = scan_bytes;
@@ -221,6 +227,7 @@ struct Transcoder {
   jmp_buf jump;
   char message[JMSG_LENGTH_MAX + 200];
   int max_scans;
+  int tile_width;
   bool src_made, dst_made;
 };
 
@@ -312,8 +319,16 @@ int guarded_transcode(Transcoder* t, const uint8_t* data, size_t size, bool opti
   jpeg_copy_critical_parameters(&t->src, &t->dst);
   t->dst.optimize_coding = optimize ? TRUE : FALSE;
   t->dst.arith_code = FALSE;
-  t->dst.restart_interval = 0;
-  t->dst.restart_in_rows = 1;
+  {
+    // The scan written is interleaved (MCU = max sampling factors x 8 pixels) unless there is one component (8 x 8).
+    const j_decompress_ptr s = &t->src;
+    const int mcu_w = s->num_components == 1 ? 8 : 8 * s->max_h_samp_factor;
+    const int mcu_h = s->num_components == 1 ? 8 : 8 * s->max_v_samp_factor;
+    const int per_row = int((s->image_width + JDIMENSION(mcu_w) - 1) / JDIMENSION(mcu_w));
+    const int rows = int((s->image_height + JDIMENSION(mcu_h) - 1) / JDIMENSION(mcu_h));
+    t->dst.restart_interval = static_cast<unsigned int>(restart_interval_for(per_row, rows, mcu_w, t->tile_width));
+    t->dst.restart_in_rows = 0;
+  }
   t->dest.init_destination = dest_init;
   t->dest.empty_output_buffer = dest_empty;
   t->dest.term_destination = dest_term;
@@ -366,6 +381,30 @@ size_t find_intervals(const uint8_t* d, size_t n, size_t scan_start, std::vector
 
 }  // namespace
 
+int restart_interval_for(int per_row, int rows, int mcu_w, int tile_width) {
+  if (per_row < 1) return 1;
+  const int64_t max_intervals = int64_t((0xFFFF - 2 - kFixedPayload - 4) / 4);
+  auto fits = [&](int k) { return int64_t(rows) * (per_row / k) <= max_intervals; };
+  int k = per_row;
+  if (tile_width > 0) {
+    // The widest divisor within tile_width; if that is under half of it (a row of prime MCU count, whose only narrow
+    // tile is one MCU: a marker and a DC restart per MCU cost ~15% in size), the narrowest wider one up to twice
+    // tile_width; else whole rows.
+    int widest = 0, wider = 0;
+    for (int d = 1; d <= per_row; ++d) {
+      if (per_row % d != 0) continue;
+      if (int64_t(d) * mcu_w <= tile_width) widest = d;
+      else if (wider == 0) wider = d;
+    }
+    if (widest > 0 && 2 * int64_t(widest) * mcu_w >= tile_width) k = widest;
+    else if (wider > 0 && int64_t(wider) * mcu_w <= 2 * int64_t(tile_width)) k = wider;
+  }
+  while (!fits(k)) {  // too many intervals for one index segment: the next wider divisor (whole rows always fit)
+    do ++k; while (per_row % k != 0);
+  }
+  return k;
+}
+
 bool find_restart_index(const uint8_t* data, size_t size, RestartIndex* index, std::string* why) {
   Layout L;
   if (!walk_header(data, size, &L, why)) return false;
@@ -373,7 +412,7 @@ bool find_restart_index(const uint8_t* data, size_t size, RestartIndex* index, s
 }
 
 std::string add_restart_index(const uint8_t* data, size_t size, const DecodeOptions& opts, bool optimize_coding,
-                              std::vector<uint8_t>* out) {
+                              int tile_width, std::vector<uint8_t>* out) {
   RestartIndex existing;
   if (find_restart_index(data, size, &existing)) {
     out->assign(data, data + size);
@@ -391,6 +430,7 @@ std::string add_restart_index(const uint8_t* data, size_t size, const DecodeOpti
   Transcoder* t = static_cast<Transcoder*>(std::calloc(1, sizeof(Transcoder)));
   if (t == nullptr) return "out of memory";
   t->max_scans = opts.max_scans;
+  t->tile_width = tile_width;
   t->cap = size + size / 4 + 65536;
   t->out = static_cast<uint8_t*>(std::malloc(t->cap));
   if (t->out == nullptr) {
@@ -416,7 +456,11 @@ std::string add_restart_index(const uint8_t* data, size_t size, const DecodeOpti
   std::vector<uint32_t> offsets;
   const size_t scan_bytes = find_intervals(coded.data(), coded.size(), L.scan_start, &offsets);
   const int rows = (L.height + mcu_h - 1) / mcu_h;
-  if (scan_bytes == 0 || int(offsets.size()) != rows) return "internal error: restart markers not one per MCU row";
+  const int per_row = (L.width + mcu_w - 1) / mcu_w;
+  if (scan_bytes == 0 || L.restart_interval < 1 || per_row % L.restart_interval != 0 ||
+      int64_t(offsets.size()) != int64_t(rows) * (per_row / L.restart_interval)) {
+    return "internal error: restart intervals do not tile the MCU rows";
+  }
   if (scan_bytes > 0xFFFFFFFFu) return "scan data above 4 GiB: not indexed";
   std::vector<uint8_t> seg;
   seg.reserve(kFixedPayload + 4 * offsets.size() + 8);
@@ -433,7 +477,7 @@ std::string add_restart_index(const uint8_t* data, size_t size, const DecodeOpti
   put32(&seg, uint32_t(scan_bytes));
   for (uint32_t o : offsets) put32(&seg, o);
   put32(&seg, fnv1a(seg.data() + 4, seg.size() - 4));
-  if (seg.size() - 2 > 0xFFFF) return "image with too many MCU rows for one index segment";
+  if (seg.size() - 2 > 0xFFFF) return "image with too many restart intervals for one index segment";
   const size_t at = L.seg[L.sos].pos;
   out->clear();
   out->reserve(coded.size() + seg.size());
@@ -445,16 +489,15 @@ std::string add_restart_index(const uint8_t* data, size_t size, const DecodeOpti
   return "";
 }
 
-bool build_restart_window(const uint8_t* data, size_t size, const RestartIndex& x, int row_a, int row_b,
-                          std::vector<uint8_t>* out) {
-  if (row_a < 0 || row_b < row_a || row_b >= x.intervals) return false;
+bool build_restart_window(const uint8_t* data, size_t size, const RestartIndex& x, int row_a, int row_b, int tile_a,
+                          int tile_b, std::vector<uint8_t>* out) {
+  if (row_a < 0 || row_b < row_a || row_b >= x.mcu_rows || tile_a < 0 || tile_b < tile_a ||
+      tile_b >= x.tiles_per_row) {
+    return false;
+  }
   Layout L;
   if (!walk_header(data, size, &L, nullptr) || L.sos < 0) return false;
-  const size_t begin = x.scan_start + x.offset(row_a);
-  const size_t end = row_b + 1 < x.intervals ? x.scan_start + x.offset(row_b + 1) - 2 : x.scan_start + x.scan_bytes;
-  if (end < begin || end > size) return false;
   out->clear();
-  out->reserve(1024 + (end - begin));
   out->push_back(0xFF);
   out->push_back(0xD8);
   size_t height_at = 0;
@@ -468,13 +511,29 @@ bool build_restart_window(const uint8_t* data, size_t size, const RestartIndex& 
     if (i == L.sof) height_at = out->size() + 1 + 2 + 1;
     out->insert(out->end(), data + p, data + s.pos + s.len);
   }
-  const int height = row_b + 1 == x.intervals ? x.height - row_a * x.mcu_h : (row_b - row_a + 1) * x.mcu_h;
+  const int height = row_b + 1 == x.mcu_rows ? x.height - row_a * x.mcu_h : (row_b - row_a + 1) * x.mcu_h;
+  const int width = tile_b + 1 == x.tiles_per_row ? x.width - tile_a * x.tile_w : (tile_b - tile_a + 1) * x.tile_w;
   (*out)[height_at] = uint8_t(height >> 8);
   (*out)[height_at + 1] = uint8_t(height);
-  const size_t scan_at = out->size();
-  out->insert(out->end(), data + begin, data + end);
-  for (int i = row_a + 1; i <= row_b; ++i) {
-    (*out)[scan_at + (x.offset(i) - x.offset(row_a)) - 1] = uint8_t(0xD0 + ((i - row_a - 1) & 7));
+  (*out)[height_at + 2] = uint8_t(width >> 8);
+  (*out)[height_at + 3] = uint8_t(width);
+  // Rows of consecutive tiles are one run of bytes with their RST markers in it: copied whole, markers renumbered.
+  const int run = tile_b - tile_a + 1;
+  int marker = 0;
+  for (int r = row_a; r <= row_b; ++r) {
+    const int first = r * x.tiles_per_row + tile_a, last = first + run - 1;
+    const size_t begin = x.scan_start + x.offset(first);
+    const size_t end = last + 1 < x.intervals ? x.scan_start + x.offset(last + 1) - 2 : x.scan_start + x.scan_bytes;
+    if (end < begin || end > size) return false;
+    if (r > row_a) {
+      out->push_back(0xFF);
+      out->push_back(uint8_t(0xD0 + (marker++ & 7)));
+    }
+    const size_t at = out->size();
+    out->insert(out->end(), data + begin, data + end);
+    for (int i = first + 1; i <= last; ++i) {
+      (*out)[at + (x.offset(i) - x.offset(first)) - 1] = uint8_t(0xD0 + (marker++ & 7));
+    }
   }
   out->push_back(0xFF);
   out->push_back(0xD9);

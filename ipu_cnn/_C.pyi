@@ -157,16 +157,17 @@ def add_restart_index(
     data: Union[bytes, bytearray, memoryview, npt.NDArray[np.uint8]],
     optimize_coding: bool = True,
     options: DecodeOptions = ...,
+    tile_width: int = 64,
 ) -> bytes:
-    """Lossless transcode to baseline with a restart marker at every MCU row and their offsets in an APP10 segment
-    (region decodes then start at the row they need); DecodeError says why a file is not transcoded. Already-indexed
-    bytes come back unchanged."""
+    """Lossless transcode to baseline whose MCU rows are cut into restart intervals (tiles) of about tile_width pixels
+    (<= 0: one per row), their offsets in an APP10 segment (region decodes then read only the tiles they cover);
+    DecodeError says why a file is not transcoded. Already-indexed bytes come back unchanged."""
 
 def restart_index_info(
     data: Union[bytes, bytearray, memoryview, npt.NDArray[np.uint8]],
 ) -> tuple[Optional[dict[str, Any]], str]:
-    """({width, height, mcu_width, mcu_height, restart_interval, intervals, scan_start, scan_bytes, segment_offset,
-    segment_bytes, offsets}, "") for a valid index, else (None, why it is absent or not trusted)."""
+    """({width, height, mcu_width, mcu_height, restart_interval, intervals, mcu_rows, tiles_per_row, tile_width,
+    scan_start, scan_bytes, segment_offset, segment_bytes, offsets}, "") for a valid index, else (None, why it is absent or not trusted)."""
 def transform_raw_batch(
     images: npt.NDArray[np.uint8],
     out: npt.NDArray[np.uint8],

@@ -69,8 +69,9 @@ def shard_files(dst: Path, prefix: str = "train") -> list[Path]:
 
 
 def test_round_trip_gives_exactly_the_folders_samples_bytes_and_labels(tmp_path: Path) -> None:
+    """With --no-restart-index every member is the original file, byte for byte."""
     src = make_folder(tmp_path / "src")
-    summary = pack(str(src), str(tmp_path / "out"), shard_size=40_000, progress=False)
+    summary = pack(str(src), str(tmp_path / "out"), shard_size=40_000, restart_index=False, progress=False)
     ref = ImageFolder(src)
     shards = shard_files(tmp_path / "out")
     assert summary.shards == len(shards) >= 3  # the small target size forces several shards
@@ -98,7 +99,30 @@ def test_round_trip_gives_exactly_the_folders_samples_bytes_and_labels(tmp_path:
     assert json.loads((tmp_path / "out" / "train.bad.json").read_text()) == []
 
 
+def test_default_pack_is_restart_indexed_and_pixel_identical(tmp_path: Path) -> None:
+    """The default pack transcodes each JPEG with a restart index (lossless: the same pixels) and stores other formats
+    as they are; samples, labels and metadata are the folder's."""
+    src = make_folder(tmp_path / "src")
+    summary = pack(str(src), str(tmp_path / "out"), shard_size=40_000, progress=False)
+    ref = {os.path.relpath(p, src): (Path(p).read_bytes(), label) for p, label in ImageFolder(src).samples}
+    jpegs = sum(not r.lower().endswith(".png") for r in ref)
+    assert summary.restart_indexed == jpegs and summary.restart_kept == 0 and summary.samples == len(ref)
+    for _, members in read_shards(shard_files(tmp_path / "out")):
+        meta = json.loads(members["json"])
+        image = next(v for k, v in members.items() if k not in ("cls", "json"))
+        original, label = ref.pop(meta["path"])
+        assert int(members["cls"]) == label == meta["label"] and meta["size"] == len(original)
+        if meta["path"].lower().endswith(".png"):
+            assert image == original and "restart_index" not in meta
+        else:
+            assert meta["restart_index"] is True and _C.restart_index_info(image)[0] is not None
+            assert np.array_equal(decode_image(image), decode_image(original)), meta["path"]
+    assert not ref
+
+
 def test_webdataset_reads_the_shards(tmp_path: Path) -> None:
+    """webdataset reads the default (restart-indexed) shards: the same samples and labels, and its own decoder (Pillow)
+    gives the originals' pixels."""
     wds = pytest.importorskip("webdataset")
     src = make_folder(tmp_path / "src")
     pack(str(src), str(tmp_path / "out"), shard_size=40_000, progress=False)
@@ -109,13 +133,16 @@ def test_webdataset_reads_the_shards(tmp_path: Path) -> None:
         meta = json.loads(sample["json"])
         image = next(sample[e] for e in ("jpg", "jpeg", "png") if e in sample)
         seen[meta["path"]] = (image, int(sample["cls"]))
-    assert seen == ref
-    # and its decoders turn the members into images and labels
+    assert seen.keys() == ref.keys()
+    assert {k: v[1] for k, v in seen.items()} == {k: v[1] for k, v in ref.items()}
+    # and its decoders turn the members into images and labels, the originals' pixels
     decoded = wds.WebDataset(urls, shardshuffle=False).decode("rgb8").to_tuple(
         "jpg;jpeg;png", "cls", "json")
     n = 0
     for image, label, meta in decoded:
         assert image.shape == (meta["height"], meta["width"], 3) and label == meta["label"]
+        original = np.asarray(Image.open(io.BytesIO(ref[meta["path"]][0])).convert("RGB"))
+        assert np.array_equal(image, original), meta["path"]
         n += 1
     assert n == len(ref)
 
@@ -353,9 +380,15 @@ def test_pack_the_corpora_keeps_every_decodable_file(tmp_path: Path) -> None:
             assert path in bad, path
     packed = {json.loads(m["json"])["path"]: m for _, m in read_shards(shard_files(tmp_path / "out"))}
     assert len(packed) == summary.samples
+    indexed = 0
     for rel, members in list(packed.items())[:50]:
         image = next(v for k, v in members.items() if k not in ("cls", "json"))
-        assert image == (root / rel).read_bytes()
+        if json.loads(members["json"]).get("restart_index"):  # transcoded losslessly: the same pixels
+            assert np.array_equal(decode_image(image), decode_image(root / rel)), rel
+            indexed += 1
+        else:
+            assert image == (root / rel).read_bytes()
+    assert indexed > 25
 
 
 def _add_comment(data: bytes) -> bytes:

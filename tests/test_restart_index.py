@@ -117,8 +117,12 @@ def test_synthetic_kinds_are_bit_identical(kind: str) -> None:
     indexed = _C.add_restart_index(original)
     info, why = _C.restart_index_info(indexed)
     assert info is not None, why
-    assert info["intervals"] == -(-517 // info["mcu_height"])
-    assert info["restart_interval"] == -(-333 // info["mcu_width"])
+    per_row, rows = -(-333 // info["mcu_width"]), -(-517 // info["mcu_height"])
+    # Tiles: the widest divisor of the MCU row that is at most 64 pixels wide (21 MCUs of 16: 3; 42 of 8: 7).
+    widest = max(k for k in range(1, per_row + 1) if per_row % k == 0 and k * info["mcu_width"] <= 64)
+    assert info["restart_interval"] == widest and info["tile_width"] == widest * info["mcu_width"]
+    assert info["mcu_rows"] == rows and info["tiles_per_row"] == per_row // widest
+    assert info["intervals"] == rows * (per_row // widest)
     assert not _C.read_header(indexed)[1]["progressive"]
     assert np.array_equal(_full(indexed), _full(original))
     _assert_same_crops(original, indexed, kind, range(12), set())
@@ -140,6 +144,60 @@ def test_fast_path_skips_the_rows_above() -> None:
     assert slow_report.warnings > 0 or slow_report.status != _C.Status.OK
     assert fast_report.status == _C.Status.OK and fast_report.warnings == 0
     assert np.array_equal(fast, clean)
+
+
+def test_fast_path_skips_the_tiles_beside_the_crop() -> None:
+    """Garbage in the first and last tile of every MCU row: the normal path Huffman-decodes whole rows and trips on it,
+    the fast path reads only the tiles a crop in the middle columns covers, and gives the clean file's pixels."""
+    indexed = _C.add_restart_index(_photo(subsampling=2))  # 333 wide: 21 MCUs of 16, tiles of 3 MCUs (48 px)
+    info, _ = _C.restart_index_info(indexed)
+    tiles, offsets, start = info["tiles_per_row"], info["offsets"], info["scan_start"]
+    assert tiles == 7 and info["tile_width"] == 48
+    damaged = bytearray(indexed)
+    for row in range(info["mcu_rows"]):
+        for tile in (0, tiles - 1):
+            i = row * tiles + tile
+            end = start + offsets[i + 1] - 2 if i + 1 < len(offsets) else start + info["scan_bytes"]
+            damaged[start + offsets[i] + 2:end - 2] = b"\x55" * (end - 2 - start - offsets[i] - 2)
+    damaged = bytes(damaged)
+    transform = EvalTransform(64, resize_size=(72, 320))  # columns 40%-60% across: pixels 133-200 of 333
+    _, clean = _transform(indexed, transform, 0, _options())
+    slow_report, _ = _transform(damaged, transform, 0, _options(restart_index=False))
+    fast_report, fast = _transform(damaged, transform, 0, _options())
+    assert slow_report.warnings > 0 or slow_report.status != _C.Status.OK
+    assert fast_report.status == _C.Status.OK and fast_report.warnings == 0
+    assert np.array_equal(fast, clean)
+
+
+@pytest.mark.parametrize(("width", "subsampling", "tile_width", "want"), [
+    (500, 2, 64, 4),    # 32 MCUs of 16: 4 fit in 64 px
+    (500, 0, 64, 7),    # 63 MCUs of 8: 7 (56 px), the widest divisor within 64
+    (376, 0, 64, 47),   # 47 MCUs of 8, prime: one-MCU tiles would cost ~15% in size, so whole rows
+    (376, 0, 400, 47),  # wider than the row: whole rows
+    (184, 0, 64, 23),   # 23 MCUs, prime: whole rows (184 px > 2 x 64)
+    (120, 0, 64, 5),    # 15 MCUs of 8: 5 (40 px) is the widest within 64 and more than half of it
+    (144, 2, 32, 1),    # 9 MCUs of 16: one MCU (16 px) is exactly half of 32, still narrow enough
+    (144, 2, 40, 3),    # one MCU (16 px) is under half of 40; the next divisor, 3 (48 px), is within twice 40
+    (500, 2, 0, 32),    # tile_width 0: one interval per MCU row, the first layout
+])
+def test_tile_width_policy(width: int, subsampling: int, tile_width: int, want: int) -> None:
+    original = encode_jpeg(photo_like(width, 40, seed=1), quality=85, subsampling=subsampling)
+    indexed = _C.add_restart_index(original, tile_width=tile_width)
+    info, why = _C.restart_index_info(indexed)
+    assert info is not None, why
+    per_row = -(-width // info["mcu_width"])
+    assert info["restart_interval"] == want and info["tiles_per_row"] == per_row // want
+    assert np.array_equal(_full(indexed), _full(original))
+    _assert_same_crops(original, indexed, f"{width}-{tile_width}", range(4), set())
+
+
+def test_row_layout_still_decodes_by_the_fast_path() -> None:
+    """Files indexed one interval per MCU row (tile_width 0, what the first packer wrote) stay valid and exact."""
+    original = _photo(subsampling=2)
+    indexed = _C.add_restart_index(original, tile_width=0)
+    info, _ = _C.restart_index_info(indexed)
+    assert info["tiles_per_row"] == 1 and info["intervals"] == info["mcu_rows"]
+    _assert_same_crops(original, indexed, "rows", range(12), set())
 
 
 def test_already_indexed_input_comes_back_unchanged() -> None:
@@ -217,8 +275,8 @@ def test_refusals_name_the_reason() -> None:
 
 
 def test_size_overhead_is_small() -> None:
-    """Markers cost 2 bytes per MCU row plus byte padding; optimised Huffman tables more than pay for it on files
-    written with the standard tables (Pillow's default)."""
+    """Markers cost 2 bytes per tile plus byte padding and a DC restart; optimised Huffman tables more than pay for it
+    on files written with the standard tables (Pillow's default)."""
     original = _photo()
     indexed = _C.add_restart_index(original)
     plain = _C.add_restart_index(original, optimize_coding=False)

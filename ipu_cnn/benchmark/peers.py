@@ -170,8 +170,8 @@ _INDEXED: dict[int, tuple[bytes, bytes]] = {}  # id(original) -> (original, rest
 
 
 def restart_indexed(blobs: Sequence[bytes]) -> list[bytes]:
-    """The bytes the packer's ``--restart-index`` writes for each image (``_C.add_restart_index``: a lossless
-    transcode with a restart marker per MCU row and their offsets); an image it refuses keeps its original bytes, as in
+    """The bytes the packer writes for each image by default (``_C.add_restart_index``: a lossless
+    transcode into ~64-pixel restart tiles and their offsets); an image it refuses keeps its original bytes, as in
     a pack. Transcoded once per image and kept, outside any timed pass."""
     out = []
     for blob in blobs:
@@ -187,8 +187,8 @@ def restart_indexed(blobs: Sequence[bytes]) -> list[bytes]:
 
 
 class OursRestartIndexed(Pipeline):
-    """Ours on restart-indexed bytes (what ``pack --restart-index`` writes): a region decode starts at the restart
-    interval holding its first row, so the rows above a crop are never entropy-decoded. Same pixels as ours."""
+    """Ours on restart-indexed bytes (what ``pack`` writes by default): a region decode reads only the restart tiles
+    its crop covers, so the rows above it and the columns beside it are never entropy-decoded. Same pixels as ours."""
 
     name, label = "ours-rst", "ipu_cnn decode_batch on restart-indexed bytes"
 
