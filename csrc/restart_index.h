@@ -8,8 +8,9 @@
 // The offsets travel IN the JPEG, as a private APP10 segment placed just before SOS:
 //   "IPURSTIX" (8) | version u8 = 1 | reserved u8 = 0 | width u16 | height u16 | restart interval u16 (MCUs, a
 //   divisor of the MCUs per row: the interval never straddles two rows) | intervals u16 (= MCU rows x intervals per
-//   row; at most 16,374, so the segment fits) | scan bytes u32 (entropy-coded data up to EOI) | offsets u32 x intervals (from the first
-//   byte after the SOS segment; offsets[0] = 0) | FNV-1a u32 of all the bytes before it
+//   row, in row order; at most 16,377, so the segment fits) | scan bytes u32 (entropy-coded data up to EOI) |
+//   offsets u32 x intervals (from the first byte after the SOS segment; offsets[0] = 0) | FNV-1a u32 of all the bytes
+//   before it
 // (big-endian, like JPEG itself). Offsets are relative to the scan data, which the segment's own insertion before SOS
 // does not move. Every other decoder skips an unknown APPn, so the file stays a plain baseline JPEG. Keeping the index
 // in the sample's bytes (not in a shard index) keeps a 1.28M-sample shard index small and helps loose files too.

@@ -1,8 +1,10 @@
 """Files against tar shards, on the same images: ``python -m ipu_cnn.benchmark.loader --shards [FOLDER]``.
 
 The images (a folder's, or the generated photo-like JPEGs) are written once into WebDataset-layout shards in a
-temporary folder, then one epoch of the `Loader` (train transform, thread workers) is timed over each configuration:
-files or shards, warm or cold page cache, one thread or all. The configurations run interleaved, round after round, so
+temporary folder, twice: with the original bytes (``pack --no-restart-index``) and restart-indexed (what ``pack``
+writes by default: ``_C.add_restart_index``, same pixels). Then one epoch of the `Loader` (train transform, thread
+workers) is timed over each configuration: files, shards or restart-indexed shards, warm or cold page cache, one
+thread or all. The configurations run interleaved, round after round, so
 a machine whose load changes during the run slows all of them alike; the table gives the median round and the ratios
 of medians measured in the same rounds, with the process's CPU-seconds, the bytes read and the ``open()`` calls of one
 epoch (the native core's counters, `ipu_cnn._C.io_stats`), and the load average.
@@ -37,15 +39,28 @@ from ipu_cnn.data.datasets import shards as shards_module
 __all__ = ["evict", "generate_index", "index_bytes", "index_figures", "run", "write_shards"]
 
 
-def write_shards(paths: Sequence[str], labels: Sequence[int], folder: Path, per_shard: int) -> list[str]:
-    """Pack the files into WebDataset-layout shards of per_shard samples (KEY.jpg + KEY.cls), in order."""
+def _restart_indexed(data: bytes) -> bytes:
+    """The packer's default transcode of one image; its original bytes when it is refused, as the packer keeps them."""
+    try:
+        return bytes(_C.add_restart_index(data))
+    except ValueError:
+        return data
+
+
+def write_shards(paths: Sequence[str], labels: Sequence[int], folder: Path, per_shard: int,
+                 restart_index: bool = False) -> list[str]:
+    """Pack the files into WebDataset-layout shards of per_shard samples (KEY.jpg + KEY.cls), in order; with
+    restart_index, each image restart-indexed as ``pack`` does by default."""
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for s, start in enumerate(range(0, len(paths), per_shard)):
         target = folder / f"bench-{s:06d}.tar"
         with tarfile.open(target, "w", format=tarfile.GNU_FORMAT) as tf:
             for i in range(start, min(start + per_shard, len(paths))):
-                for ext, data in (("jpg", Path(paths[i]).read_bytes()), ("cls", str(int(labels[i])).encode())):
+                image = Path(paths[i]).read_bytes()
+                if restart_index:
+                    image = _restart_indexed(image)
+                for ext, data in (("jpg", image), ("cls", str(int(labels[i])).encode())):
                     info = tarfile.TarInfo(f"s{i:07d}.{ext}")
                     info.size = len(data)
                     tf.addfile(info, io.BytesIO(data))
@@ -89,19 +104,21 @@ def run(folder: Path | None, count: int, batch_size: int, rounds: int, image_siz
 
     files = _dataset(folder, count)
     all_threads = _C.available_cpus()
+    sources = ("files", "shards", "shards-rst")
     with tempfile.TemporaryDirectory(prefix="ipu_cnn-bench-shards-") as tmp:
         per_shard = max(1, len(files) // 8)
-        shard_paths = write_shards(files.paths, files.labels, Path(tmp), per_shard)
-        shards = TarShards(shard_paths)
+        shard_paths = write_shards(files.paths, files.labels, Path(tmp) / "plain", per_shard)
+        rst_paths = write_shards(files.paths, files.labels, Path(tmp) / "rst", per_shard, restart_index=True)
         transform = TrainTransform(image_size)
-        datasets: dict[str, Any] = {"files": files, "shards": shards}
-        targets = {"files": list(files.paths), "shards": shard_paths}
+        datasets: dict[str, Any] = {"files": files, "shards": TarShards(shard_paths),
+                                    "shards-rst": TarShards(rst_paths)}
+        targets = {"files": list(files.paths), "shards": shard_paths, "shards-rst": rst_paths}
         configs = [(src, cache, threads) for cache in ("warm", "cold") for threads in (1, all_threads)
-                   for src in ("files", "shards")]
+                   for src in sources]
         results: dict[tuple, list[dict[str, float]]] = {c: [] for c in configs}
         loaders = {(src, threads): Loader(datasets[src], batch_size, transform, num_threads=threads, seed=0,
                                           rank=0, world_size=1)
-                   for src in ("files", "shards") for threads in (1, all_threads)}
+                   for src in sources for threads in (1, all_threads)}
         load_before = os.getloadavg()
         try:
             for (src, threads), loader in loaders.items():
@@ -114,24 +131,25 @@ def run(folder: Path | None, count: int, batch_size: int, rounds: int, image_siz
             for loader in loaders.values():
                 loader.close()
         load_after = os.getloadavg()
-    lines = [f"{len(files)} images ({sum(os.path.getsize(p) for p in files.paths) / 2**20:.1f} MiB), "
-             f"{len(shard_paths)} shards, batch {batch_size}, train transform {image_size}, {rounds} interleaved "
-             f"rounds (median shown); cold cache: posix_fadvise(POSIX_FADV_DONTNEED) on every file read, before each "
-             f"epoch; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on {os.cpu_count()} CPUs",
+        mib = {src: sum(os.path.getsize(p) for p in targets[src]) / 2**20 for src in sources}
+    lines = [f"{len(files)} images ({mib['files']:.1f} MiB as files, {mib['shards']:.1f} MiB in {len(shard_paths)} "
+             f"shards, {mib['shards-rst']:.1f} MiB restart-indexed), batch {batch_size}, train transform {image_size}, "
+             f"{rounds} interleaved rounds (median shown); cold cache: posix_fadvise(POSIX_FADV_DONTNEED) on every "
+             f"file read, before each epoch; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, on "
+             f"{os.cpu_count()} CPUs",
              "",
-             "| cache | threads | source | images/s | shards / files | CPU-s per epoch | MiB read per epoch "
+             "| cache | threads | source | images/s | ÷ files | CPU-s per epoch | MiB read per epoch "
              "| open() per epoch |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for cache in ("warm", "cold"):
         for threads in (1, all_threads):
-            med = {src: {k: statistics.median(x[k] for x in results[(src, cache, threads)])
-                         for k in ("img_s", "cpu_s", "bytes", "opens")} for src in ("files", "shards")}
-            # ratio of the two sources within each round, then the median over rounds
-            ratios = [s["img_s"] / f["img_s"] for s, f in zip(results[("shards", cache, threads)],
-                                                              results[("files", cache, threads)], strict=True)]
-            for src in ("files", "shards"):
-                m = med[src]
-                ratio = f"{statistics.median(ratios):.2f}x" if src == "shards" else ""
+            for src in sources:
+                runs = results[(src, cache, threads)]
+                m = {k: statistics.median(x[k] for x in runs) for k in ("img_s", "cpu_s", "bytes", "opens")}
+                # ratio to files within each round, then the median over rounds
+                ratios = [s["img_s"] / f["img_s"] for s, f in zip(runs, results[("files", cache, threads)],
+                                                                  strict=True)]
+                ratio = f"{statistics.median(ratios):.2f}x" if src != "files" else ""
                 lines.append(f"| {cache} | {threads} | {src} | {m['img_s']:.0f} | {ratio} | {m['cpu_s']:.2f} | "
                              f"{m['bytes'] / 2**20:.1f} | {m['opens']:.0f} |")
     return "\n".join(lines)
