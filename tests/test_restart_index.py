@@ -191,6 +191,17 @@ def test_tile_width_policy(width: int, subsampling: int, tile_width: int, want: 
     _assert_same_crops(original, indexed, f"{width}-{tile_width}", range(4), set())
 
 
+@pytest.mark.parametrize("subsampling", [0, 1, 2])
+def test_one_mcu_tiles_put_a_tile_edge_at_every_crop_edge(subsampling: int) -> None:
+    """With one-MCU tiles a tile boundary lies next to every region edge, at every DCT scale: many crops, every
+    chroma layout (4:4:4, 4:2:2, 4:2:0), still the original's pixels."""
+    original = _photo(subsampling=subsampling)
+    indexed = _C.add_restart_index(original, tile_width=8)
+    info, _ = _C.restart_index_info(indexed)
+    assert info["restart_interval"] == 1
+    _assert_same_crops(original, indexed, f"one-MCU tiles {subsampling}", range(40), set())
+
+
 def test_row_layout_still_decodes_by_the_fast_path() -> None:
     """Files indexed one interval per MCU row (tile_width 0, what the first packer wrote) stay valid and exact."""
     original = _photo(subsampling=2)
