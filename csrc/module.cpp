@@ -442,6 +442,7 @@ PYBIND11_MODULE(_C, m) {
         d["mcu_width"] = x.mcu_w;
         d["mcu_height"] = x.mcu_h;
         d["restart_interval"] = x.restart_interval;
+        d["version"] = x.version;
         d["intervals"] = x.intervals;
         d["mcu_rows"] = x.mcu_rows;
         d["tiles_per_row"] = x.tiles_per_row;
@@ -451,7 +452,7 @@ PYBIND11_MODULE(_C, m) {
         d["segment_offset"] = x.segment_pos;
         d["segment_bytes"] = x.segment_bytes;
         std::vector<uint32_t> offsets(size_t(x.intervals));
-        for (int i = 0; i < x.intervals; ++i) offsets[size_t(i)] = x.offset(i);
+        for (int i = 0; i < x.intervals; ++i) offsets[size_t(i)] = i ? x.next_offset(i, offsets[size_t(i) - 1]) : 0;
         d["offsets"] = offsets;
         return py::make_tuple(py::object(d), std::string());
       },

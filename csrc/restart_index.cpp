@@ -152,11 +152,11 @@ bool check_index(const uint8_t* d, size_t n, const Layout& L, RestartIndex* x, s
   const uint8_t* p = d + len_pos + 2;
   const size_t pl = seg_end - (len_pos + 2);
   if (pl < kFixedPayload + 4) return fail("restart index segment too short");
-  if (p[8] != kRestartIndexVersion) return fail("restart index of another version");
+  const int version = p[8];
+  if (version != 1 && version != 2) return fail("restart index of another version");
   const int width = int(be16(p + 10)), height = int(be16(p + 12));
   const int interval = int(be16(p + 14)), intervals = int(be16(p + 16));
   const size_t scan_bytes = be32(p + 18);
-  if (pl != kFixedPayload + 4 * size_t(intervals) + 4) return fail("restart index segment of the wrong length");
   if (fnv1a(p, pl - 4) != be32(p + pl - 4)) return fail("restart index checksum mismatch (damaged segment)");
   if (L.precision != 8) return fail("not an 8-bit frame");
   const uint8_t sof_code = L.seg[L.sof].code;
@@ -175,15 +175,20 @@ bool check_index(const uint8_t* d, size_t n, const Layout& L, RestartIndex* x, s
   if (intervals != rows * tiles) {
     return fail("restart index interval count is not MCU rows x intervals per row (stale index)");
   }
+  const size_t table = version == 1 ? 4 * size_t(intervals) : 4 * size_t(rows) + 2 * size_t(rows) * size_t(tiles - 1);
+  if (pl != kFixedPayload + table + 4) return fail("restart index segment of the wrong length");
   if (L.scan_start + scan_bytes + 2 > n || d[L.scan_start + scan_bytes] != 0xFF ||
       d[L.scan_start + scan_bytes + 1] != 0xD9) {
     return fail("scan does not end with EOI where the restart index says (stale index or truncated file)");
   }
-  const uint8_t* offs = p + kFixedPayload;
+  x->version = version;
+  x->tiles_per_row = tiles;
+  x->offsets = p + kFixedPayload;
+  x->deltas = version == 2 ? p + kFixedPayload + 4 * size_t(rows) : nullptr;
   uint32_t prev = 0;
-  if (be32(offs) != 0) return fail("first restart offset is not 0");
+  if (x->offset(0) != 0) return fail("first restart offset is not 0");
   for (int i = 1; i < intervals; ++i) {
-    const uint32_t o = be32(offs + 4 * size_t(i));
+    const uint32_t o = x->next_offset(i, prev);
     if (o < prev + 2 || o > scan_bytes) return fail("restart offsets out of order or past the scan");
     const uint8_t* m = d + L.scan_start + o - 2;
     if (m[0] != 0xFF || m[1] != uint8_t(0xD0 + ((i - 1) & 7))) {
@@ -208,7 +213,6 @@ bool check_index(const uint8_t* d, size_t n, const Layout& L, RestartIndex* x, s
   x->sof_height_pos = h + 1 + 2 + 1;  // code, length, precision
   x->segment_pos = s.pos;
   x->segment_bytes = s.len;
-  x->offsets = offs;
   return true;
 }
 
@@ -462,20 +466,35 @@ std::string add_restart_index(const uint8_t* data, size_t size, const DecodeOpti
     return "internal error: restart intervals do not tile the MCU rows";
   }
   if (scan_bytes > 0xFFFFFFFFu) return "scan data above 4 GiB: not indexed";
+  // Version 2 (each row's first offset, then u16 distances between the row's intervals) when every distance fits.
+  const int tiles = per_row / L.restart_interval;
+  bool compact = true;
+  for (size_t i = 0; i < offsets.size() && compact; ++i) {
+    compact = i % size_t(tiles) == 0 || offsets[i] - offsets[i - 1] <= 0xFFFF;
+  }
+  const size_t table = compact ? 4 * size_t(rows) + 2 * size_t(rows) * size_t(tiles - 1) : 4 * offsets.size();
   std::vector<uint8_t> seg;
-  seg.reserve(kFixedPayload + 4 * offsets.size() + 8);
+  seg.reserve(kFixedPayload + table + 8);
   seg.push_back(0xFF);
   seg.push_back(kRestartIndexMarker);
-  put16(&seg, uint32_t(2 + kFixedPayload + 4 * offsets.size() + 4));
+  put16(&seg, uint32_t(std::min<size_t>(2 + kFixedPayload + table + 4, 0xFFFF + 1)));
   seg.insert(seg.end(), kRestartIndexTag, kRestartIndexTag + sizeof(kRestartIndexTag));
-  seg.push_back(uint8_t(kRestartIndexVersion));
+  seg.push_back(uint8_t(compact ? 2 : 1));
   seg.push_back(0);
   put16(&seg, uint32_t(L.width));
   put16(&seg, uint32_t(L.height));
   put16(&seg, uint32_t(L.restart_interval));
   put16(&seg, uint32_t(offsets.size()));
   put32(&seg, uint32_t(scan_bytes));
-  for (uint32_t o : offsets) put32(&seg, o);
+  if (compact) {
+    for (int r = 0; r < rows; ++r) put32(&seg, offsets[size_t(r) * size_t(tiles)]);
+    for (int r = 0; r < rows; ++r) {
+      const size_t first = size_t(r) * size_t(tiles);
+      for (int t = 1; t < tiles; ++t) put16(&seg, offsets[first + size_t(t)] - offsets[first + size_t(t) - 1]);
+    }
+  } else {
+    for (uint32_t o : offsets) put32(&seg, o);
+  }
   put32(&seg, fnv1a(seg.data() + 4, seg.size() - 4));
   if (seg.size() - 2 > 0xFFFF) return "image with too many restart intervals for one index segment";
   const size_t at = L.seg[L.sos].pos;
@@ -531,8 +550,11 @@ bool build_restart_window(const uint8_t* data, size_t size, const RestartIndex& 
     }
     const size_t at = out->size();
     out->insert(out->end(), data + begin, data + end);
+    const uint32_t first_offset = x.offset(first);
+    uint32_t o = first_offset;
     for (int i = first + 1; i <= last; ++i) {
-      (*out)[at + (x.offset(i) - x.offset(first)) - 1] = uint8_t(0xD0 + (marker++ & 7));
+      o = x.next_offset(i, o);
+      (*out)[at + (o - first_offset) - 1] = uint8_t(0xD0 + (marker++ & 7));
     }
   }
   out->push_back(0xFF);

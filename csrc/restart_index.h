@@ -6,11 +6,15 @@
 // the same with tiled JPEGs.
 //
 // The offsets travel IN the JPEG, as a private APP10 segment placed just before SOS:
-//   "IPURSTIX" (8) | version u8 = 1 | reserved u8 = 0 | width u16 | height u16 | restart interval u16 (MCUs, a
-//   divisor of the MCUs per row: the interval never straddles two rows) | intervals u16 (= MCU rows x intervals per
-//   row, in row order; at most 16,377, so the segment fits) | scan bytes u32 (entropy-coded data up to EOI) |
-//   offsets u32 x intervals (from the first byte after the SOS segment; offsets[0] = 0) | FNV-1a u32 of all the bytes
-//   before it
+//   "IPURSTIX" (8) | version u8 | reserved u8 = 0 | width u16 | height u16 | restart interval u16 (MCUs, a divisor of
+//   the MCUs per row: the interval never straddles two rows) | intervals u16 (= MCU rows x intervals per row, in row
+//   order) | scan bytes u32 (entropy-coded data up to EOI) | offsets | FNV-1a u32 of all the bytes before it
+// Offsets count from the first byte after the SOS segment (the first is 0), one per interval:
+//   version 2: u32 of each row's first interval x MCU rows, then u16 x MCU rows x (intervals per row - 1): each other
+//              interval's distance from the one before it in its row (written whenever every such distance fits 16
+//              bits: 2 bytes a tile instead of 4, which is most of the index's size);
+//   version 1: u32 x intervals (written when some distance does not fit).
+// The segment holds at most 65,533 bytes, which bounds the intervals (restart_interval_for keeps within it).
 // (big-endian, like JPEG itself). Offsets are relative to the scan data, which the segment's own insertion before SOS
 // does not move. Every other decoder skips an unknown APPn, so the file stays a plain baseline JPEG. Keeping the index
 // in the sample's bytes (not in a shard index) keeps a 1.28M-sample shard index small and helps loose files too.
@@ -30,7 +34,7 @@ namespace ipu {
 
 constexpr uint8_t kRestartIndexMarker = 0xEA;  // APP10
 constexpr char kRestartIndexTag[8] = {'I', 'P', 'U', 'R', 'S', 'T', 'I', 'X'};
-constexpr int kRestartIndexVersion = 1;
+constexpr int kRestartIndexVersion = 2;  // written when the distances fit u16; 1 otherwise; both read
 
 // A validated index, as views into the file's bytes (valid while they are).
 struct RestartIndex {
@@ -46,10 +50,28 @@ struct RestartIndex {
   size_t scan_bytes = 0;            // entropy-coded bytes up to the EOI marker
   size_t sof_height_pos = 0;        // offset of the SOF's 2-byte height field
   size_t segment_pos = 0, segment_bytes = 0;  // the APP10 segment (marker included)
-  const uint8_t* offsets = nullptr;            // intervals x u32 big-endian
+  int version = 0;
+  const uint8_t* offsets = nullptr;  // version 1: intervals x u32; 2: mcu_rows x u32 (each row's first interval)
+  const uint8_t* deltas = nullptr;   // version 2: mcu_rows x (tiles_per_row - 1) x u16; else null
+  // Interval i's offset from the first byte of scan data (version 2: its row's first, plus the distances up to it).
   uint32_t offset(int i) const {
-    const uint8_t* p = offsets + 4 * size_t(i);
-    return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
+    int at = i, t = 0;
+    if (deltas != nullptr) {
+      at = i / tiles_per_row;
+      t = i - at * tiles_per_row;
+    }
+    const uint8_t* p = offsets + 4 * size_t(at);
+    uint32_t o = (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
+    const uint8_t* q = t > 0 ? deltas + 2 * size_t(at) * size_t(tiles_per_row - 1) : nullptr;
+    for (int k = 0; k < t; ++k) o += (uint32_t(q[2 * k]) << 8) | uint32_t(q[2 * k + 1]);
+    return o;
+  }
+  // offset(i) in constant time given prev = offset(i - 1), for walking the intervals in order.
+  uint32_t next_offset(int i, uint32_t prev) const {
+    if (deltas == nullptr || i % tiles_per_row == 0) return offset(i);
+    const int row = i / tiles_per_row;
+    const uint8_t* q = deltas + 2 * (size_t(row) * size_t(tiles_per_row - 1) + size_t(i - row * tiles_per_row - 1));
+    return prev + ((uint32_t(q[0]) << 8) | uint32_t(q[1]));
   }
 };
 

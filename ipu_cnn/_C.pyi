@@ -166,8 +166,9 @@ def add_restart_index(
 def restart_index_info(
     data: Union[bytes, bytearray, memoryview, npt.NDArray[np.uint8]],
 ) -> tuple[Optional[dict[str, Any]], str]:
-    """({width, height, mcu_width, mcu_height, restart_interval, intervals, mcu_rows, tiles_per_row, tile_width,
-    scan_start, scan_bytes, segment_offset, segment_bytes, offsets}, "") for a valid index, else (None, why it is absent or not trusted)."""
+    """({width, height, mcu_width, mcu_height, restart_interval, version, intervals, mcu_rows, tiles_per_row,
+    tile_width, scan_start, scan_bytes, segment_offset, segment_bytes, offsets}, "") for a valid index, else (None,
+    why it is absent or not trusted)."""
 def transform_raw_batch(
     images: npt.NDArray[np.uint8],
     out: npt.NDArray[np.uint8],

@@ -202,6 +202,30 @@ def test_one_mcu_tiles_put_a_tile_edge_at_every_crop_edge(subsampling: int) -> N
     _assert_same_crops(original, indexed, f"one-MCU tiles {subsampling}", range(40), set())
 
 
+def test_compact_offsets_and_the_wide_fallback() -> None:
+    """Version 2 stores each row's first offset and u16 distances between tiles; an image with a tile over 64 KiB
+    (noise at quality 100, 4096-pixel tiles) gets version 1's u32 offsets. Both decode exactly; the offsets the two
+    report are the restart markers' places either way."""
+    compact = _C.add_restart_index(_photo(subsampling=2))
+    info, _ = _C.restart_index_info(compact)
+    assert info["version"] == 2
+    rows, tiles = info["mcu_rows"], info["tiles_per_row"]
+    assert info["segment_bytes"] == 4 + 22 + 4 * rows + 2 * rows * (tiles - 1) + 4
+    noise = np.random.default_rng(0).integers(0, 256, (24, 8192, 3), dtype=np.uint8)
+    original = encode_jpeg(noise, quality=100, subsampling=0)
+    for tile_width, version in ((4096, 1), (64, 2)):
+        indexed = _C.add_restart_index(original, tile_width=tile_width)
+        info, why = _C.restart_index_info(indexed)
+        assert info is not None and info["version"] == version, (tile_width, why)
+        offsets = info["offsets"]
+        assert version == 2 or max(np.diff(offsets)) > 0xFFFF
+        start = info["scan_start"]
+        assert all(indexed[start + o - 2] == 0xFF and indexed[start + o - 1] == 0xD0 + (i - 1) % 8
+                   for i, o in enumerate(offsets) if i)
+        assert np.array_equal(_full(indexed), _full(original))
+        _assert_same_crops(original, indexed, f"noise {tile_width}", range(4), set())
+
+
 def test_row_layout_still_decodes_by_the_fast_path() -> None:
     """Files indexed one interval per MCU row (tile_width 0, what the first packer wrote) stay valid and exact."""
     original = _photo(subsampling=2)
@@ -251,7 +275,7 @@ def test_damaged_or_stale_index_is_ignored(damage: str) -> None:
     elif damage == "offset":
         indexed[pos + 4 + 22 + 4 * 3 + 3] ^= 4  # interval 3's offset
     elif damage == "version":
-        indexed[pos + 4 + 8] = 2
+        indexed[pos + 4 + 8] = 3
     elif damage == "stale-scan":
         # Another tool re-encoded the scan but kept our APP10: an RST marker is no longer where the index says.
         marker = info["scan_start"] + info["offsets"][5] - 1
