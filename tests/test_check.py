@@ -101,6 +101,21 @@ def test_shards_give_the_same_counts_as_the_folder(tmp_path: Path) -> None:
         assert dict(r.classes) == {"good": 3, "mixed": 5}
         assert dict(r.formats) == {"JPEG": 7, "PNG": 1}
         assert (r.progressive, r.cmyk, r.grayscale, r.duplicate_files) == (1, 1, 1, 1)
+        assert r.restart_indexed == 0
+
+
+def test_restart_indexed_shards_are_counted(tmp_path: Path) -> None:
+    """A default pack restart-indexes its JPEGs; the check counts them (the folder has none) and reports the rest as
+    for the folder, the progressive file now baseline."""
+    root = make_defective(tmp_path / "ds")
+    summary = pack(str(root), str(tmp_path / "shards"), shard_size=20_000, progress=False)
+    folder = check(str(root), progress=False)
+    shards = check(str(tmp_path / "shards"), progress=False)
+    assert folder.restart_indexed == 0 and folder.progressive == 1
+    assert shards.restart_indexed == summary.restart_indexed > 0
+    assert shards.progressive == 0 and shards.files == folder.files - 2  # the two bad files are not packed
+    assert shards.to_dict()["restart_indexed"] == shards.restart_indexed
+    assert "restart-indexed JPEG" in shards.table()
 
 
 def write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:

@@ -44,6 +44,7 @@ class ImageInfo:
     color_space: str = ""  # JPEG: a JPEG_COLOR_SPACES name; others: Pillow's mode
     progressive: bool = False
     arithmetic: bool = False
+    restart_indexed: bool = False  # carries a valid restart index (``pack``'s default; crops decode only their tiles)
     problem: str = ""
     reason: str = ""
     full_decoded: bool = False  # whether the verdict rests on a full decode, not only the header
@@ -114,7 +115,8 @@ def inspect_image(data: bytes, full_decode: bool = False) -> ImageInfo:
     info = ImageInfo(format="JPEG", width=header["width"], height=header["height"],
                      components=header["components"],
                      color_space=JPEG_COLOR_SPACES.get(header["color_space"], str(header["color_space"])),
-                     progressive=bool(header["progressive"]), arithmetic=bool(header["arithmetic"]))
+                     progressive=bool(header["progressive"]), arithmetic=bool(header["arithmetic"]),
+                     restart_indexed=_C.restart_index_info(data)[0] is not None)
     if full_decode or b"\xff\xd9" not in data[-_EOI_WINDOW:]:
         return _full_decode(data, info)
     return info

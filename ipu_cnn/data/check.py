@@ -9,6 +9,7 @@ shows), and its SHA-256 is computed. The report:
 - per-class image counts (the class folder, or for shards the class named in ``KEY.json``, else ``KEY.cls``);
 - the size distribution: width, height, megapixels and file size percentiles;
 - what the decoders will meet: progressive, CMYK/YCCK, grayscale, arithmetic-coded JPEGs, and non-JPEG files by format;
+  and how many JPEGs carry a valid restart index (``pack`` adds one by default, so crops decode only their tiles);
 - problems: truncated, undecodable or unreadable files, and for shards, samples without an image or a ``.cls``, a
   ``.cls`` that disagrees with the ``.json``'s label, and a shard that breaks off;
 - duplicate files (identical bytes), grouped.
@@ -96,6 +97,7 @@ class CheckReport:
     cmyk: int = 0
     grayscale: int = 0
     arithmetic: int = 0
+    restart_indexed: int = 0
     problems: list[dict[str, str]] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)
     sizes: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -129,7 +131,7 @@ class CheckReport:
             "path": self.path, "kind": self.kind, "full_decode": self.full_decode, "files": self.files,
             "bytes": self.bytes, "classes": dict(sorted(self.classes.items())), "formats": dict(self.formats),
             "non_jpeg": self.non_jpeg, "progressive": self.progressive, "cmyk": self.cmyk,
-            "grayscale": self.grayscale, "arithmetic": self.arithmetic,
+            "grayscale": self.grayscale, "arithmetic": self.arithmetic, "restart_indexed": self.restart_indexed,
             "problem_counts": dict(self.problem_counts), "problems": self.problems,
             "duplicate_files": self.duplicate_files, "duplicates": self.duplicates, "sizes": self.sizes,
             "libjpeg": _C.jpeg_version(),
@@ -158,7 +160,7 @@ class CheckReport:
                 lines.append(f"  {name:<13}" + "".join(fmt.format(values[f"p{p}"]) for p in PERCENTILES))
         kinds = [("JPEG", self.formats.get("JPEG", 0)), ("non-JPEG", self.non_jpeg),
                  ("progressive JPEG", self.progressive), ("CMYK/YCCK", self.cmyk), ("grayscale", self.grayscale),
-                 ("arithmetic-coded JPEG", self.arithmetic)]
+                 ("arithmetic-coded JPEG", self.arithmetic), ("restart-indexed JPEG", self.restart_indexed)]
         lines += ["", "  kind                    images"] + [f"  {k:<22} {n:7d}" for k, n in kinds]
         lines += [f"    {fmt:<20} {n:7d}" for fmt, n in sorted(self.formats.items()) if fmt != "JPEG"]
         lines += ["", f"  problems: {len(self.problems)}" + (
@@ -351,6 +353,7 @@ def check(paths: str | Sequence[str], *, full_decode: bool = False, threads: int
             report.formats[info.format] += 1
             report.progressive += info.format == "JPEG" and info.progressive
             report.arithmetic += info.format == "JPEG" and info.arithmetic
+            report.restart_indexed += info.restart_indexed
             report.cmyk += info.cmyk
             report.grayscale += info.grayscale
             if info.width:
