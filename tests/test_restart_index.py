@@ -128,6 +128,17 @@ def test_synthetic_kinds_are_bit_identical(kind: str) -> None:
     _assert_same_crops(original, indexed, kind, range(12), set())
 
 
+def _assert_fast_path_avoids_the_damage(indexed: bytes, damaged: bytes, transform: EvalTransform) -> None:
+    """The normal path trips on the damage (a warning or an error); the fast path decodes the crop without one, and
+    gives the undamaged file's pixels: it never read the damaged intervals."""
+    _, clean = _transform(indexed, transform, 0, _options())
+    slow_report, _ = _transform(damaged, transform, 0, _options(restart_index=False))
+    fast_report, fast = _transform(damaged, transform, 0, _options())
+    assert slow_report.warnings > 0 or slow_report.status != _C.Status.OK
+    assert fast_report.status == _C.Status.OK and fast_report.warnings == 0
+    assert np.array_equal(fast, clean)
+
+
 def test_fast_path_skips_the_rows_above() -> None:
     """Garbage in the first restart interval's data: the normal path decodes through it (a corrupt-data warning),
     the fast path never reads it for a crop further down, and gives the same pixels as the clean file."""
@@ -136,14 +147,8 @@ def test_fast_path_skips_the_rows_above() -> None:
     damaged = bytearray(indexed)
     start = info["scan_start"]
     damaged[start + 2:start + info["offsets"][1] - 4] = b"\x55" * (info["offsets"][1] - 6)
-    damaged = bytes(damaged)
-    transform = EvalTransform(64, resize_size=(320, 72))  # rows 40%-60% down: far below the first MCU row
-    _, clean = _transform(indexed, transform, 0, _options())
-    slow_report, _ = _transform(damaged, transform, 0, _options(restart_index=False))
-    fast_report, fast = _transform(damaged, transform, 0, _options())
-    assert slow_report.warnings > 0 or slow_report.status != _C.Status.OK
-    assert fast_report.status == _C.Status.OK and fast_report.warnings == 0
-    assert np.array_equal(fast, clean)
+    # rows 40%-60% down: far below the first MCU row
+    _assert_fast_path_avoids_the_damage(indexed, bytes(damaged), EvalTransform(64, resize_size=(320, 72)))
 
 
 def test_fast_path_skips_the_tiles_beside_the_crop() -> None:
@@ -159,14 +164,8 @@ def test_fast_path_skips_the_tiles_beside_the_crop() -> None:
             i = row * tiles + tile
             end = start + offsets[i + 1] - 2 if i + 1 < len(offsets) else start + info["scan_bytes"]
             damaged[start + offsets[i] + 2:end - 2] = b"\x55" * (end - 2 - start - offsets[i] - 2)
-    damaged = bytes(damaged)
-    transform = EvalTransform(64, resize_size=(72, 320))  # columns 40%-60% across: pixels 133-200 of 333
-    _, clean = _transform(indexed, transform, 0, _options())
-    slow_report, _ = _transform(damaged, transform, 0, _options(restart_index=False))
-    fast_report, fast = _transform(damaged, transform, 0, _options())
-    assert slow_report.warnings > 0 or slow_report.status != _C.Status.OK
-    assert fast_report.status == _C.Status.OK and fast_report.warnings == 0
-    assert np.array_equal(fast, clean)
+    # columns 40%-60% across: pixels 133-200 of 333
+    _assert_fast_path_avoids_the_damage(indexed, bytes(damaged), EvalTransform(64, resize_size=(72, 320)))
 
 
 @pytest.mark.parametrize(("width", "subsampling", "tile_width", "want"), [
