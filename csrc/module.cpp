@@ -451,9 +451,7 @@ PYBIND11_MODULE(_C, m) {
         d["scan_bytes"] = x.scan_bytes;
         d["segment_offset"] = x.segment_pos;
         d["segment_bytes"] = x.segment_bytes;
-        std::vector<uint32_t> offsets(size_t(x.intervals));
-        for (int i = 0; i < x.intervals; ++i) offsets[size_t(i)] = i ? x.next_offset(i, offsets[size_t(i) - 1]) : 0;
-        d["offsets"] = offsets;
+        d["offsets"] = x.offsets;
         return py::make_tuple(py::object(d), std::string());
       },
       py::arg("data"),

@@ -181,15 +181,25 @@ bool check_index(const uint8_t* d, size_t n, const Layout& L, RestartIndex* x, s
       d[L.scan_start + scan_bytes + 1] != 0xD9) {
     return fail("scan does not end with EOI where the restart index says (stale index or truncated file)");
   }
-  x->version = version;
-  x->tiles_per_row = tiles;
-  x->offsets = p + kFixedPayload;
-  x->deltas = version == 2 ? p + kFixedPayload + 4 * size_t(rows) : nullptr;
+  // Version 1: a u32 per interval. Version 2: a u32 per row (its first interval), then per row the u16 distances of
+  // its other intervals from the one before.
+  const uint8_t* table_at = p + kFixedPayload;
+  x->offsets.resize(size_t(intervals));
+  for (int i = 0; i < intervals; ++i) {
+    const int row = i / tiles, t = i - row * tiles;
+    x->offsets[size_t(i)] =
+        version == 1 ? be32(table_at + 4 * size_t(i))
+        : t == 0     ? be32(table_at + 4 * size_t(row))
+                     : x->offsets[size_t(i) - 1] +
+                       be16(table_at + 4 * size_t(rows) + 2 * (size_t(row) * size_t(tiles - 1) + size_t(t - 1)));
+  }
   uint32_t prev = 0;
-  if (x->offset(0) != 0) return fail("first restart offset is not 0");
+  if (x->offsets[0] != 0) return fail("first restart offset is not 0");
   for (int i = 1; i < intervals; ++i) {
-    const uint32_t o = x->next_offset(i, prev);
-    if (o < prev + 2 || o > scan_bytes) return fail("restart offsets out of order or past the scan");
+    const uint32_t o = x->offsets[size_t(i)];
+    if (uint64_t(o) < uint64_t(prev) + 2 || o > scan_bytes) {
+      return fail("restart offsets out of order or past the scan");
+    }
     const uint8_t* m = d + L.scan_start + o - 2;
     if (m[0] != 0xFF || m[1] != uint8_t(0xD0 + ((i - 1) & 7))) {
       return fail("no RST marker where the restart index says (stale index)");
@@ -205,12 +215,9 @@ bool check_index(const uint8_t* d, size_t n, const Layout& L, RestartIndex* x, s
   x->mcu_rows = rows;
   x->tiles_per_row = tiles;
   x->tile_w = interval * mcu_w;
-  x->header_end = L.seg[L.sos].pos;
+  x->version = version;
   x->scan_start = L.scan_start;
   x->scan_bytes = scan_bytes;
-  size_t h = L.seg[L.sof].pos;
-  while (d[h] == 0xFF) ++h;
-  x->sof_height_pos = h + 1 + 2 + 1;  // code, length, precision
   x->segment_pos = s.pos;
   x->segment_bytes = s.len;
   return true;
@@ -473,13 +480,15 @@ std::string add_restart_index(const uint8_t* data, size_t size, const DecodeOpti
     compact = i % size_t(tiles) == 0 || offsets[i] - offsets[i - 1] <= 0xFFFF;
   }
   const size_t table = compact ? 4 * size_t(rows) + 2 * size_t(rows) * size_t(tiles - 1) : 4 * offsets.size();
+  const size_t seg_len = 2 + kFixedPayload + table + 4;  // the length field counts itself, not the marker
+  if (seg_len > 0xFFFF) return "image with too many restart intervals for one index segment";
   std::vector<uint8_t> seg;
-  seg.reserve(kFixedPayload + table + 8);
+  seg.reserve(2 + seg_len);
   seg.push_back(0xFF);
   seg.push_back(kRestartIndexMarker);
-  put16(&seg, uint32_t(std::min<size_t>(2 + kFixedPayload + table + 4, 0xFFFF + 1)));
+  put16(&seg, uint32_t(seg_len));
   seg.insert(seg.end(), kRestartIndexTag, kRestartIndexTag + sizeof(kRestartIndexTag));
-  seg.push_back(uint8_t(compact ? 2 : 1));
+  seg.push_back(uint8_t(compact ? 2 : 1));  // the versions of the header comment
   seg.push_back(0);
   put16(&seg, uint32_t(L.width));
   put16(&seg, uint32_t(L.height));
@@ -496,7 +505,6 @@ std::string add_restart_index(const uint8_t* data, size_t size, const DecodeOpti
     for (uint32_t o : offsets) put32(&seg, o);
   }
   put32(&seg, fnv1a(seg.data() + 4, seg.size() - 4));
-  if (seg.size() - 2 > 0xFFFF) return "image with too many restart intervals for one index segment";
   const size_t at = L.seg[L.sos].pos;
   out->clear();
   out->reserve(coded.size() + seg.size());
@@ -550,11 +558,8 @@ bool build_restart_window(const uint8_t* data, size_t size, const RestartIndex& 
     }
     const size_t at = out->size();
     out->insert(out->end(), data + begin, data + end);
-    const uint32_t first_offset = x.offset(first);
-    uint32_t o = first_offset;
-    for (int i = first + 1; i <= last; ++i) {
-      o = x.next_offset(i, o);
-      (*out)[at + (o - first_offset) - 1] = uint8_t(0xD0 + (marker++ & 7));
+    for (int i = first + 1; i <= last; ++i) {  // the RST code byte just before interval i
+      (*out)[at + (x.offset(i) - x.offset(first)) - 1] = uint8_t(0xD0 + (marker++ & 7));
     }
   }
   out->push_back(0xFF);

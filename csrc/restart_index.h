@@ -34,9 +34,8 @@ namespace ipu {
 
 constexpr uint8_t kRestartIndexMarker = 0xEA;  // APP10
 constexpr char kRestartIndexTag[8] = {'I', 'P', 'U', 'R', 'S', 'T', 'I', 'X'};
-constexpr int kRestartIndexVersion = 2;  // written when the distances fit u16; 1 otherwise; both read
 
-// A validated index, as views into the file's bytes (valid while they are).
+// A validated index of a file.
 struct RestartIndex {
   int width = 0, height = 0;
   int mcu_w = 0, mcu_h = 0;         // MCU size in pixels (8 x max sampling factor; 8x8 for a single component)
@@ -45,34 +44,14 @@ struct RestartIndex {
   int mcu_rows = 0;                 // MCU rows of the frame
   int tiles_per_row = 0;            // intervals per MCU row
   int tile_w = 0;                   // interval width in pixels (restart_interval x mcu_w)
-  size_t header_end = 0;            // offset of the SOS marker (0xFF 0xDA)
   size_t scan_start = 0;            // first byte of entropy-coded data (just past the SOS segment)
   size_t scan_bytes = 0;            // entropy-coded bytes up to the EOI marker
-  size_t sof_height_pos = 0;        // offset of the SOF's 2-byte height field
   size_t segment_pos = 0, segment_bytes = 0;  // the APP10 segment (marker included)
-  int version = 0;
-  const uint8_t* offsets = nullptr;  // version 1: intervals x u32; 2: mcu_rows x u32 (each row's first interval)
-  const uint8_t* deltas = nullptr;   // version 2: mcu_rows x (tiles_per_row - 1) x u16; else null
-  // Interval i's offset from the first byte of scan data (version 2: its row's first, plus the distances up to it).
-  uint32_t offset(int i) const {
-    int at = i, t = 0;
-    if (deltas != nullptr) {
-      at = i / tiles_per_row;
-      t = i - at * tiles_per_row;
-    }
-    const uint8_t* p = offsets + 4 * size_t(at);
-    uint32_t o = (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
-    const uint8_t* q = t > 0 ? deltas + 2 * size_t(at) * size_t(tiles_per_row - 1) : nullptr;
-    for (int k = 0; k < t; ++k) o += (uint32_t(q[2 * k]) << 8) | uint32_t(q[2 * k + 1]);
-    return o;
-  }
-  // offset(i) in constant time given prev = offset(i - 1), for walking the intervals in order.
-  uint32_t next_offset(int i, uint32_t prev) const {
-    if (deltas == nullptr || i % tiles_per_row == 0) return offset(i);
-    const int row = i / tiles_per_row;
-    const uint8_t* q = deltas + 2 * (size_t(row) * size_t(tiles_per_row - 1) + size_t(i - row * tiles_per_row - 1));
-    return prev + ((uint32_t(q[0]) << 8) | uint32_t(q[1]));
-  }
+  int version = 0;                  // of the segment's offset table (1 or 2)
+  // Each interval's offset from the first byte of scan data, in interval order: both versions' tables decoded once,
+  // while every offset is checked against its RST marker.
+  std::vector<uint32_t> offsets;
+  uint32_t offset(int i) const { return offsets[size_t(i)]; }
 };
 
 // Find and check the index of a file. false when there is none or it cannot be trusted; *why (when given) says which.
