@@ -7,10 +7,12 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
+from ipu_cnn.data.datasets.base import LabelledSamples
+
 __all__ = ["RandomImages"]
 
 
-class RandomImages:
+class RandomImages(LabelledSamples):
     """Random uint8 images made in memory: the host-side "generated" data of device-throughput runs.
 
     No file is read and nothing is decoded, so the host never limits the device. Image ``i`` is a pure function of
@@ -31,25 +33,14 @@ class RandomImages:
                              f"length={length}, size={size}")
         if seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {seed}")
-        self.num_classes = int(num_classes)
         self.height, self.width = int(height), int(width)
         self.length = int(length)
         self.seed = int(seed)
-        self._classes = [str(i) for i in range(self.num_classes)]
+        self._classes = [str(i) for i in range(int(num_classes))]  # "0".."num_classes - 1"
         self._class_to_idx = {name: i for i, name in enumerate(self._classes)}
 
-    @property
-    def classes(self) -> list[str]:
-        """Class names ``"0"``..``str(num_classes - 1)``."""
-        return self._classes
-
-    @property
-    def class_to_idx(self) -> dict[str, int]:
-        """Class name -> label."""
-        return self._class_to_idx
-
     @cached_property
-    def labels(self) -> np.ndarray:
+    def labels(self) -> np.ndarray:  # type: ignore[override]  # made on first use: a long run's length is large
         """All labels as a read-only int64 array (``arange(length) % num_classes``)."""
         labels = np.arange(self.length, dtype=np.int64) % self.num_classes
         labels.flags.writeable = False
