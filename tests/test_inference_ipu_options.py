@@ -12,9 +12,9 @@ import pytest
 from test_backends import _calls_by_path, fake_poptorch
 from test_ipu_backend import _popart, _poptorch_sdk
 
-from ipu_cnn.backends import ipu_options
+from ipu_cnn.backends import ignored_ipu_options, ipu_options
 from ipu_cnn.inference.config import build_parser, options_for, parse_options
-from ipu_cnn.inference.runner import create_runner, ignored_ipu_lines, ipu_settings
+from ipu_cnn.inference.runner import create_runner, ipu_settings
 
 SHARED = ("--pipeline-splits", "--available-memory-proportion", "--exchange-memory-target", "--num-io-tiles",
           "--compile-only", "--offline-target-ipu-version", "--profile", "--executable-cache-dir")
@@ -122,12 +122,12 @@ def test_off_ipu_the_options_are_ignored_with_one_line_each(capsys: pytest.Captu
 
     options = options_for("benchmark", device="cpu", pipeline_splits=["layer3"], available_memory_proportion=[0.2],
                           num_io_tiles=32, exchange_memory_target="cycles")
-    lines = ignored_ipu_lines(options, "cpu")
+    lines = ignored_ipu_options(options, "cpu")
     assert [line.split()[0] for line in lines] == ["--pipeline-splits", "--available-memory-proportion",
                                                    "--exchange-memory-target", "--num-io-tiles"]
     assert all(" ignored on cpu: " in line for line in lines)
-    assert ignored_ipu_lines(options, "ipu") == []
-    assert ignored_ipu_lines(options_for("benchmark", device="cpu"), "cpu") == []
+    assert ignored_ipu_options(options, "ipu") == []
+    assert ignored_ipu_options(options_for("benchmark", device="cpu"), "cpu") == []
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 4, 5))
     runner = create_runner(model, options, 2)
     assert runner(torch.zeros(2, 3, 4, 4)).shape == (2, 5)  # the model runs whole on the CPU

@@ -15,10 +15,10 @@ from test_backends import Recorder, _calls_by_path, _ipu_config, fake_poptorch
 
 from ipu_cnn.backends import DistContext, IpuBackend, IpuSettings, ipu_options
 from ipu_cnn.backends.distributed import HOROVOD_MISSING, popdist_replica_note, poprun_context
-from ipu_cnn.backends.ipu import IpuTrainStep, _ModelWithLoss, check_ipu_settings
+from ipu_cnn.backends.ipu import IpuTrainStep, _ModelWithLoss, check_ipu_settings, ignored_ipu_options
 from ipu_cnn.backends.ipu_model import annotate_for_ipu, pipeline_stages, recompute_targets, resolve_module_name
 from ipu_cnn.train.config import config_from_mapping, parse_config
-from ipu_cnn.train.plan import ignored_ipu_options, ipu_settings, plan_batches
+from ipu_cnn.train.plan import ipu_settings, plan_batches
 from ipu_cnn.train.schedule import LRSchedule, create_scheduler
 
 

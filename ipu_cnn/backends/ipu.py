@@ -123,6 +123,42 @@ def check_ipu_settings(settings: IpuSettings) -> None:
         raise ValueError(f"--pipeline-splits names a module twice: {' '.join(s.pipeline_splits)}")
 
 
+#: IPU options that CPU/CUDA runs ignore, and what the run does instead (``--compile-only`` and ``--profile`` are
+#: refused there instead, by the config checks).
+_IGNORED_OFF_IPU: tuple[tuple[str, str, str], ...] = (
+    ("pipeline_splits", "--pipeline-splits", "pipeline stages spread the model over several IPUs; here the whole "
+     "model runs on one device"),
+    ("recompute_checkpoints", "--recompute-checkpoints", "recomputation saves IPU memory; here every activation is "
+     "kept for the backward pass"),
+    ("recompute_mode", "--recompute-mode", "recomputation saves IPU memory; here every activation is kept"),
+    ("available_memory_proportion", "--available-memory-proportion", "it sizes IPU tile memory for convolutions"),
+    ("exchange_memory_target", "--exchange-memory-target", "it tunes the IPU's on-chip exchange"),
+    ("num_io_tiles", "--num-io-tiles", "I/O tiles are an IPU's; here the host copy overlaps compute through pinned "
+     "memory already"),
+    ("offload_optimizer", "--offload-optimizer", "it moves IPU optimizer state to streaming memory; here it stays in "
+     "device memory"),
+    ("enable_optimizer_rts", "--enable-optimizer-rts", "it shards IPU optimizer state over replicas; here each "
+     "process keeps its own copy"),
+    ("offline_target_ipu_version", "--offline-target-ipu-version", "it is the target of an IPU compilation"),
+)
+
+
+def ignored_ipu_options(options: Any, device_type: str) -> list[str]:
+    """One line per IPU-only option set on a CPU/CUDA run, saying what the run does instead (none on IPUs).
+    `options` is the training application's `RunOptions` or the inference application's options (which lack the
+    training-only ones)."""
+    if device_type == "ipu":
+        return []
+    defaults = {"recompute_mode": "none", "num_io_tiles": 0}
+    lines = []
+    for key, flag, why in _IGNORED_OFF_IPU:
+        value = getattr(options, key, None)
+        if value in (None, False, [], ()) or value == defaults.get(key):
+            continue
+        lines.append(f"{flag} ignored on {device_type}: {why}")
+    return lines
+
+
 def profile_engine_options(directory: str) -> dict[str, str]:
     """Poplar engine options that write a PopVision Graph Analyser report (compilation and execution) into
     `directory`, letting a graph that does not fit compile anyway so its report shows where memory went."""

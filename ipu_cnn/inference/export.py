@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ipu_cnn.backends import resolve_device_type, select_device
+from ipu_cnn.backends import ignored_ipu_options, resolve_device_type, select_device
 from ipu_cnn.inference import triton
 from ipu_cnn.inference.config import InferenceOptions
 from ipu_cnn.inference.model import LoadedModel, ModelChoice, load_model
@@ -166,9 +166,7 @@ def run_export(options: InferenceOptions) -> dict[str, Any]:
     if fmt == "onnx":
         _import_onnx_exporter()  # before the model is built: a missing extra is the first thing said
     device_type = resolve_device_type(options.device)
-    from ipu_cnn.inference.runner import ignored_ipu_lines
-
-    for line in ignored_ipu_lines(options, device_type):  # export is never on an IPU (the parser refuses it)
+    for line in ignored_ipu_options(options, device_type):  # export is never on an IPU (the parser refuses it)
         print(line, file=sys.stderr)
     loaded = load_model(ModelChoice.from_options(options), default_weights=None)
     layout = str(options.input_layout or "nchw")

@@ -13,7 +13,14 @@ import sys
 import torch
 from torch import nn
 
-from ipu_cnn.backends import Backend, DistContext, IpuSettings, create_backend, resolve_device_type
+from ipu_cnn.backends import (
+    Backend,
+    DistContext,
+    IpuSettings,
+    create_backend,
+    ignored_ipu_options,
+    resolve_device_type,
+)
 from ipu_cnn.inference.config import InferenceOptions
 
 
@@ -62,13 +69,6 @@ def ipu_settings(options: InferenceOptions, *, synthetic_data: bool = False) -> 
                        compile_only=options.compile_only, profile_dir=profile)
 
 
-def ignored_ipu_lines(options: InferenceOptions, device_type: str) -> list[str]:
-    """One line per IPU-only option given to a CPU/CUDA invocation, saying what runs instead (training's lines)."""
-    from ipu_cnn.train.plan import ignored_ipu_options
-
-    return ignored_ipu_options(options, device_type)
-
-
 def create_runner(model: nn.Module, options: InferenceOptions, micro_batch_size: int, *, synthetic_data: bool = False,
                   dist: DistContext | None = None) -> Runner:
     """The runner for ``options.device`` (``auto``, ``cpu``, ``cuda`` or ``ipu``); ``--device ipu`` without
@@ -77,7 +77,7 @@ def create_runner(model: nn.Module, options: InferenceOptions, micro_batch_size:
     device_type = resolve_device_type(options.device)
     dist = dist or DistContext()
     if dist.is_main:
-        for line in ignored_ipu_lines(options, device_type):
+        for line in ignored_ipu_options(options, device_type):
             print(line, file=sys.stderr)
     # under poprun, each instance drives popdist's local replica count, whatever --replicas says
     replicas = dist.local_replicas or options.replicas

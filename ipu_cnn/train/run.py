@@ -29,6 +29,7 @@ import torch
 from ipu_cnn.backends import (
     DistContext,
     create_backend,
+    ignored_ipu_options,
     init_distributed,
     resolve_device_type,
 )
@@ -72,7 +73,6 @@ from ipu_cnn.train.plan import (
     Stage,
     effective_lr,
     fold_config_replicas,
-    ignored_ipu_options,
     ipu_only_notes,
     ipu_settings,
     optimizer_settings,
