@@ -169,6 +169,15 @@ class Floor(Pipeline):
 _INDEXED: dict[int, tuple[bytes, bytes]] = {}  # id(original) -> (original, restart-indexed copy)
 
 
+def restart_index_or_keep(blob: bytes) -> bytes:
+    """`blob` as the packer writes it by default (``_C.add_restart_index``), or unchanged when the transcoder refuses
+    it (the packer then keeps its original bytes)."""
+    try:
+        return bytes(_C.add_restart_index(blob))
+    except ValueError:  # DecodeError: not transcodable, packed as is
+        return blob
+
+
 def restart_indexed(blobs: Sequence[bytes]) -> list[bytes]:
     """The bytes the packer writes for each image by default (``_C.add_restart_index``: a lossless
     transcode into ~64-pixel restart tiles and their offsets); an image it refuses keeps its original bytes, as in
@@ -177,11 +186,7 @@ def restart_indexed(blobs: Sequence[bytes]) -> list[bytes]:
     for blob in blobs:
         held = _INDEXED.get(id(blob))
         if held is None or held[0] is not blob:
-            try:
-                indexed = _C.add_restart_index(blob)
-            except ValueError:  # DecodeError: not transcodable, packed as is
-                indexed = blob
-            held = _INDEXED[id(blob)] = (blob, indexed)
+            held = _INDEXED[id(blob)] = (blob, restart_index_or_keep(blob))
         out.append(held[1])
     return out
 

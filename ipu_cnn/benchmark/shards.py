@@ -32,19 +32,12 @@ from typing import Any
 import numpy as np
 
 from ipu_cnn import _C
+from ipu_cnn.benchmark.peers import restart_index_or_keep
 from ipu_cnn.data import Loader, TarShards, TrainTransform
 from ipu_cnn.data.datasets import FileDataset
 from ipu_cnn.data.datasets import shards as shards_module
 
 __all__ = ["evict", "generate_index", "index_bytes", "index_figures", "run", "write_shards"]
-
-
-def _restart_indexed(data: bytes) -> bytes:
-    """The packer's default transcode of one image; its original bytes when it is refused, as the packer keeps them."""
-    try:
-        return bytes(_C.add_restart_index(data))
-    except ValueError:
-        return data
 
 
 def write_shards(paths: Sequence[str], labels: Sequence[int], folder: Path, per_shard: int,
@@ -59,7 +52,7 @@ def write_shards(paths: Sequence[str], labels: Sequence[int], folder: Path, per_
             for i in range(start, min(start + per_shard, len(paths))):
                 image = Path(paths[i]).read_bytes()
                 if restart_index:
-                    image = _restart_indexed(image)
+                    image = restart_index_or_keep(image)
                 for ext, data in (("jpg", image), ("cls", str(int(labels[i])).encode())):
                     info = tarfile.TarInfo(f"s{i:07d}.{ext}")
                     info.size = len(data)
