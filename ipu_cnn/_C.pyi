@@ -150,8 +150,10 @@ def resize(
     filter: int = 0,
     flip: bool = False,
     scalar: bool = False,
+    rows_per_call: int = 0,
 ) -> npt.NDArray[np.uint8]:
-    """Pillow-semantics antialiased resize of box (for tests)."""
+    """Pillow-semantics antialiased resize of box (for tests); rows_per_call > 0 (at most 16) streams the rows in, a
+    decoder's way, through the resampler the JPEG path uses."""
 
 def add_restart_index(
     data: Union[bytes, bytearray, memoryview, npt.NDArray[np.uint8]],
