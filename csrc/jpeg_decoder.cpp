@@ -94,24 +94,6 @@ void on_progress(j_common_ptr c) {
   }
 }
 
-// Pillow's CMYK JPEG handling: libjpeg's CMYK output is taken as Adobe-inverted ("CMYK;I"), then
-// ImagingConvert CMYK -> RGB: out = nk - nk * c / 255 (rounded as MULDIV255), nk = 255 - k.
-inline uint8_t muldiv255(int a, int b) {
-  const int t = a * b + 128;
-  return static_cast<uint8_t>(((t >> 8) + t) >> 8);
-}
-
-void cmyk_to_rgbx_inplace(uint8_t* px, size_t count) {
-  for (size_t i = 0; i < count; ++i, px += 4) {
-    const int nk = px[3];  // 255 - k, k = 255 - raw
-    const int c = 255 - px[0], m = 255 - px[1], y = 255 - px[2];
-    px[0] = static_cast<uint8_t>(std::clamp(nk - muldiv255(c, nk), 0, 255));
-    px[1] = static_cast<uint8_t>(std::clamp(nk - muldiv255(m, nk), 0, 255));
-    px[2] = static_cast<uint8_t>(std::clamp(nk - muldiv255(y, nk), 0, 255));
-    px[3] = 255;
-  }
-}
-
 // Error-guarded steps. Each returns 0 on success, -1 after a libjpeg error (message in s->message); the
 // decompressor is then aborted and ready for the next image.
 int guarded_read_header(State* s, const uint8_t* data, size_t size, bool save_app1) {
@@ -131,13 +113,11 @@ int guarded_read_header(State* s, const uint8_t* data, size_t size, bool save_ap
   return 0;
 }
 
-// Decode rows [row0, row1) of the image at scale scale_num/8, columns [col0, col0 + cols) (widened by libjpeg to
-// the iMCU grid) into `sink`, RowSink::kMaxRows rows at a time; CMYK output is converted to RGBX (Pillow's way) before
-// the sink gets it. The sink sees the image's coordinates: row_shift and col_shift are added to the decoded window's
-// (non-zero when the open image is a window of the real one). finish reads the rest of the data (full-frame decodes),
-// so a truncation anywhere is seen.
-int guarded_decode_rows(State* s, int scale_num, J_COLOR_SPACE out_space, int row0, int row1, int col0, int cols,
-                        int row_shift, int col_shift, bool cmyk_to_rgbx, RowSink* sink, bool finish) {
+// Decode rows [row0, row1) of the image at scale scale_num/8, columns [*col0, *col0 + *cols) (widened by libjpeg to
+// the iMCU grid; the final window comes back in *col0 / *cols) into buf (row stride = *cols * channels, capacity
+// buf_size bytes). finish reads the rest of the data (full-frame decodes), so a truncation anywhere is seen.
+int guarded_decode_rows(State* s, int scale_num, J_COLOR_SPACE out_space, int row0, int row1, int* col0, int* cols,
+                        uint8_t* buf, size_t buf_size, bool finish) {
   if (setjmp(s->jump)) {
     jpeg_abort_decompress(&s->cinfo);
     return -1;
@@ -149,11 +129,11 @@ int guarded_decode_rows(State* s, int scale_num, J_COLOR_SPACE out_space, int ro
   d->dct_method = JDCT_ISLOW;    // libjpeg's default, as Pillow: full-frame output equal to Pillow's
   d->do_fancy_upsampling = TRUE;
   jpeg_start_decompress(d);
-  JDIMENSION x = static_cast<JDIMENSION>(col0), w = static_cast<JDIMENSION>(cols);
+  JDIMENSION x = static_cast<JDIMENSION>(*col0), w = static_cast<JDIMENSION>(*cols);
   if (x != 0 || w != d->output_width) jpeg_crop_scanline(d, &x, &w);
-  if (!sink->begin(static_cast<int>(x) + col_shift, static_cast<int>(w), row0 + row_shift, row1 + row_shift,
-                   d->output_components)) {
-    std::snprintf(s->message, sizeof(s->message), "internal error: the decoded region was refused");
+  const size_t stride = size_t(w) * size_t(d->output_components);
+  if (stride * size_t(row1 - row0) > buf_size) {
+    std::snprintf(s->message, sizeof(s->message), "internal error: region buffer too small");
     jpeg_abort_decompress(d);
     return -1;
   }
@@ -165,56 +145,23 @@ int guarded_decode_rows(State* s, int scale_num, J_COLOR_SPACE out_space, int ro
       return -1;
     }
   }
-  JSAMPROW rows[RowSink::kMaxRows];
   while (d->output_scanline < static_cast<JDIMENSION>(row1)) {
-    const int y = static_cast<int>(d->output_scanline);
-    const int n = std::min(RowSink::kMaxRows, row1 - y);
-    std::ptrdiff_t stride = 0;
-    uint8_t* first = sink->room(y + row_shift, n, &stride);
-    for (int i = 0; i < n; ++i) rows[i] = first + i * stride;
-    for (int got = 0; got < n;) {
-      const JDIMENSION k = jpeg_read_scanlines(d, rows + got, static_cast<JDIMENSION>(n - got));
-      if (k == 0) {
-        std::snprintf(s->message, sizeof(s->message), "decoder stopped at row %u", d->output_scanline);
-        jpeg_abort_decompress(d);
-        return -1;
-      }
-      got += static_cast<int>(k);
+    JSAMPROW row = buf + stride * (d->output_scanline - static_cast<JDIMENSION>(row0));
+    if (jpeg_read_scanlines(d, &row, 1) != 1) {
+      std::snprintf(s->message, sizeof(s->message), "decoder stopped at row %u", d->output_scanline);
+      jpeg_abort_decompress(d);
+      return -1;
     }
-    if (cmyk_to_rgbx) {
-      for (int i = 0; i < n; ++i) cmyk_to_rgbx_inplace(rows[i], w);
-    }
-    sink->rows(y + row_shift, n);
   }
   if (finish && d->output_scanline == d->output_height) {
     jpeg_finish_decompress(d);
   } else {
     jpeg_abort_decompress(d);
   }
+  *col0 = static_cast<int>(x);
+  *cols = static_cast<int>(w);
   return 0;
 }
-
-// A sink that keeps the rows whole, contiguous (decode_full).
-class ContiguousRows final : public RowSink {
- public:
-  ContiguousRows(uint8_t* data, size_t size) : data_(data), size_(size) {}
-  bool begin(int, int w, int y0, int y1, int bytes_per_pixel) override {
-    stride_ = std::ptrdiff_t(w) * bytes_per_pixel;
-    y0_ = y0;
-    return size_t(stride_) * size_t(y1 - y0) <= size_;
-  }
-  uint8_t* room(int y, int, std::ptrdiff_t* stride) override {
-    *stride = stride_;
-    return data_ + (y - y0_) * stride_;
-  }
-  void rows(int, int) override {}
-
- private:
-  uint8_t* data_;
-  size_t size_;
-  std::ptrdiff_t stride_ = 0;
-  int y0_ = 0;
-};
 
 // EXIF orientation from a saved APP1 segment ("Exif\0\0" + TIFF). 1 when absent or malformed.
 int exif_orientation(const jpeg_decompress_struct& cinfo) {
@@ -247,6 +194,24 @@ int exif_orientation(const jpeg_decompress_struct& cinfo) {
     return 1;
   }
   return 1;
+}
+
+// Pillow's CMYK JPEG handling: libjpeg's CMYK output is taken as Adobe-inverted ("CMYK;I"), then
+// ImagingConvert CMYK -> RGB: out = nk - nk * c / 255 (rounded as MULDIV255), nk = 255 - k.
+inline uint8_t muldiv255(int a, int b) {
+  const int t = a * b + 128;
+  return static_cast<uint8_t>(((t >> 8) + t) >> 8);
+}
+
+void cmyk_to_rgbx_inplace(uint8_t* px, size_t count) {
+  for (size_t i = 0; i < count; ++i, px += 4) {
+    const int nk = px[3];  // 255 - k, k = 255 - raw
+    const int c = 255 - px[0], m = 255 - px[1], y = 255 - px[2];
+    px[0] = static_cast<uint8_t>(std::clamp(nk - muldiv255(c, nk), 0, 255));
+    px[1] = static_cast<uint8_t>(std::clamp(nk - muldiv255(m, nk), 0, 255));
+    px[2] = static_cast<uint8_t>(std::clamp(nk - muldiv255(y, nk), 0, 255));
+    px[3] = 255;
+  }
 }
 
 // Apply EXIF orientation (Pillow ImageOps.exif_transpose) to an RGB image.
@@ -553,8 +518,8 @@ DecodeReport JpegDecoder::decode_full(const uint8_t* data, size_t size, const De
   const bool cmyk = is_cmyk(c);
   std::vector<uint8_t>& raw = (cmyk || info.orientation != 1) ? raw_ : *pixels;
   raw.resize(size_t(w) * size_t(h) * (cmyk ? 4 : 3));
-  ContiguousRows sink(raw.data(), raw.size());
-  if (guarded_decode_rows(st_, 8, cmyk ? JCS_CMYK : JCS_RGB, 0, h, 0, w, 0, 0, false, &sink, true) != 0) {
+  int col0 = 0, cols = w;
+  if (guarded_decode_rows(st_, 8, cmyk ? JCS_CMYK : JCS_RGB, 0, h, &col0, &cols, raw.data(), raw.size(), true) != 0) {
     set_failure(st_->message, &r);
     r.warnings = st_->warnings;
     return r;
@@ -576,22 +541,26 @@ DecodeReport JpegDecoder::decode_full(const uint8_t* data, size_t size, const De
 }
 
 DecodeReport JpegDecoder::decode_region(const uint8_t* data, size_t size, int scale_num, int x0, int y0, int x1,
-                                        int y1, RowSink* sink) {
+                                        int y1, std::vector<uint8_t>* buf, DecodedRegion* got) {
   DecodeReport r;
   jpeg_decompress_struct& c = st_->cinfo;
   const int SH = int((int64_t(c.image_height) * scale_num + 7) / 8);
   const int SW = int((int64_t(c.image_width) * scale_num + 7) / 8);
   const bool cmyk = is_cmyk(c);
+  int col0 = x0, cols = x1 - x0;
+  // crop_scanline widens the window to the iMCU grid: at most one iMCU (<= 32 scaled pixels) on the left and right.
+  const int max_cols = std::min(SW, cols + 64);
+  buf->resize(size_t(max_cols) * 4 * size_t(y1 - y0));
   const bool whole = (y0 == 0 && y1 == SH);
   // Only a file with restart markers can carry an index: the others (nearly all) skip the second header walk that
   // looking for the index segment costs.
   if (use_restart_index_ && !(whole && x0 == 0 && x1 == SW) && c.restart_interval != 0 && !c.progressive_mode &&
       !c.arith_code) {
-    DecodeReport fast = decode_region_indexed(data, size, scale_num, x0, y0, x1, y1, sink);
+    DecodeReport fast = decode_region_indexed(data, size, scale_num, x0, y0, x1, y1, buf, got);
     if (fast.status != Status::Fallback) return fast;
   }
-  if (guarded_decode_rows(st_, scale_num, cmyk ? JCS_CMYK : JCS_EXT_RGBX, y0, y1, x0, x1 - x0, 0, 0, cmyk, sink,
-                          whole) != 0) {
+  if (guarded_decode_rows(st_, scale_num, cmyk ? JCS_CMYK : JCS_EXT_RGBX, y0, y1, &col0, &cols, buf->data(),
+                          buf->size(), whole) != 0) {
     set_failure(st_->message, &r);
     r.warnings = st_->warnings;
     return r;
@@ -603,6 +572,8 @@ DecodeReport JpegDecoder::decode_region(const uint8_t* data, size_t size, int sc
     r.message = "Premature end of JPEG file (no end-of-image marker: the file is truncated)";
     return r;
   }
+  if (cmyk) cmyk_to_rgbx_inplace(buf->data(), size_t(cols) * size_t(y1 - y0));
+  *got = DecodedRegion{buf->data(), cols * 4, col0, y0, cols, y1 - y0};
   return r;
 }
 
@@ -626,7 +597,7 @@ DecodeReport JpegDecoder::decode_region(const uint8_t* data, size_t size, int sc
 // Anything unexpected (no valid index, a different frame after re-reading, a warning in the window) falls back to the
 // normal path on the original bytes.
 DecodeReport JpegDecoder::decode_region_indexed(const uint8_t* data, size_t size, int scale_num, int x0, int y0,
-                                                int x1, int y1, RowSink* sink) {
+                                                int x1, int y1, std::vector<uint8_t>* buf, DecodedRegion* got) {
   DecodeReport r;
   r.status = Status::Fallback;
   jpeg_decompress_struct& c = st_->cinfo;
@@ -659,12 +630,15 @@ DecodeReport JpegDecoder::decode_region_indexed(const uint8_t* data, size_t size
   const int shift = a * rows_per_mcu, col_shift = ta * cols_per_tile;
   const int window_height = b + 1 == x.mcu_rows ? x.height - a * x.mcu_h : (b - a + 1) * x.mcu_h;
   const int window_width = tb + 1 == x.tiles_per_row ? x.width - ta * x.tile_w : (tb - ta + 1) * x.tile_w;
+  int col0 = x0 - col_shift, cols = x1 - x0;
   bool ok = guarded_read_header(st_, window_.data(), window_.size(), false) == 0 &&
             int(c.image_width) == window_width && int(c.image_height) == window_height &&
             c.jpeg_color_space == space && !c.progressive_mode && !c.arith_code;
   if (ok) {
-    ok = guarded_decode_rows(st_, scale_num, cmyk ? JCS_CMYK : JCS_EXT_RGBX, y0 - shift, y1 - shift, x0 - col_shift,
-                             x1 - x0, shift, col_shift, cmyk, sink, false) == 0 &&
+    const int SW = int((int64_t(window_width) * scale_num + 7) / 8);
+    buf->resize(size_t(std::min(SW, cols + 64)) * 4 * size_t(y1 - y0));
+    ok = guarded_decode_rows(st_, scale_num, cmyk ? JCS_CMYK : JCS_EXT_RGBX, y0 - shift, y1 - shift, &col0, &cols,
+                             buf->data(), buf->size(), false) == 0 &&
          st_->warnings == warnings;
   }
   if (!ok) {
@@ -679,6 +653,8 @@ DecodeReport JpegDecoder::decode_region_indexed(const uint8_t* data, size_t size
   r.status = Status::Ok;
   r.warnings = st_->warnings;
   r.scale_num = scale_num;
+  if (cmyk) cmyk_to_rgbx_inplace(buf->data(), size_t(cols) * size_t(y1 - y0));
+  *got = DecodedRegion{buf->data(), cols * 4, col0 + col_shift, y0, cols, y1 - y0};
   return r;
 }
 

@@ -47,22 +47,12 @@ struct DecodeReport {
   int scale_num = 8;    // DCT scale used, scale_num / 8
 };
 
-// Where a region's decoded rows go. The decoder says which region it decodes (begin), then, top to bottom and a few
-// rows at a time, asks for room for the next rows (room), writes them there and hands them over (rows). A restart-
-// indexed file that falls back to the normal path begins the same region again. The members must not throw: libjpeg
-// reports errors by longjmp through the decode that calls them.
-class RowSink {
- public:
-  static constexpr int kMaxRows = 16;  // rows one room() asks for at most
-
-  virtual ~RowSink() = default;
-  // Columns [x0, x0 + w) and rows [y0, y1) of the image at the decode scale, `bytes_per_pixel` (4: RGBX) bytes a pixel;
-  // the columns are libjpeg's iMCU-aligned window, so wider than asked. False refuses the region (the decode fails).
-  virtual bool begin(int x0, int w, int y0, int y1, int bytes_per_pixel) = 0;
-  // Room for rows [y, y + n): the first one's address; the rows are *stride bytes apart (at least w * bytes_per_pixel).
-  virtual uint8_t* room(int y, int n, std::ptrdiff_t* stride) = 0;
-  // Rows [y, y + n) are written.
-  virtual void rows(int y, int n) = 0;
+// A window of a decoded image: RGBX (4 bytes a pixel, row stride `stride` bytes) covering columns [x0, x0 + w) and
+// rows [y0, y0 + h) of the image at the scale it was decoded at.
+struct DecodedRegion {
+  const uint8_t* pixels = nullptr;
+  int stride = 0;
+  int x0 = 0, y0 = 0, w = 0, h = 0;
 };
 
 // Per-thread decoder: holds a libjpeg decompress object, reused across images.
@@ -88,12 +78,12 @@ class JpegDecoder {
   DecodeReport open(const uint8_t* data, size_t size, const DecodeOptions& opts, JpegInfo* info);
 
   // Decode columns [x0, x1) and rows [y0, y1) of the open image (data, size: the bytes given to open) at DCT scale
-  // scale_num/8 (1, 2, 4 or 8) into `sink` as RGBX, CMYK converted as Pillow converts it. libjpeg widens the columns
-  // to its iMCU grid, so the sink gets a wider window than asked. A baseline file is checked for its end-of-image
-  // marker when only part of it was decoded (a truncation below the region would otherwise go unnoticed).
-  // report.scale_num = scale_num.
+  // scale_num/8 (1, 2, 4 or 8) into *buf (resized as needed) as RGBX, CMYK converted as Pillow converts it. libjpeg
+  // widens the columns to its iMCU grid, so *got can be wider than asked. A baseline file is checked for its
+  // end-of-image marker when only part of it was decoded (a truncation below the region would otherwise go
+  // unnoticed). report.scale_num = scale_num.
   DecodeReport decode_region(const uint8_t* data, size_t size, int scale_num, int x0, int y0, int x1, int y1,
-                             RowSink* sink);
+                             std::vector<uint8_t>* buf, DecodedRegion* got);
 
   // Give up on the open image (the next call starts clean anyway; this frees libjpeg's per-image memory now).
   void abort();
@@ -104,7 +94,7 @@ class JpegDecoder {
   // The restart-index fast path of decode_region: Ok when it decoded the region, Fallback when the file has no usable
   // index or it did not apply (the open image is then as open() left it), Error only when re-opening failed.
   DecodeReport decode_region_indexed(const uint8_t* data, size_t size, int scale_num, int x0, int y0, int x1, int y1,
-                                     RowSink* sink);
+                                     std::vector<uint8_t>* buf, DecodedRegion* got);
 
   State* st_;
   bool use_restart_index_ = true;

@@ -4,8 +4,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <algorithm>
-#include <cstring>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -378,16 +376,12 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "resize",
-      [](const py::object& pixels, std::vector<double> box, int out_w, int out_h, int filter, bool flip, bool scalar,
-         int rows_per_call) {
+      [](const py::object& pixels, std::vector<double> box, int out_w, int out_h, int filter, bool flip, bool scalar) {
         auto src = py::array_t<uint8_t, py::array::c_style>::ensure(pixels);
         if (!src || src.ndim() != 3 || (src.shape(2) != 3 && src.shape(2) != 4))
           throw py::value_error("pixels must be a C-contiguous uint8 array of shape (H, W, 3) or (H, W, 4)");
         if (box.size() != 4) throw py::value_error("box must be (left, top, right, bottom)");
         if (out_w < 1 || out_h < 1) throw py::value_error("output size must be positive");
-        if (rows_per_call < 0 || rows_per_call > StreamedResize::kMaxRows || (scalar && rows_per_call > 0))
-          throw py::value_error("rows_per_call must be 0 (whole image) or 1.." +
-                                std::to_string(StreamedResize::kMaxRows) + " (streamed; not with scalar)");
         U8Array out({py::ssize_t(out_h), py::ssize_t(out_w), py::ssize_t(3)});
         const int h = int(src.shape(0)), w = int(src.shape(1)), c = int(src.shape(2));
         Region reg{src.data(), w * c, c, 0, 0, w, h, w, h};
@@ -396,33 +390,14 @@ PYBIND11_MODULE(_C, m) {
         {
           py::gil_scoped_release release;
           thread_local ResampleScratch scratch;
-          if (rows_per_call > 0) {
-            // The rows as a decoder hands them over: rows_per_call at a time, copied into the room it is given.
-            thread_local StreamedResize streamed;
-            ok = streamed.begin(reg, 0, w * c, 0, h, box.data(), out_w, out_h, Filter(filter), flip, dst, out_w * 3,
-                                scratch);
-            for (int y = 0; ok && y < h; y += rows_per_call) {
-              const int n = std::min(rows_per_call, h - y);
-              std::ptrdiff_t stride = 0;
-              uint8_t* room = streamed.room(y, n, &stride);
-              ok = room != nullptr;
-              for (int r = 0; ok && r < n; r++)
-                std::memcpy(room + r * stride, src.data() + size_t(y + r) * size_t(w * c), size_t(w * c));
-              if (ok) streamed.rows(y, n);
-            }
-            ok = ok && streamed.finish();
-          } else {
-            ok = scalar ? resize_box_scalar(reg, box.data(), out_w, out_h, Filter(filter), flip, dst, out_w * 3,
-                                            scratch)
-                        : resize_box(reg, box.data(), out_w, out_h, Filter(filter), flip, dst, out_w * 3, scratch);
-          }
+          ok = scalar ? resize_box_scalar(reg, box.data(), out_w, out_h, Filter(filter), flip, dst, out_w * 3, scratch)
+                      : resize_box(reg, box.data(), out_w, out_h, Filter(filter), flip, dst, out_w * 3, scratch);
         }
         if (!ok) throw py::value_error("invalid resize box or size");
         return out;
       },
       py::arg("pixels"), py::arg("box"), py::arg("out_w"), py::arg("out_h"), py::arg("filter") = 0,
-      py::arg("flip") = false, py::arg("scalar") = false, py::arg("rows_per_call") = 0,
-      "Pillow-semantics antialiased resize of box (for tests); rows_per_call > 0 streams the rows in, a decoder's way.");
+      py::arg("flip") = false, py::arg("scalar") = false, "Pillow-semantics antialiased resize of box (for tests).");
 
   // Restart-indexed JPEGs (restart_index.h): the packer's transcode, and a look at a file's index.
   m.def(

@@ -25,13 +25,6 @@
 // vertical block whose loads would do so is computed by the scalar code (vertical pass on the window). Writes never
 // leave the out_w * 3 bytes of each dst row.
 //
-// StreamedResize runs the same kernels on rows as they are decoded. Horizontal first: each arriving row goes through
-// the row kernel from the ring the decoder wrote it into (ring rows are padded for the kernel's reads, so no bounce
-// row), and each output row's vertical pass runs as soon as the intermediate holds its last tap row: the region is
-// never held whole, and both passes read rows still in cache (measured on 500 ImageNet photos, one core: train +10%,
-// eval +9% images/s against resizing the decoded region afterwards). Vertical first: the rows are kept whole and
-// resized at the end.
-//
 // IPU_CNN_RESAMPLE_ISA=avx2|sse4.1|neon|scalar (read once) caps the fast path's choice, for testing the
 // narrower paths on a wide CPU; a value the CPU does not support falls back to the best one it does.
 #include "resample.h"
@@ -389,7 +382,7 @@ inline bool vertical_first_rule(int64_t full_width, int64_t full_height, int64_t
 
 bool make_plan(const Region& src, const double box_in[4], int out_w, int out_h, const OutputWindow& window_in,
                Filter filter, bool flip, uint8_t* dst, int dst_stride, ResampleScratch& s, Plan* p) {
-  if (!dst || (src.channels != 3 && src.channels != 4)) return false;
+  if (!src.data || !dst || (src.channels != 3 && src.channels != 4)) return false;
   if (filter != Filter::Bilinear && filter != Filter::Bicubic) return false;
   if (src.width < 1 || src.height < 1 || src.x0 < 0 || src.y0 < 0 || src.x0 > src.full_width - src.width ||
       src.y0 > src.full_height - src.height || int64_t(src.stride) < int64_t(src.width) * src.channels)
@@ -492,7 +485,6 @@ struct VertIO {
   // load must end at or before src_end, and blocks that cannot are computed by the scalar code.
   const uint8_t* src_end;
   bool dst_padded;  // whole-vector stores past nbytes are fine (the output is the padded intermediate)
-  int yy0, yy1;     // the output rows to compute: [yy0, yy1)
 };
 
 inline const uint8_t* v_base(const VertIO& io, const ResampleScratch& s, int yy) {
@@ -508,7 +500,7 @@ void vertical_scalar(const Plan& p, const ResampleScratch& s, const VertIO io) {
   const int32_t* by = s.by.data();
   const int32_t* ky = s.ky.data();
   const size_t ksize = size_t(p.ky_size);
-  for (int yy = io.yy0; yy < io.yy1; yy++)
+  for (int yy = 0, out_h = p.out_h; yy < out_h; yy++)
     v_bytes_scalar(io.src + ptrdiff_t(by[size_t(yy) * 2] - io.row0) * io.src_stride, io.src_stride,
                    ky + size_t(yy) * ksize, by[size_t(yy) * 2 + 1], 0, io.nbytes, io.dst + yy * io.dst_stride);
 }
@@ -517,13 +509,13 @@ void vertical_scalar(const Plan& p, const ResampleScratch& s, const VertIO io) {
 // the window's bytes of columns [xbox_first, xbox_last) into the vertical intermediate.
 inline VertIO vertical_io_second(const Plan& p, const uint8_t* tmp, ptrdiff_t tmp_stride, uint8_t* dst,
                                  ptrdiff_t dst_stride) {
-  return VertIO{tmp, tmp_stride, p.ybox_first, p.out_w * 3, dst, dst_stride, nullptr, false, 0, p.out_h};
+  return VertIO{tmp, tmp_stride, p.ybox_first, p.out_w * 3, dst, dst_stride, nullptr, false};
 }
 
 inline VertIO vertical_io_first(const Plan& p, uint8_t* vtmp, ptrdiff_t vtmp_stride, bool padded) {
   const uint8_t* end = p.data + (p.wh - 1) * p.stride + ptrdiff_t(p.ww) * p.ch;
   return VertIO{p.data + ptrdiff_t(p.xbox_first - p.wx0) * p.ch, p.stride, p.wy0, (p.xbox_last - p.xbox_first) * p.ch,
-                vtmp, vtmp_stride, end, padded, 0, p.out_h};
+                vtmp, vtmp_stride, end, padded};
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -598,43 +590,29 @@ void fast_split_weights(const Plan& p, ResampleScratch& s, int groups, bool pair
 
 #endif  // IPU_RESAMPLE_X86
 
-// The horizontal pass's row kernel for one plan, with what it reads prepared (offsets, split weights): rows(row,
-// row_step, out, out_step, n) resamples n rows, row + r * row_step into out + r * out_step. It reads at most max_read
-// bytes from a row's start and writes at most out_write bytes from an output row's start.
-struct RowKernel {
-  using Fn = void (*)(const RowKernel&, const uint8_t*, ptrdiff_t, uint8_t*, ptrdiff_t, int);
-  Fn fn = nullptr;
-  const Plan* p = nullptr;
-  const ResampleScratch* s = nullptr;
-  const int32_t* off = nullptr;  // fast_offsets
-  const int16_t* kw = nullptr;   // fast_split_weights
-  int w4 = 0, groups = 0, origin_x = 0;
-  ptrdiff_t max_read = 0, out_write = 0;
-  void rows(const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step, int n) const {
-    fn(*this, row, row_step, out, out_step, n);
-  }
-};
-
-// Runs the kernel over the window's rows the vertical pass reads, into the intermediate, handing it a padded copy of
-// a row when its reads (up to k.max_read bytes from the row start) would pass the end of the source buffer.
-void for_each_source_row(const Plan& p, uint8_t* tmp, ptrdiff_t tmp_stride, const RowKernel& k) {
+// Runs `row_fn(window_row_pointer, out_row)` for each intermediate row, handing it a padded copy of the row
+// when the kernel's reads (up to `max_read` bytes from the row start) would pass the end of the source buffer;
+// two consecutive rows that need no copy go to `pair_fn(row, row_step, out, out_step)` together.
+template <class RowFn, class PairFn>
+void for_each_source_row(const Plan& p, uint8_t* tmp, ptrdiff_t tmp_stride, ptrdiff_t max_read, RowFn row_fn,
+                         PairFn pair_fn) {
   const uint8_t* end = p.data + (p.wh - 1) * p.stride + ptrdiff_t(p.ww) * p.ch;
   const ptrdiff_t row_bytes = ptrdiff_t(p.ww) * p.ch;
   uint8_t* bounce = tmp + (p.ybox_last - p.ybox_first) * tmp_stride;  // sized by the caller
   for (int y = p.ybox_first; y < p.ybox_last;) {
     const uint8_t* row = p.data + (y - p.wy0) * p.stride;
     uint8_t* out = tmp + (y - p.ybox_first) * tmp_stride;
-    if (y + 1 < p.ybox_last && end - (row + p.stride) >= k.max_read) {
-      k.rows(row, p.stride, out, tmp_stride, 2);
+    if (y + 1 < p.ybox_last && end - (row + p.stride) >= max_read) {
+      pair_fn(row, p.stride, out, tmp_stride);
       y += 2;
       continue;
     }
-    if (end - row < k.max_read) {
+    if (end - row < max_read) {
       std::memcpy(bounce, row, size_t(row_bytes));
-      std::memset(bounce + row_bytes, 0, size_t(k.max_read - row_bytes));
+      std::memset(bounce + row_bytes, 0, size_t(max_read - row_bytes));
       row = bounce;
     }
-    k.rows(row, 0, out, 0, 1);
+    row_fn(row, out);
     y += 1;
   }
 }
@@ -666,20 +644,23 @@ VFirstTmp fast_tmp_vfirst(const Plan& p, ResampleScratch& s, ptrdiff_t max_read,
   return VFirstTmp{rows, stride, rows + size_t(p.out_h) * size_t(stride) + size_t(tail)};
 }
 
-// Runs the kernel over the vertical-first intermediate's rows into dst. A kernel that writes k.out_write bytes (more
-// than the out_w * 3 of a dst row) writes straight into dst only where the excess falls on the next dst row, which is
-// written afterwards (contiguous rows, not the last row); elsewhere into a bounce row, then copied.
-void for_each_vfirst_row(const Plan& p, const VFirstTmp& t, uint8_t* dst, ptrdiff_t dst_stride, const RowKernel& k) {
+// Runs `row_fn(intermediate_row, out_row)` for the vertical-first horizontal pass. A kernel that writes
+// `out_write` bytes (more than the out_w * 3 of a dst row) writes straight into dst only where the excess falls on
+// the next dst row, which is written afterwards (contiguous rows, not the last row); elsewhere into a bounce row,
+// then copied.
+template <class RowFn>
+void for_each_vfirst_row(const Plan& p, const VFirstTmp& t, uint8_t* dst, ptrdiff_t dst_stride, ptrdiff_t out_write,
+                         RowFn row_fn) {
   const ptrdiff_t row_bytes = ptrdiff_t(p.out_w) * 3;
-  const bool fits = k.out_write <= row_bytes;
-  const bool spill_ok = dst_stride == row_bytes && k.out_write <= 2 * row_bytes;
+  const bool fits = out_write <= row_bytes;
+  const bool spill_ok = dst_stride == row_bytes && out_write <= 2 * row_bytes;
   for (int yy = 0; yy < p.out_h; yy++) {
     const uint8_t* row = t.rows + yy * t.stride;
     uint8_t* out = dst + yy * dst_stride;
     if (fits || (spill_ok && yy + 1 < p.out_h)) {
-      k.rows(row, 0, out, 0, 1);
+      row_fn(row, out);
     } else {
-      k.rows(row, 0, t.bounce, 0, 1);
+      row_fn(row, t.bounce);
       std::memcpy(out, t.bounce, size_t(row_bytes));
     }
   }
@@ -788,7 +769,7 @@ __attribute__((target("avx2"))) inline __m256i v_block_avx2(const uint8_t* base,
 
 __attribute__((target("avx2"))) void vertical_avx2(const Plan& p, const ResampleScratch& s, const VertIO io) {
   const int nbytes = io.nbytes;
-  for (int yy = io.yy0; yy < io.yy1; yy++) {
+  for (int yy = 0; yy < p.out_h; yy++) {
     const uint8_t* base = v_base(io, s, yy);
     const int count = s.by[size_t(yy) * 2 + 1];
     const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
@@ -810,16 +791,25 @@ __attribute__((target("avx2"))) void vertical_avx2(const Plan& p, const Resample
   }
 }
 
-template <int CH, int G>
-void avx2_rows(const RowKernel& k, const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step, int n) {
-  for (; n >= 2; n -= 2, row += 2 * row_step, out += 2 * out_step)
-    h_row_avx2<CH, G, 2>(row, row_step, out, out_step, k.off, k.kw, k.w4, k.groups);
-  if (n == 1) h_row_avx2<CH, G, 1>(row, 0, out, 0, k.off, k.kw, k.w4, k.groups);
-}
-
-template <int CH>
-RowKernel::Fn avx2_rows_for(int groups) {
-  return groups == 1 ? avx2_rows<CH, 1> : groups == 2 ? avx2_rows<CH, 2> : avx2_rows<CH, 0>;
+// The horizontal passes run the row kernel over the rows `rows(row_fn, pair_fn)` hands out (for_each_source_row or
+// for_each_vfirst_row); pair_fn(row, row_step, out, out_step) does two rows at once.
+template <int CH, class Rows>
+void horizontal_avx2(const Plan& p, const ResampleScratch& s, const int32_t* off, int groups, Rows rows) {
+  const int w4 = (p.out_w + 3) & ~3;
+  const int16_t* kw = s.kx16.data();
+  auto run = [&](auto gfix) {
+    constexpr int G = decltype(gfix)::value;
+    rows([&](const uint8_t* row, uint8_t* out) { h_row_avx2<CH, G, 1>(row, 0, out, 0, off, kw, w4, groups); },
+         [&](const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step) {
+           h_row_avx2<CH, G, 2>(row, row_step, out, out_step, off, kw, w4, groups);
+         });
+  };
+  if (groups == 1)
+    run(std::integral_constant<int, 1>());
+  else if (groups == 2)
+    run(std::integral_constant<int, 2>());
+  else
+    run(std::integral_constant<int, 0>());
 }
 
 // SSE4.1 horizontal row: 2 taps per group (8-byte load), 4 output pixels per iteration.
@@ -871,7 +861,7 @@ __attribute__((target("sse4.1"))) inline __m128i v_block_sse41(const uint8_t* ba
 
 __attribute__((target("sse4.1"))) void vertical_sse41(const Plan& p, const ResampleScratch& s, const VertIO io) {
   const int nbytes = io.nbytes;
-  for (int yy = io.yy0; yy < io.yy1; yy++) {
+  for (int yy = 0; yy < p.out_h; yy++) {
     const uint8_t* base = v_base(io, s, yy);
     const int count = s.by[size_t(yy) * 2 + 1];
     const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
@@ -892,9 +882,15 @@ __attribute__((target("sse4.1"))) void vertical_sse41(const Plan& p, const Resam
   }
 }
 
-template <int CH>
-void sse41_rows(const RowKernel& k, const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step, int n) {
-  for (int r = 0; r < n; r++) h_row_sse41<CH>(row + r * row_step, out + r * out_step, k.off, k.kw, k.w4, k.groups);
+template <int CH, class Rows>
+void horizontal_sse41(const Plan& p, const ResampleScratch& s, const int32_t* off, int groups, Rows rows) {
+  const int w4 = (p.out_w + 3) & ~3;
+  const int16_t* kw = s.kx16.data();
+  auto row_fn = [&](const uint8_t* row, uint8_t* out) { h_row_sse41<CH>(row, out, off, kw, w4, groups); };
+  rows(row_fn, [&](const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step) {
+    row_fn(row, out);
+    row_fn(row + row_step, out + out_step);
+  });
 }
 
 #endif  // IPU_RESAMPLE_X86
@@ -941,7 +937,7 @@ void h_row_neon(const uint8_t* row, uint8_t* out, const int32_t* off, const int3
 void vertical_neon(const Plan& p, const ResampleScratch& s, const VertIO io) {
   const int nbytes = io.nbytes;
   const ptrdiff_t stride = io.src_stride;
-  for (int yy = io.yy0; yy < io.yy1; yy++) {
+  for (int yy = 0; yy < p.out_h; yy++) {
     const uint8_t* base = v_base(io, s, yy);
     const int count = s.by[size_t(yy) * 2 + 1];
     const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
@@ -974,13 +970,6 @@ void vertical_neon(const Plan& p, const ResampleScratch& s, const VertIO io) {
       }
     }
   }
-}
-
-template <int CH>
-void neon_rows(const RowKernel& k, const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step, int n) {
-  for (int r = 0; r < n; r++)
-    h_row_neon<CH>(row + r * row_step, out + r * out_step, k.off, k.s->bx.data(), k.s->kx.data(), k.p->kx_size,
-                   k.p->out_w);
 }
 
 #endif  // IPU_RESAMPLE_NEON
@@ -1021,72 +1010,107 @@ Isa chosen_isa() {
 
 bool coefficients_in_avx2() { return chosen_isa() == Isa::Avx2; }
 
-void scalar_rows(const RowKernel& k, const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step, int n) {
-  for (int r = 0; r < n; r++) h_row_scalar(*k.p, *k.s, row + r * row_step, k.origin_x, out + r * out_step);
-}
-
-// The plan's horizontal row kernel on `isa`, for rows starting at full-image column origin_x. The scalar and NEON
-// kernels read only the taps' own pixels and write only out_w * 3 bytes; the x86 ones read whole vectors (up to the
-// last group's load) and store 16 bytes per 4 pixels.
-RowKernel horizontal_kernel(Isa isa, const Plan& p, ResampleScratch& s, int origin_x) {
-  RowKernel k;
-  k.p = &p;
-  k.s = &s;
-  k.origin_x = origin_x;
-  k.w4 = (p.out_w + 3) & ~3;
-  k.max_read = ptrdiff_t(p.ww) * p.ch;
-  k.out_write = ptrdiff_t(p.out_w) * 3;
-  k.fn = scalar_rows;
+// The horizontal pass reads up to max_read bytes from the start of a row (the vector loads of its last group).
+bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_t dst_stride) {
+  const bool vf = p.vertical_first;
+  const int origin_x = vf ? p.xbox_first : p.wx0;  // the column a horizontal input row starts at
 #if defined(IPU_RESAMPLE_X86)
   if (isa == Isa::Avx2 || isa == Isa::Sse41) {
     const bool avx2 = isa == Isa::Avx2;
-    k.off = fast_offsets(p, s, origin_x);
+    const int32_t* off = fast_offsets(p, s, origin_x);
+    const int w4 = (p.out_w + 3) & ~3;
     ptrdiff_t max_off = 0;
-    for (int i = 0; i < k.w4; i++) max_off = std::max<ptrdiff_t>(max_off, k.off[i]);
+    for (int i = 0; i < w4; i++) max_off = std::max<ptrdiff_t>(max_off, off[i]);
     const int taps = avx2 ? 4 : 2;
-    k.groups = (p.max_count_x + taps - 1) / taps;
-    k.max_read = max_off + ptrdiff_t(k.groups - 1) * taps * p.ch + (avx2 ? 16 : 8);
-    k.out_write = ptrdiff_t(k.w4) * 3 + 4;  // the last 16-byte store of a row ends there
-    fast_split_weights(p, s, k.groups, avx2);
-    k.kw = s.kx16.data();
-    if (avx2)
-      k.fn = p.ch == 4 ? avx2_rows_for<4>(k.groups) : avx2_rows_for<3>(k.groups);
-    else
-      k.fn = p.ch == 4 ? sse41_rows<4> : sse41_rows<3>;
+    const int groups = (p.max_count_x + taps - 1) / taps;
+    const ptrdiff_t load = avx2 ? 16 : 8;
+    const ptrdiff_t max_read = max_off + ptrdiff_t(groups - 1) * taps * p.ch + load;
+    fast_split_weights(p, s, groups, avx2);
+    auto vertical = [&](const VertIO& io) { avx2 ? vertical_avx2(p, s, io) : vertical_sse41(p, s, io); };
+    auto horizontal = [&](auto rows) {
+      if (avx2) {
+        if (p.ch == 4)
+          horizontal_avx2<4>(p, s, off, groups, rows);
+        else
+          horizontal_avx2<3>(p, s, off, groups, rows);
+      } else {
+        if (p.ch == 4)
+          horizontal_sse41<4>(p, s, off, groups, rows);
+        else
+          horizontal_sse41<3>(p, s, off, groups, rows);
+      }
+    };
+    if (!vf) {
+      const ptrdiff_t tmp_stride = fast_tmp_stride(p.out_w);
+      uint8_t* tmp = fast_tmp(p, s, tmp_stride, max_read);
+      horizontal([&](auto&& row_fn, auto&& pair_fn) {
+        for_each_source_row(p, tmp, tmp_stride, max_read, row_fn, pair_fn);
+      });
+      vertical(vertical_io_second(p, tmp, tmp_stride, dst, dst_stride));
+    } else {
+      const ptrdiff_t out_write = ptrdiff_t(w4) * 3 + 4;  // the last 16-byte store of a row ends there
+      const VFirstTmp t = fast_tmp_vfirst(p, s, max_read, out_write);
+      vertical(vertical_io_first(p, t.rows, t.stride, true));
+      horizontal([&](auto&& row_fn, auto&&) { for_each_vfirst_row(p, t, dst, dst_stride, out_write, row_fn); });
+    }
+    return true;
   }
 #elif defined(IPU_RESAMPLE_NEON)
   if (isa == Isa::Neon) {
-    k.off = fast_offsets(p, s, origin_x);
-    k.fn = p.ch == 4 ? neon_rows<4> : neon_rows<3>;
+    const int32_t* off = fast_offsets(p, s, origin_x);
+    auto row_fn = [&](const uint8_t* row, uint8_t* out) {
+      if (p.ch == 4)
+        h_row_neon<4>(row, out, off, s.bx.data(), s.kx.data(), p.kx_size, p.out_w);
+      else
+        h_row_neon<3>(row, out, off, s.bx.data(), s.kx.data(), p.kx_size, p.out_w);
+    };
+    // The NEON row kernel reads only the taps' own pixels and writes only out_w * 3 bytes: no bounce rows.
+    if (!vf) {
+      const ptrdiff_t tmp_stride = fast_tmp_stride(p.out_w);
+      const ptrdiff_t max_read = ptrdiff_t(p.ww) * p.ch;
+      uint8_t* tmp = fast_tmp(p, s, tmp_stride, max_read);
+      for_each_source_row(p, tmp, tmp_stride, max_read, row_fn,
+                          [&](const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step) {
+                            row_fn(row, out);
+                            row_fn(row + row_step, out + out_step);
+                          });
+      vertical_neon(p, s, vertical_io_second(p, tmp, tmp_stride, dst, dst_stride));
+    } else {
+      const VFirstTmp t = fast_tmp_vfirst(p, s, 0, 0);
+      vertical_neon(p, s, vertical_io_first(p, t.rows, t.stride, true));
+      for (int yy = 0; yy < p.out_h; yy++) row_fn(t.rows + yy * t.stride, dst + yy * dst_stride);
+    }
+    return true;
   }
 #endif
-  return k;
+  (void)isa;
+  (void)p;
+  (void)s;
+  (void)dst;
+  (void)dst_stride;
+  (void)vf;
+  (void)origin_x;
+  return false;
 }
 
-void vertical_pass(Isa isa, const Plan& p, const ResampleScratch& s, const VertIO& io) {
-#if defined(IPU_RESAMPLE_X86)
-  if (isa == Isa::Avx2) return vertical_avx2(p, s, io);
-  if (isa == Isa::Sse41) return vertical_sse41(p, s, io);
-#elif defined(IPU_RESAMPLE_NEON)
-  if (isa == Isa::Neon) return vertical_neon(p, s, io);
-#endif
-  vertical_scalar(p, s, io);
-}
-
-// Both passes over a planned window held whole (p.data), in the plan's order.
-void run(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_t dst_stride) {
+bool run_scalar(const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_t dst_stride) {
   if (!p.vertical_first) {
-    const RowKernel k = horizontal_kernel(isa, p, s, p.wx0);
-    const ptrdiff_t tmp_stride = fast_tmp_stride(p.out_w);
-    uint8_t* tmp = fast_tmp(p, s, tmp_stride, k.max_read);
-    for_each_source_row(p, tmp, tmp_stride, k);
-    vertical_pass(isa, p, s, vertical_io_second(p, tmp, tmp_stride, dst, dst_stride));
+    const ptrdiff_t tmp_stride = ptrdiff_t(p.out_w) * 3;
+    const size_t need = size_t(p.ybox_last - p.ybox_first) * size_t(tmp_stride);
+    if (s.tmp.size() < need) s.tmp.resize(need);
+    uint8_t* tmp = s.tmp.data();
+    for (int y = p.ybox_first; y < p.ybox_last; y++)
+      h_row_scalar(p, s, p.data + (y - p.wy0) * p.stride, p.wx0, tmp + (y - p.ybox_first) * tmp_stride);
+    vertical_scalar(p, s, vertical_io_second(p, tmp, tmp_stride, dst, dst_stride));
   } else {
-    const RowKernel k = horizontal_kernel(isa, p, s, p.xbox_first);
-    const VFirstTmp t = fast_tmp_vfirst(p, s, k.max_read, k.out_write);
-    vertical_pass(isa, p, s, vertical_io_first(p, t.rows, t.stride, true));
-    for_each_vfirst_row(p, t, dst, dst_stride, k);
+    const ptrdiff_t tmp_stride = ptrdiff_t(p.xbox_last - p.xbox_first) * p.ch;
+    const size_t need = size_t(p.out_h) * size_t(tmp_stride);
+    if (s.tmp.size() < need) s.tmp.resize(need);
+    uint8_t* tmp = s.tmp.data();
+    vertical_scalar(p, s, vertical_io_first(p, tmp, tmp_stride, false));
+    for (int yy = 0; yy < p.out_h; yy++) h_row_scalar(p, s, tmp + yy * tmp_stride, p.xbox_first, dst + yy * dst_stride);
   }
+  return true;
 }
 
 const char* isa_name(Isa isa) {
@@ -1136,117 +1160,17 @@ void resample_support(int full_width, int full_height, const double box_in[4], i
 bool resize_box_scalar(const Region& src, const double box[4], int out_w, int out_h, Filter filter, bool flip,
                        uint8_t* dst, int dst_stride, ResampleScratch& scratch, const OutputWindow& window) {
   Plan p;
-  if (!src.data || !make_plan(src, box, out_w, out_h, window, filter, flip, dst, dst_stride, scratch, &p)) return false;
-  run(Isa::Scalar, p, scratch, dst, dst_stride);
-  return true;
+  if (!make_plan(src, box, out_w, out_h, window, filter, flip, dst, dst_stride, scratch, &p)) return false;
+  return run_scalar(p, scratch, dst, dst_stride);
 }
 
 bool resize_box(const Region& src, const double box[4], int out_w, int out_h, Filter filter, bool flip, uint8_t* dst,
                 int dst_stride, ResampleScratch& scratch, const OutputWindow& window) {
   Plan p;
-  if (!src.data || !make_plan(src, box, out_w, out_h, window, filter, flip, dst, dst_stride, scratch, &p)) return false;
-  run(chosen_isa(), p, scratch, dst, dst_stride);
-  return true;
-}
-
-// ---------------------------------------------------------------------------------------------------------------
-// Streamed
-
-struct StreamedResize::Impl {
-  ResampleScratch* s = nullptr;
-  Isa isa = Isa::Scalar;
-  Plan p;
-  RowKernel k;        // ring mode: the horizontal kernel, ready at begin
-  bool ring = false;  // the horizontal pass runs as rows arrive; else the rows are kept whole in buf
-  int lead = 0, first_row = 0, rows = 0;
-  ptrdiff_t stride = 0;  // of the rows in buf
-  uint8_t* tmp = nullptr;
-  ptrdiff_t tmp_stride = 0;
-  int done = 0;      // intermediate rows computed (ring mode)
-  int out_done = 0;  // output rows written (ring mode)
-  uint8_t* dst = nullptr;
-  ptrdiff_t dst_stride = 0;
-  std::vector<uint8_t> buf;  // the ring (kMaxRows rows), or every row
-};
-
-StreamedResize::StreamedResize() : impl_(new Impl) {}
-StreamedResize::~StreamedResize() = default;
-
-bool StreamedResize::begin(const Region& window, int lead, int row_bytes, int first_row, int rows, const double box[4],
-                           int out_w, int out_h, Filter filter, bool flip, uint8_t* dst, int dst_stride,
-                           ResampleScratch& scratch, const OutputWindow& out_window) {
-  Impl& m = *impl_;
-  m.ring = false;
-  m.done = 0;
-  m.out_done = 0;
-  if (lead < 0 || rows < 1 || int64_t(lead) + int64_t(window.width) * window.channels > row_bytes ||
-      window.y0 < first_row || int64_t(window.y0) + window.height > int64_t(first_row) + rows)
-    return false;
-  if (!make_plan(window, box, out_w, out_h, out_window, filter, flip, dst, dst_stride, scratch, &m.p)) return false;
-  m.s = &scratch;
-  m.isa = chosen_isa();
-  m.lead = lead;
-  m.first_row = first_row;
-  m.rows = rows;
-  m.dst = dst;
-  m.dst_stride = dst_stride;
-  size_t need;
-  if (!m.p.vertical_first) {
-    // Ring rows leave room for the kernel's reads past a row's end.
-    m.ring = true;
-    m.k = horizontal_kernel(m.isa, m.p, scratch, m.p.wx0);
-    m.stride = (std::max<ptrdiff_t>(row_bytes, lead + m.k.max_read) + 63) & ~ptrdiff_t(63);
-    m.tmp_stride = fast_tmp_stride(out_w);
-    m.tmp = fast_tmp(m.p, scratch, m.tmp_stride, m.k.max_read);
-    need = size_t(kMaxRows) * size_t(m.stride);
-  } else {
-    m.stride = row_bytes;
-    need = size_t(rows) * size_t(m.stride);
-  }
-  need += 64;
-  if (m.buf.size() < need) m.buf.resize(need);
-  return true;
-}
-
-uint8_t* StreamedResize::room(int i, int n, ptrdiff_t* stride) {
-  Impl& m = *impl_;
-  *stride = m.stride;
-  if (m.ring) return n <= kMaxRows ? m.buf.data() : nullptr;
-  return i >= 0 && n >= 0 && i + n <= m.rows ? m.buf.data() + i * m.stride : nullptr;
-}
-
-void StreamedResize::rows(int i, int n) {
-  Impl& m = *impl_;
-  if (!m.ring) return;
-  // Arrived rows the vertical pass reads: full-image rows first_row + j for j in [a, b).
-  const int a = std::max(i, m.p.ybox_first - m.first_row), b = std::min(i + n, m.p.ybox_last - m.first_row);
-  if (a >= b) return;
-  m.k.rows(m.buf.data() + (a - i) * m.stride + m.lead, m.stride,
-           m.tmp + ptrdiff_t(m.first_row + a - m.p.ybox_first) * m.tmp_stride, m.tmp_stride, b - a);
-  m.done += b - a;
-  // The output rows whose taps are all in now (their first taps only grow with the row), while those intermediate
-  // rows are still in cache.
-  const int have = m.p.ybox_first + m.done;
-  int yy = m.out_done;
-  while (yy < m.p.out_h && m.s->by[size_t(yy) * 2] + m.s->by[size_t(yy) * 2 + 1] <= have) yy++;
-  if (yy > m.out_done) {
-    VertIO io = vertical_io_second(m.p, m.tmp, m.tmp_stride, m.dst, m.dst_stride);
-    io.yy0 = m.out_done;
-    io.yy1 = yy;
-    vertical_pass(m.isa, m.p, *m.s, io);
-    m.out_done = yy;
-  }
-}
-
-bool StreamedResize::finish() {
-  Impl& m = *impl_;
-  if (!m.ring) {
-    m.p.data = m.buf.data() + ptrdiff_t(m.p.wy0 - m.first_row) * m.stride + m.lead;
-    m.p.stride = m.stride;
-    run(m.isa, m.p, *m.s, m.dst, m.dst_stride);
-    return true;
-  }
-  return m.done == m.p.ybox_last - m.p.ybox_first && m.out_done == m.p.out_h;
+  if (!make_plan(src, box, out_w, out_h, window, filter, flip, dst, dst_stride, scratch, &p)) return false;
+  const Isa isa = chosen_isa();
+  if (isa != Isa::Scalar && run_fast(isa, p, scratch, dst, dst_stride)) return true;
+  return run_scalar(p, scratch, dst, dst_stride);
 }
 
 const char* resample_simd_path() { return isa_name(chosen_isa()); }

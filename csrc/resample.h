@@ -3,9 +3,7 @@
 // (BICUBIC) filters stretched by the downscale factor; weights normalised per output pixel and turned into fixed
 // point. The crop box (fractional, source pixels) and an optional horizontal flip are fused into the resize.
 #pragma once
-#include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 namespace ipu {
@@ -83,39 +81,6 @@ bool resize_box_scalar(const Region& src, const double box[4], int out_w, int ou
                        const OutputWindow& window = OutputWindow());
 
 // Name of the instruction set the fast path dispatches to on this CPU ("avx2", "sse4.1", "neon", "scalar").
-// A resize whose source rows arrive top to bottom, a few at a time, while they are being decoded (transform.cpp feeds
-// it from the JPEG decoder). When the horizontal pass comes first, as Pillow orders most resizes, each row is
-// resampled as soon as it arrives, from a ring of kMaxRows rows the decoder writes into: the region never goes to
-// memory whole, and the pass reads rows that are still in cache. Otherwise the rows are kept whole and resized at the
-// end. The output is resize_box's, bit for bit. One object is reused from image to image.
-class StreamedResize {
- public:
-  static constexpr int kMaxRows = 16;  // rows one room() may ask for
-
-  StreamedResize();
-  ~StreamedResize();
-  StreamedResize(const StreamedResize&) = delete;
-  StreamedResize& operator=(const StreamedResize&) = delete;
-
-  // Plans the resize as resize_box would for `window` (its data is not read; its stride must be row_bytes). The rows
-  // that will arrive are full-image rows [first_row, first_row + rows), row_bytes long each, the window's first
-  // column at byte `lead`. False when resize_box would refuse, or the rows do not hold the window.
-  bool begin(const Region& window, int lead, int row_bytes, int first_row, int rows, const double box[4], int out_w,
-             int out_h, Filter filter, bool flip, uint8_t* dst, int dst_stride, ResampleScratch& scratch,
-             const OutputWindow& out_window = OutputWindow());
-  // Where arriving rows [i, i + n) (counted from first_row) are to be written: the first one's address, rows *stride
-  // bytes apart; null if they are not rows begin() was told of.
-  uint8_t* room(int i, int n, std::ptrdiff_t* stride);
-  // Rows [i, i + n) are written.
-  void rows(int i, int n);
-  // After the last row: writes the output. False if rows the resize reads did not arrive.
-  bool finish();
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-};
-
 const char* resample_simd_path();
 
 }  // namespace ipu

@@ -92,81 +92,6 @@ bool resize_frame(const Geometry& g, const ScaledFrame& fr, const uint8_t* pixel
   return resize_box(reg, fr.box, g.out_w, g.out_h, filter, g.crop.flip, dst, g.out_w * 3, scratch, fr.window);
 }
 
-static_assert(RowSink::kMaxRows <= StreamedResize::kMaxRows, "the resampler's ring holds what the decoder writes");
-
-// The decoder's rows straight into the resampler (StreamedResize), cut to the crop's frame as resize_frame cuts them.
-// `refused` says the decoded region did not cover the resampler's support, or the decoder asked for rows it had not
-// announced (neither should happen); rows then go to a spare row, to be thrown away.
-class FrameRows final : public RowSink {
- public:
-  FrameRows(StreamedResize& rs, ResampleScratch& scratch, const Geometry& g, const ScaledFrame& fr, Filter filter,
-            uint8_t* dst)
-      : rs_(rs), scratch_(scratch), g_(g), fr_(fr), filter_(filter), dst_(dst) {}
-
-  bool begin(int x0, int w, int y0, int y1, int bytes_per_pixel) override {
-    y0_ = y0;
-    spare_stride_ = std::ptrdiff_t(w) * bytes_per_pixel;
-    const int wx0 = std::max(x0, fr_.x0), wx1 = std::min(x0 + w, fr_.x0 + fr_.w);
-    const int wy0 = std::max(y0, fr_.y0), wy1 = std::min(y1, fr_.y0 + fr_.h);
-    const int row_bytes = w * bytes_per_pixel;
-    refused_ = bytes_per_pixel != 4 || wx1 <= wx0 || wy1 <= wy0;
-    if (!refused_) {
-      const Region window{nullptr, row_bytes, 4, wx0 - fr_.x0, wy0 - fr_.y0, wx1 - wx0, wy1 - wy0, fr_.w, fr_.h};
-      refused_ = !rs_.begin(window, (wx0 - x0) * 4, row_bytes, y0 - fr_.y0, y1 - y0, fr_.box, g_.out_w, g_.out_h,
-                            filter_, g_.crop.flip, dst_, g_.out_w * 3, scratch_, fr_.window);
-    }
-    return !refused_;
-  }
-  uint8_t* room(int y, int n, std::ptrdiff_t* stride) override {
-    uint8_t* p = refused_ ? nullptr : rs_.room(y - y0_, n, stride);
-    if (p == nullptr) {
-      refused_ = true;
-      spare_.resize(size_t(spare_stride_) * size_t(n));
-      *stride = spare_stride_;
-      p = spare_.data();
-    }
-    return p;
-  }
-  void rows(int y, int n) override {
-    if (!refused_) rs_.rows(y - y0_, n);
-  }
-  // After a successful decode: the output.
-  bool finish() { return !refused_ && rs_.finish(); }
-
- private:
-  StreamedResize& rs_;
-  ResampleScratch& scratch_;
-  const Geometry& g_;
-  const ScaledFrame& fr_;
-  Filter filter_;
-  uint8_t* dst_;
-  int y0_ = 0;
-  bool refused_ = false;
-  std::vector<uint8_t> spare_;
-  std::ptrdiff_t spare_stride_ = 0;
-};
-
-// The benchmark floor's sink (DecodeOptions::decode_only): every row decoded into a ring as FrameRows' are, then
-// dropped: the decode alone, with the same memory traffic.
-class DroppedRows final : public RowSink {
- public:
-  explicit DroppedRows(std::vector<uint8_t>& ring) : ring_(ring) {}
-  bool begin(int, int w, int, int, int bytes_per_pixel) override {
-    stride_ = (std::ptrdiff_t(w) * bytes_per_pixel + 63) & ~std::ptrdiff_t(63);
-    if (ring_.size() < size_t(stride_) * kMaxRows) ring_.resize(size_t(stride_) * kMaxRows);
-    return true;
-  }
-  uint8_t* room(int, int, std::ptrdiff_t* stride) override {
-    *stride = stride_;
-    return ring_.data();
-  }
-  void rows(int, int) override {}
-
- private:
-  std::vector<uint8_t>& ring_;
-  std::ptrdiff_t stride_ = 0;
-};
-
 }  // namespace
 
 std::string transform_pixels(const uint8_t* pixels, int width, int height, int channels, const CropParams& crop,
@@ -282,13 +207,11 @@ DecodeReport transform_jpeg(Workspace& ws, const uint8_t* data, size_t size, con
   x_hi = std::min(SW, x_hi + fr.x0 + kMargin);
   y_hi = std::min(SH, y_hi + fr.y0 + kMargin);
 
-  if (opts.decode_only) {
-    DroppedRows sink(ws.region);
-    return ws.decoder.decode_region(data, size, m, x_lo, y_lo, x_hi, y_hi, &sink);
-  }
-  FrameRows sink(ws.resize, ws.scratch, g, fr, filter, dst);
-  r = ws.decoder.decode_region(data, size, m, x_lo, y_lo, x_hi, y_hi, &sink);
-  if (r.status == Status::Ok && !sink.finish()) {
+  DecodedRegion got;
+  r = ws.decoder.decode_region(data, size, m, x_lo, y_lo, x_hi, y_hi, &ws.region, &got);
+  if (r.status != Status::Ok || opts.decode_only) return r;
+  if (!resize_frame(g, fr, got.pixels, got.stride, 4, got.x0, got.y0, got.x0 + got.w, got.y0 + got.h, filter, dst,
+                    ws.scratch)) {
     r.status = Status::Error;
     r.message = "internal error: decoded region does not cover the resampling support";
   }

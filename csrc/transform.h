@@ -16,8 +16,7 @@ namespace ipu {
 // What one thread reuses from image to image: a decoder and the buffers between the decoder and the resampler.
 struct Workspace {
   JpegDecoder decoder;
-  StreamedResize resize;        // the decoded window's rows go straight into it
-  std::vector<uint8_t> region;  // the benchmark floor's ring of decoded rows (decode_only)
+  std::vector<uint8_t> region;  // the decoded window (RGBX)
   std::vector<uint8_t> full;    // the oriented full frame, when EXIF orientation must be applied
   ResampleScratch scratch;
 };

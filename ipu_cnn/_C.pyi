@@ -150,10 +150,8 @@ def resize(
     filter: int = 0,
     flip: bool = False,
     scalar: bool = False,
-    rows_per_call: int = 0,
 ) -> npt.NDArray[np.uint8]:
-    """Pillow-semantics antialiased resize of box (for tests); rows_per_call > 0 (at most 16) streams the rows in, a
-    decoder's way, through the resampler the JPEG path uses."""
+    """Pillow-semantics antialiased resize of box (for tests)."""
 
 def add_restart_index(
     data: Union[bytes, bytearray, memoryview, npt.NDArray[np.uint8]],

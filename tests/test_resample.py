@@ -380,43 +380,15 @@ for i in range(60):
     for filt in (0, 1):
         a = _C.resize(src, box, out_w, out_h, filt, bool(i % 3), scalar=False)
         b = _C.resize(src, box, out_w, out_h, filt, bool(i % 3), scalar=True)
-        c = _C.resize(src, box, out_w, out_h, filt, bool(i % 3), rows_per_call=1 + i % 16)
         assert np.array_equal(a, b), (src.shape, box, out_w, out_h, filt)
-        assert np.array_equal(c, b), (src.shape, box, out_w, out_h, filt, "streamed")
 print(_C.simd_path())
 """
-
-
-@pytest.mark.parametrize("seed", range(3))
-def test_streamed_rows_equal_pillow(seed: int) -> None:
-    """The resize the JPEG path runs (StreamedResize): rows handed over a few at a time, as the decoder does, give
-    Pillow's result exactly, in both pass orders (horizontal first: each row resampled as it arrives, the vertical
-    pass as soon as its rows are in; vertical first: rows kept and resized at the end), for every chunk size."""
-    orders = set()
-    for i, (rgb, box, out_w, out_h, filt, flip) in enumerate(random_cases(100 + seed, 60)):
-        ref = two_step_reference(rgb, box, out_w, out_h, filt)
-        if flip:
-            ref = ref[:, ::-1]
-        src = rgb if i % 2 else np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])  # RGB and RGBX
-        for rows_per_call in (1, 2, 5, 16):
-            got = _C.resize(src, box, out_w, out_h, filt, flip, rows_per_call=rows_per_call)
-            assert np.array_equal(got, ref), (rgb.shape, box, out_w, out_h, filt, flip, rows_per_call,
-                                              int(abs_diff(got, ref).max()))
-        orders.add(vertical_first(rgb.shape[1], rgb.shape[0], out_w, out_h))
-    assert orders == {False, True}
-
-
-@pytest.mark.parametrize("rows_per_call", [-1, 17])
-def test_streamed_chunk_size_is_checked(rows_per_call: int) -> None:
-    rgb = np.zeros((8, 8, 3), np.uint8)
-    with pytest.raises(ValueError, match="rows_per_call"):
-        _C.resize(rgb, (0, 0, 8, 8), 4, 4, BILINEAR, False, rows_per_call=rows_per_call)
 
 
 @pytest.mark.parametrize("isa", ["sse4.1", "scalar"])
 def test_narrower_dispatch_paths(isa: str, tmp_path: Path) -> None:
     """IPU_CNN_RESAMPLE_ISA caps the run-time choice, so the SSE4.1 and scalar fallbacks run on an AVX2 machine too
-    (each bit-exact with the scalar reference, in both pass orders, whole and streamed)."""
+    (each bit-exact with the scalar reference, in both pass orders)."""
     env = subprocess_env(IPU_CNN_RESAMPLE_ISA=isa)
     script = [sys.executable, "-c", _NARROW_PATH_SCRIPT]
     res = subprocess.run(script, env=env, capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path)
