@@ -200,6 +200,50 @@ __attribute__((target("avx2"))) void weights8_avx2(int xmin, int count, double c
   const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
   _mm256_maskstore_epi32(k, _mm256_cmpgt_epi32(_mm256_set1_epi32(ksize), lanes), _mm256_setr_m128i(q[0], q[1]));
 }
+
+// Four consecutive output positions' bounds and weights at once (grid positions offset + xx .. + 3, ksize <= 8), one
+// position a lane: axis_bounds, then weights8_avx2's sequence per tap (filter value, the sum in tap order, division,
+// to_fixed), each lane's operations those of the scalar code for its position, so the results are the same bit for bit.
+// False when a position would read no pixel or more than ksize (precompute_axis_t refuses those).
+template <class F>
+__attribute__((target("avx2"))) bool bounds_weights4_avx2(const AxisGeometry& g, int in_size, double in0, int xx,
+                                                          int ksize, int32_t xmin[4], int32_t count[4],
+                                                          int32_t k[8][4]) {
+  const __m256d half = _mm256_set1_pd(0.5);
+  const __m256d pos = _mm256_add_pd(_mm256_cvtepi32_pd(_mm_add_epi32(_mm_set1_epi32(xx), _mm_setr_epi32(0, 1, 2, 3))),
+                                    half);
+  const __m256d c = _mm256_add_pd(_mm256_set1_pd(in0), _mm256_mul_pd(pos, _mm256_set1_pd(g.scale)));
+  const __m256d sup = _mm256_set1_pd(g.support);
+  __m128i lo = _mm256_cvttpd_epi32(_mm256_add_pd(_mm256_sub_pd(c, sup), half));
+  __m128i hi = _mm256_cvttpd_epi32(_mm256_add_pd(_mm256_add_pd(c, sup), half));
+  lo = _mm_max_epi32(lo, _mm_setzero_si128());
+  hi = _mm_min_epi32(hi, _mm_set1_epi32(in_size));
+  const __m128i n = _mm_sub_epi32(hi, lo);
+  if (_mm_movemask_epi8(_mm_or_si128(_mm_cmplt_epi32(n, _mm_set1_epi32(1)), _mm_cmpgt_epi32(n, _mm_set1_epi32(ksize)))))
+    return false;
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(xmin), lo);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(count), n);
+  const __m256d ss = _mm256_set1_pd(g.ss);
+  __m256d w[8];
+  __m256d ww = _mm256_setzero_pd();
+  for (int t = 0; t < ksize; t++) {
+    const __m128i tap = _mm_add_epi32(lo, _mm_set1_epi32(t));
+    const __m256d arg = _mm256_mul_pd(_mm256_add_pd(_mm256_sub_pd(_mm256_cvtepi32_pd(tap), c), half), ss);
+    const __m128i live = _mm_cmpgt_epi32(n, _mm_set1_epi32(t));
+    w[t] = _mm256_and_pd(eval4(F(), arg), _mm256_castsi256_pd(_mm256_cvtepi32_epi64(live)));
+    ww = _mm256_add_pd(ww, w[t]);  // in tap order; a dead tap adds +0.0, which changes no sum
+  }
+  const __m256d nonzero = _mm256_cmp_pd(ww, _mm256_setzero_pd(), _CMP_NEQ_UQ);
+  const __m256d scale = _mm256_set1_pd(double(1 << kPrecisionBits)), lim = _mm256_set1_pd(2147483647.0);
+  for (int t = 0; t < ksize; t++) {
+    const __m256d x = _mm256_blendv_pd(w[t], _mm256_div_pd(w[t], ww), nonzero);
+    const __m256d round = _mm256_blendv_pd(half, _mm256_set1_pd(-0.5), _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_LT_OQ));
+    __m256d f = _mm256_add_pd(_mm256_mul_pd(x, scale), round);
+    f = _mm256_min_pd(_mm256_max_pd(f, _mm256_sub_pd(_mm256_setzero_pd(), lim)), lim);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(k[t]), _mm256_cvttpd_epi32(f));
+  }
+  return true;
+}
 #endif
 
 // Pillow's precompute_coeffs + normalize_coeffs_8bpc for one axis of a resize to grid_size, of which the out_size
@@ -220,7 +264,27 @@ IPU_NO_FP_CONTRACT bool precompute_axis_t(int in_size, double in0, double in1, i
   constexpr int kBuf = 64;
   double wbuf[kBuf];
   [[maybe_unused]] const bool avx2 = coefficients_in_avx2();
-  for (int xx = 0; xx < out_size; xx++) {
+  int xx = 0;
+#if defined(IPU_RESAMPLE_X86)
+  if (avx2 && ksize <= 8) {
+    // Four positions at a time; the last few (out_size % 4) go through the loop below.
+    for (; xx + 4 <= out_size; xx += 4) {
+      int32_t xmin4[4], count4[4], k4[8][4];
+      if (!bounds_weights4_avx2<F>(g, in_size, in0, offset + xx, ksize, xmin4, count4, k4)) return false;
+      for (int j = 0; j < 4; j++) {
+        const int i = reverse ? out_size - 1 - (xx + j) : xx + j;
+        int32_t* k = &weights[size_t(i) * size_t(ksize)];
+        for (int t = 0; t < ksize; t++) k[t] = k4[t][j];
+        bounds[size_t(i) * 2] = xmin4[j];
+        bounds[size_t(i) * 2 + 1] = count4[j];
+        lo = std::min(lo, xmin4[j]);
+        hi = std::max(hi, xmin4[j] + count4[j]);
+        max_count = std::max(max_count, count4[j]);
+      }
+    }
+  }
+#endif
+  for (; xx < out_size; xx++) {
     double center;
     int xmin, count;
     axis_bounds(g, in_size, in0, offset + xx, &center, &xmin, &count);
