@@ -365,10 +365,12 @@ def test_simd_path_is_named() -> None:
 
 
 _NARROW_PATH_SCRIPT = """
+import hashlib
 import numpy as np
 from ipu_cnn import _C
 rng = np.random.default_rng(600)
-for i in range(60):
+digest = hashlib.sha256()
+for i in range(120):
     h, w = (int(v) for v in rng.integers(1, 90, 2))
     if i % 3 == 0:
         h = int(rng.integers(60, 160))  # tall: vertical first for most output sizes below
@@ -381,23 +383,33 @@ for i in range(60):
         a = _C.resize(src, box, out_w, out_h, filt, bool(i % 3), scalar=False)
         b = _C.resize(src, box, out_w, out_h, filt, bool(i % 3), scalar=True)
         assert np.array_equal(a, b), (src.shape, box, out_w, out_h, filt)
-print(_C.simd_path())
+        digest.update(a.tobytes())
+print(_C.simd_path(), digest.hexdigest())
 """
+
+
+def run_resize_script(isa: str | None, cwd: Path) -> tuple[str, str]:
+    """The script's (SIMD path, digest of every output) with the dispatch capped at `isa` (None: the CPU's best)."""
+    env = subprocess_env() if isa is None else subprocess_env(IPU_CNN_RESAMPLE_ISA=isa)
+    res = subprocess.run([sys.executable, "-c", _NARROW_PATH_SCRIPT], env=env, capture_output=True, text=True,
+                         check=False, timeout=120, cwd=cwd)
+    assert res.returncode == 0, res.stderr
+    path, digest = res.stdout.split()
+    return path, digest
 
 
 @pytest.mark.parametrize("isa", ["sse4.1", "scalar"])
 def test_narrower_dispatch_paths(isa: str, tmp_path: Path) -> None:
-    """IPU_CNN_RESAMPLE_ISA caps the run-time choice, so the SSE4.1 and scalar fallbacks run on an AVX2 machine too
-    (each bit-exact with the scalar reference, in both pass orders)."""
-    env = subprocess_env(IPU_CNN_RESAMPLE_ISA=isa)
-    script = [sys.executable, "-c", _NARROW_PATH_SCRIPT]
-    res = subprocess.run(script, env=env, capture_output=True, text=True, check=False, timeout=120, cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    path = res.stdout.strip()
+    """IPU_CNN_RESAMPLE_ISA caps the run-time choice, so the SSE4.1 and scalar fallbacks run on an AVX2 machine too:
+    each is bit-exact with the scalar reference in both pass orders, and gives the same bytes as the CPU's best path
+    (AVX2 here, whose coefficients are computed by their own code: four output positions a lane at a time)."""
+    path, digest = run_resize_script(isa, tmp_path)
     if isa == "scalar":
         assert path == "scalar"
     else:
         assert path in {"sse4.1", "neon", "scalar"}  # an x86 CPU without SSE4.1 or another architecture
+    best_path, best_digest = run_resize_script(None, tmp_path)
+    assert digest == best_digest, (path, best_path)
 
 
 @pytest.mark.corpora
