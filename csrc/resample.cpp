@@ -167,47 +167,14 @@ __attribute__((target("avx2"))) inline __m256d eval4(BicubicFilter, __m256d x) {
   return _mm256_blendv_pd(r, inner, _mm256_cmp_pd(x, _mm256_set1_pd(1.0), _CMP_LT_OQ));
 }
 
-// One output position's weights (count <= 8 taps, ksize <= 8) as precompute_axis_t computes them: the filter values,
-// their sum in tap order (scalar, so the rounding is the same), the division by the sum (IEEE division is exact in
-// any width), to_fixed; taps count..ksize-1 get 0.
-template <class F>
-__attribute__((target("avx2"))) void weights8_avx2(int xmin, int count, double center, double ss, int ksize,
-                                                   int32_t* k) {
-  alignas(32) double w[8];
-  const int halves = count > 4 ? 2 : 1;
-  const __m256d half = _mm256_set1_pd(0.5), vc = _mm256_set1_pd(center), vss = _mm256_set1_pd(ss);
-  __m256d v[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
-  for (int h = 0; h < halves; h++) {
-    const __m128i xi = _mm_add_epi32(_mm_set1_epi32(xmin + 4 * h), _mm_setr_epi32(0, 1, 2, 3));
-    const __m256d arg = _mm256_mul_pd(_mm256_add_pd(_mm256_sub_pd(_mm256_cvtepi32_pd(xi), vc), half), vss);
-    const __m128i live = _mm_cmplt_epi32(_mm_setr_epi32(4 * h, 4 * h + 1, 4 * h + 2, 4 * h + 3), _mm_set1_epi32(count));
-    v[h] = _mm256_and_pd(eval4(F(), arg), _mm256_castsi256_pd(_mm256_cvtepi32_epi64(live)));
-    _mm256_store_pd(w + 4 * h, v[h]);
-  }
-  double ww = 0.0;
-  for (int x = 0; x < count; x++) ww += w[x];
-  const __m256d scale = _mm256_set1_pd(double(1 << kPrecisionBits)), lim = _mm256_set1_pd(2147483647.0);
-  __m128i q[2] = {_mm_setzero_si128(), _mm_setzero_si128()};
-  for (int h = 0; h < halves; h++) {
-    __m256d x = v[h];
-    if (ww != 0.0) x = _mm256_div_pd(x, _mm256_set1_pd(ww));
-    const __m256d round = _mm256_blendv_pd(half, _mm256_set1_pd(-0.5), _mm256_cmp_pd(x, _mm256_setzero_pd(), _CMP_LT_OQ));
-    __m256d f = _mm256_add_pd(_mm256_mul_pd(x, scale), round);
-    f = _mm256_min_pd(_mm256_max_pd(f, _mm256_sub_pd(_mm256_setzero_pd(), lim)), lim);
-    q[h] = _mm256_cvttpd_epi32(f);
-  }
-  // Exactly ksize ints are written (the row's; the next row may already be written under a flip).
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  _mm256_maskstore_epi32(k, _mm256_cmpgt_epi32(_mm256_set1_epi32(ksize), lanes), _mm256_setr_m128i(q[0], q[1]));
-}
-
-// Four consecutive output positions' bounds and weights at once (grid positions offset + xx .. + 3, ksize <= 8), one
-// position a lane: axis_bounds, then weights8_avx2's sequence per tap (filter value, the sum in tap order, division,
-// to_fixed), each lane's operations those of the scalar code for its position, so the results are the same bit for bit.
-// False when a position would read no pixel or more than ksize (precompute_axis_t refuses those).
+// Four consecutive output positions' bounds and weights at once (grid positions xx .. xx + 3, of which the first
+// `live` are wanted; ksize <= 8), one position a lane, each lane doing precompute_axis_t's scalar operations for its
+// position in the same order (axis_bounds; filter values; their sum in tap order; the division by the sum when not 0;
+// to_fixed), so the results are the same bit for bit. Taps past a position's count get 0. False when a wanted position
+// would read no pixel or more than ksize (precompute_axis_t refuses those).
 template <class F>
 __attribute__((target("avx2"))) bool bounds_weights4_avx2(const AxisGeometry& g, int in_size, double in0, int xx,
-                                                          int ksize, int32_t xmin[4], int32_t count[4],
+                                                          int live, int ksize, int32_t xmin[4], int32_t count[4],
                                                           int32_t k[8][4]) {
   const __m256d half = _mm256_set1_pd(0.5);
   const __m256d pos = _mm256_add_pd(_mm256_cvtepi32_pd(_mm_add_epi32(_mm_set1_epi32(xx), _mm_setr_epi32(0, 1, 2, 3))),
@@ -219,8 +186,9 @@ __attribute__((target("avx2"))) bool bounds_weights4_avx2(const AxisGeometry& g,
   lo = _mm_max_epi32(lo, _mm_setzero_si128());
   hi = _mm_min_epi32(hi, _mm_set1_epi32(in_size));
   const __m128i n = _mm_sub_epi32(hi, lo);
-  if (_mm_movemask_epi8(_mm_or_si128(_mm_cmplt_epi32(n, _mm_set1_epi32(1)), _mm_cmpgt_epi32(n, _mm_set1_epi32(ksize)))))
-    return false;
+  const __m128i bad = _mm_or_si128(_mm_cmplt_epi32(n, _mm_set1_epi32(1)), _mm_cmpgt_epi32(n, _mm_set1_epi32(ksize)));
+  const __m128i wanted = _mm_cmplt_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(live));
+  if (_mm_movemask_epi8(_mm_and_si128(bad, wanted))) return false;
   _mm_storeu_si128(reinterpret_cast<__m128i*>(xmin), lo);
   _mm_storeu_si128(reinterpret_cast<__m128i*>(count), n);
   const __m256d ss = _mm256_set1_pd(g.ss);
@@ -263,41 +231,36 @@ IPU_NO_FP_CONTRACT bool precompute_axis_t(int in_size, double in0, double in1, i
   int lo = std::numeric_limits<int>::max(), hi = std::numeric_limits<int>::min(), max_count = 0;
   constexpr int kBuf = 64;
   double wbuf[kBuf];
-  [[maybe_unused]] const bool avx2 = coefficients_in_avx2();
-  int xx = 0;
+  // Records output position xx's bounds (at its place under a flip) and returns where its weights go.
+  auto keep = [&](int xx, int xmin, int count) {
+    const int i = reverse ? out_size - 1 - xx : xx;
+    bounds[size_t(i) * 2] = xmin;
+    bounds[size_t(i) * 2 + 1] = count;
+    lo = std::min(lo, xmin);
+    hi = std::max(hi, xmin + count);
+    max_count = std::max(max_count, count);
+    return &weights[size_t(i) * size_t(ksize)];
+  };
+  const bool four = coefficients_in_avx2() && ksize <= 8;  // AVX2: four positions at a time
 #if defined(IPU_RESAMPLE_X86)
-  if (avx2 && ksize <= 8) {
-    // Four positions at a time; the last few (out_size % 4) go through the loop below.
-    for (; xx + 4 <= out_size; xx += 4) {
-      int32_t xmin4[4], count4[4], k4[8][4];
-      if (!bounds_weights4_avx2<F>(g, in_size, in0, offset + xx, ksize, xmin4, count4, k4)) return false;
-      for (int j = 0; j < 4; j++) {
-        const int i = reverse ? out_size - 1 - (xx + j) : xx + j;
-        int32_t* k = &weights[size_t(i) * size_t(ksize)];
-        for (int t = 0; t < ksize; t++) k[t] = k4[t][j];
-        bounds[size_t(i) * 2] = xmin4[j];
-        bounds[size_t(i) * 2 + 1] = count4[j];
-        lo = std::min(lo, xmin4[j]);
-        hi = std::max(hi, xmin4[j] + count4[j]);
-        max_count = std::max(max_count, count4[j]);
-      }
+  for (int xx = 0; four && xx < out_size; xx += 4) {
+    const int live = std::min(4, out_size - xx);
+    int32_t xmin4[4], count4[4], k4[8][4];
+    if (!bounds_weights4_avx2<F>(g, in_size, in0, offset + xx, live, ksize, xmin4, count4, k4)) return false;
+    for (int j = 0; j < live; j++) {
+      int32_t* k = keep(xx + j, xmin4[j], count4[j]);
+      for (int t = 0; t < ksize; t++) k[t] = k4[t][j];
     }
   }
 #endif
-  for (; xx < out_size; xx++) {
+  for (int xx = 0; !four && xx < out_size; xx++) {
     double center;
     int xmin, count;
     axis_bounds(g, in_size, in0, offset + xx, &center, &xmin, &count);
     if (count < 1 || count > ksize) return false;
-    const int i = reverse ? out_size - 1 - xx : xx;
-    int32_t* k = &weights[size_t(i) * size_t(ksize)];
+    int32_t* k = keep(xx, xmin, count);
     // As Pillow: filter values, their sum in order, then each divided by the sum (when not 0), then fixed point.
     double ww = 0.0;
-#if defined(IPU_RESAMPLE_X86)
-    if (avx2 && ksize <= 8) {
-      weights8_avx2<F>(xmin, count, center, g.ss, ksize, k);
-    } else
-#endif
     if (count <= kBuf) {
       for (int x = 0; x < count; x++) {
         const double w = F::eval((x + xmin - center + 0.5) * g.ss);
@@ -316,11 +279,6 @@ IPU_NO_FP_CONTRACT bool precompute_axis_t(int in_size, double in0, double in1, i
       }
     }
     for (int x = count; x < ksize; x++) k[x] = 0;
-    bounds[size_t(i) * 2] = xmin;
-    bounds[size_t(i) * 2 + 1] = count;
-    lo = std::min(lo, xmin);
-    hi = std::max(hi, xmin + count);
-    max_count = std::max(max_count, count);
   }
   *ksize_out = ksize;
   *lo_out = lo;
