@@ -398,8 +398,14 @@ def run_resize_script(isa: str | None, cwd: Path) -> tuple[str, str]:
     return path, digest
 
 
+@pytest.fixture(scope="module")
+def best_path_digest(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """The script's result on the CPU's best path, run once for both capped paths."""
+    return run_resize_script(None, tmp_path_factory.mktemp("best"))
+
+
 @pytest.mark.parametrize("isa", ["sse4.1", "scalar"])
-def test_narrower_dispatch_paths(isa: str, tmp_path: Path) -> None:
+def test_narrower_dispatch_paths(isa: str, tmp_path: Path, best_path_digest: tuple[str, str]) -> None:
     """IPU_CNN_RESAMPLE_ISA caps the run-time choice, so the SSE4.1 and scalar fallbacks run on an AVX2 machine too:
     each is bit-exact with the scalar reference in both pass orders, and gives the same bytes as the CPU's best path
     (AVX2 here, whose coefficients are computed by their own code: four output positions a lane at a time)."""
@@ -408,7 +414,7 @@ def test_narrower_dispatch_paths(isa: str, tmp_path: Path) -> None:
         assert path == "scalar"
     else:
         assert path in {"sse4.1", "neon", "scalar"}  # an x86 CPU without SSE4.1 or another architecture
-    best_path, best_digest = run_resize_script(None, tmp_path)
+    best_path, best_digest = best_path_digest
     assert digest == best_digest, (path, best_path)
 
 
