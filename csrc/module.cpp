@@ -164,7 +164,7 @@ template <typename F>
 DecodeReport with_bytes(const py::object& source, const DecodeOptions& opts, F&& fn) {
   std::vector<py::buffer_info> keep;
   Source s = to_source(source, "source", &keep);
-  FileBytes buf;
+  std::vector<uint8_t> buf;
   py::gil_scoped_release release;
   if (s.data == nullptr) {
     std::string err = read_source(s, opts, &buf);

@@ -188,7 +188,7 @@ std::string over_size_limit(const char* what, uint64_t size, const DecodeOptions
 // Read `size` bytes of fd (from its position when `at` < 0, else from offset `at`) into buf, resized to what was read.
 // Above kPlainReadBytes the head is read first and must be a plausible JPEG for its size (check_head); a large
 // non-JPEG is read no further than that head. *wanted gets the bytes that should have been read.
-std::string read_bounded(int fd, int64_t at, uint64_t size, FileBytes* buf, size_t* wanted) {
+std::string read_bounded(int fd, int64_t at, uint64_t size, std::vector<uint8_t>* buf, size_t* wanted) {
   size_t want = size_t(size);
   ssize_t got = 0;
   if (size > kPlainReadBytes) {
@@ -207,7 +207,7 @@ std::string read_bounded(int fd, int64_t at, uint64_t size, FileBytes* buf, size
   return "";
 }
 
-std::string read_file(const std::string& path, const DecodeOptions& opts, FileBytes* buf) {
+std::string read_file(const std::string& path, const DecodeOptions& opts, std::vector<uint8_t>* buf) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   g_opens.fetch_add(1, std::memory_order_relaxed);
   if (fd < 0) return std::string("cannot open file: ") + std::strerror(errno);
@@ -228,7 +228,7 @@ std::string read_file(const std::string& path, const DecodeOptions& opts, FileBy
 }
 
 std::string read_range(const std::string& path, uint64_t offset, uint64_t length, const DecodeOptions& opts,
-                       FileBytes* buf) {
+                       std::vector<uint8_t>* buf) {
   std::string too_big = over_size_limit("member", length, opts);
   if (!too_big.empty()) return too_big;
   std::lock_guard<std::mutex> hold(t_files.mu);  // drop_cached_files() may not close it under our read
@@ -251,7 +251,7 @@ std::string read_range(const std::string& path, uint64_t offset, uint64_t length
   return "";
 }
 
-std::string read_source(const Source& src, const DecodeOptions& opts, FileBytes* buf) {
+std::string read_source(const Source& src, const DecodeOptions& opts, std::vector<uint8_t>* buf) {
   return src.member ? read_range(src.path, src.offset, src.length, opts, buf) : read_file(src.path, opts, buf);
 }
 
@@ -301,7 +301,7 @@ void run_batch(const std::vector<Source>& sources, const uint64_t* indices, uint
     SampleResult& res = (*results)[i];
     uint8_t* dst = out + i * slot_bytes;
     try {
-      thread_local FileBytes file_buf;
+      thread_local std::vector<uint8_t> file_buf;
       const Source& src = sources[i];
       const uint8_t* data = src.data;
       size_t size = src.size;

@@ -3,10 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <memory>
-#include <new>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "crop.h"
@@ -38,46 +35,23 @@ void run_batch(const std::vector<Source>& sources, const uint64_t* indices, uint
                Filter filter, uint64_t seed, uint64_t epoch, const DecodeOptions& opts, int num_threads,
                std::vector<SampleResult>* results);
 
-// The bytes of a file as read. Its allocator leaves the bytes a resize adds uninitialised (they are read into at once):
-// a std::vector<uint8_t> would zero-fill them first, again whenever a larger file follows a smaller one in the
-// reused per-thread buffer.
-template <class T>
-struct UninitAllocator : std::allocator<T> {
-  template <class U>
-  struct rebind {
-    using other = UninitAllocator<U>;
-  };
-  UninitAllocator() = default;
-  template <class U>
-  UninitAllocator(const UninitAllocator<U>&) noexcept {}
-  template <class U>
-  void construct(U* p) noexcept {
-    ::new (static_cast<void*>(p)) U;
-  }
-  template <class U, class... Args>
-  void construct(U* p, Args&&... args) {
-    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-  }
-};
-using FileBytes = std::vector<uint8_t, UninitAllocator<uint8_t>>;
-
 // Read an image file into buf. Empty string on success, else the reason. Refused without reading: anything but a
 // regular file (a FIFO would block forever), and files above opts.max_file_bytes. A file above kPlainReadBytes is
 // read header first: it must be a JPEG whose frame header lies in that first part and be no larger than its frame
 // could need (kBytesPerSample per sample of width x height x components, plus kPlainReadBytes for metadata); a
 // larger file that is not a JPEG is read no further than that first part, which is all the decoder looks at before
 // leaving it to Pillow.
-std::string read_file(const std::string& path, const DecodeOptions& opts, FileBytes* buf);
+std::string read_file(const std::string& path, const DecodeOptions& opts, std::vector<uint8_t>* buf);
 // Read bytes [offset, offset + length) of the file at path into buf, with pread from a descriptor cached by the calling
 // thread (a small LRU keyed by path, opened O_CLOEXEC), so reading many members of one shard opens it once per thread.
 // Empty string on success, else the reason. The limits of read_file hold: a file that is not regular is refused when
 // it is opened, and a length above opts.max_file_bytes is refused without reading. A range past the end of the file
 // (a truncated shard) is an error that gives both sizes.
 std::string read_range(const std::string& path, uint64_t offset, uint64_t length, const DecodeOptions& opts,
-                       FileBytes* buf);
+                       std::vector<uint8_t>* buf);
 
 // Read a source's bytes (a whole file or a member range) into buf; empty string on success, else the reason.
-std::string read_source(const Source& src, const DecodeOptions& opts, FileBytes* buf);
+std::string read_source(const Source& src, const DecodeOptions& opts, std::vector<uint8_t>* buf);
 
 // Process-wide I/O counters, for benchmarks and tests: open() calls made to read sources, read/pread calls, bytes read.
 struct IoStats {
