@@ -52,6 +52,8 @@ struct ResampleScratch {
   std::vector<int32_t> bx, by;
   std::vector<uint8_t> tmp;
   std::vector<int16_t> kx16;
+  std::vector<int8_t> kx8;   // horizontal weights as three signed byte digits (the AVX-512 VNNI path)
+  std::vector<int32_t> ky4;  // vertical weights likewise, four taps' digits to an int32
   static constexpr int kCachedAxes = 8;  // the last geometries met (both axes), replaced oldest first
   AxisCoefficients cached[kCachedAxes];
   int cache_next = 0;
@@ -80,7 +82,8 @@ bool resize_box_scalar(const Region& src, const double box[4], int out_w, int ou
                        uint8_t* dst, int dst_stride, ResampleScratch& scratch,
                        const OutputWindow& window = OutputWindow());
 
-// Name of the instruction set the fast path dispatches to on this CPU ("avx2", "sse4.1", "neon", "scalar").
+// Name of the instruction set the fast path dispatches to on this CPU ("avx512vnni", "avx2", "sse4.1", "neon",
+// "scalar").
 const char* resample_simd_path();
 
 }  // namespace ipu
