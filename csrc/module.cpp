@@ -507,6 +507,8 @@ PYBIND11_MODULE(_C, m) {
         "Close the shard descriptors every thread keeps, now (a shard may have changed, or its copy be released).");
   // What the build recorded of csrc/ (see CMakeLists.txt): a source checkout compares it with its own csrc/.
   m.def("source_digest", []() { return std::string(IPU_CNN_SOURCE_DIGEST); });
-  m.def("simd_path", []() { return std::string(resample_simd_path()); });
+  m.def("simd_path", []() { return std::string(resample_simd_path()); },
+        "The resampler's fast path in use (IPU_CNN_RESAMPLE_ISA, read once, may pick another this CPU runs).");
+  m.def("simd_paths", &resample_simd_paths, "Every resampler path this CPU runs, widest first ('scalar' last).");
   m.def("available_cpus", &ThreadPool::available_cpus);
 }

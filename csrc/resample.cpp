@@ -11,10 +11,10 @@
 // (BICUBIC's overshoot: tens of levels on noise, 26 seen). The flip is fused by laying the horizontal
 // coefficients out in mirrored order.
 //
-// The scalar path is the reference. The fast path (picked once at run time: AVX-512 VNNI, AVX2, SSE4.1, NEON, or
-// scalar) is bit-exact too:
-//  - AVX-512 VNNI (256-bit vectors): each weight as three signed byte digits, four taps' products per vpdpbusd;
-//    see the VNNI section below;
+// The scalar path is the reference. The fast path (picked once at run time: AVX-512 VNNI, AVX-VNNI, AVX2, SSE4.1,
+// NEON, or scalar) is bit-exact too:
+//  - VNNI (AVX-512 VNNI or AVX-VNNI, 256-bit vectors): each weight as three signed byte digits, four taps' products
+//    per vpdpbusd; see the VNNI section below;
 //  - x86 horizontal: each 22-bit weight k is split as k = kh * 2^11 + kl (kl in [0, 2^11)); both halves fit
 //    int16, so pmaddwd on zero-extended pixel pairs gives sum(p * kh) and sum(p * kl) exactly, and
 //    (hi << 11) + lo is the exact int32 sum (int32 vector arithmetic wraps mod 2^32 and the true sum fits, as in
@@ -28,8 +28,8 @@
 // vertical block whose loads would do so is computed by the scalar code (vertical pass on the window). Writes never
 // leave the out_w * 3 bytes of each dst row.
 //
-// IPU_CNN_RESAMPLE_ISA=avx512vnni|avx2|sse4.1|neon|scalar (read once) caps the fast path's choice, for testing the
-// narrower paths on a wide CPU; a value the CPU does not support falls back to the best one it does.
+// IPU_CNN_RESAMPLE_ISA=avx512vnni|avxvnni|avx2|sse4.1|neon|scalar (read once) picks the fast path, for testing the
+// narrower paths on a wide CPU; a value the CPU does not run falls back to the best one it does.
 #include "resample.h"
 
 #include <algorithm>
@@ -38,9 +38,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <type_traits>
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define IPU_RESAMPLE_X86 1
 #elif defined(__aarch64__)
@@ -929,8 +931,9 @@ void horizontal_sse41(const Plan& p, const ResampleScratch& s, const int32_t* of
 }
 
 
-// AVX-512 VNNI (vpdpbusd on 256-bit vectors: AVX512VL): four unsigned pixel bytes times four signed weight bytes,
-// summed into an int32 lane, in one instruction. A 22-bit weight k is written as three signed byte digits,
+// VNNI: vpdpbusd on 256-bit vectors (AVX-512 VNNI with AVX512VL, or AVX-VNNI's VEX form; the kernels are in
+// resample_vnni.h, compiled once for each) multiplies four unsigned pixel bytes by four signed weight bytes and adds
+// the sum to an int32 lane, in one instruction. A 22-bit weight k is written as three signed byte digits,
 // k = d2 * 2^16 + d1 * 2^8 + d0 (each in [-128, 127]), so sum(p * k) = s0 + (s1 << 8) + (s2 << 16) with
 // s_j = sum(p * d_j) computed exactly by vpdpbusd (no saturation); int32 arithmetic wraps mod 2^32 and the true sum
 // fits, so the combination is exact, as in the split pmaddwd form. Four taps share one instruction per digit:
@@ -938,7 +941,6 @@ void horizontal_sse41(const Plan& p, const ResampleScratch& s, const int32_t* of
 //    gathered from one 16-byte load by one pshufb; two output pixels per vector, as in the AVX2 kernel;
 //  - vertical: four rows' bytes interleaved (punpck 8 then 16) so a lane holds one output byte's four taps; the
 //    unpacks' lane order is undone by packs/packus, so no permute.
-#define IPU_VNNI_TARGET __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 // The digits of k, false when the top one does not fit a signed byte (|k| >= ~2^23: weights of magnitude 2 or more,
 // which normalised weights never reach; the caller then uses the AVX2 kernels).
@@ -1018,141 +1020,21 @@ struct QuadMask<3> {
 constexpr int8_t QuadMask<4>::m[16];
 constexpr int8_t QuadMask<3>::m[16];
 
-// s0 + (s1 << 8) + (s2 << 16), shifted down: the exact Pillow sum's int32 before clipping.
-IPU_VNNI_TARGET inline __m256i vnni_combine(__m256i s0, __m256i s1, __m256i s2) {
-  return _mm256_srai_epi32(
-      _mm256_add_epi32(s0, _mm256_add_epi32(_mm256_slli_epi32(s1, 8), _mm256_slli_epi32(s2, 16))), kPrecisionBits);
-}
-
-// The VNNI horizontal row: the AVX2 kernel's structure (4 output pixels per iteration as two pairs, NR rows sharing
-// the weights), with one pshufb and three vpdpbusd per pair and group of 4 taps.
-template <int CH, int GFIX, int NR>
-IPU_VNNI_TARGET void h_row_vnni(const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step,
-                                const int32_t* off, const int8_t* kw, int w4, int groups_rt) {
-  const int groups = GFIX > 0 ? GFIX : groups_rt;
-  const __m256i mask = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(QuadMask<CH>::m)));
-  const __m256i bias = _mm256_setr_epi32(kBias, kBias, kBias, 0, kBias, kBias, kBias, 0);
-  const __m128i rgb = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
-  const __m256i* kv = reinterpret_cast<const __m256i*>(kw);
-  for (int i = 0; i < w4; i += 4) {
-    __m256i acc[NR][2];
-    for (int pr = 0; pr < 2; pr++) {
-      const ptrdiff_t oa = off[i + 2 * pr], ob = off[i + 2 * pr + 1];
-      __m256i s0[NR], s1[NR], s2[NR];
-      for (int r = 0; r < NR; r++) s0[r] = bias, s1[r] = s2[r] = _mm256_setzero_si256();
-      for (int g = 0; g < groups; g++) {
-        const __m256i w0 = _mm256_loadu_si256(kv), w1 = _mm256_loadu_si256(kv + 1), w2 = _mm256_loadu_si256(kv + 2);
-        for (int r = 0; r < NR; r++) {
-          const uint8_t* src = row + r * row_step + g * 4 * CH;
-          const __m256i v = _mm256_shuffle_epi8(
-              _mm256_inserti128_si256(
-                  _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + oa))),
-                  _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + ob)), 1),
-              mask);
-          s0[r] = _mm256_dpbusd_epi32(s0[r], v, w0);
-          s1[r] = _mm256_dpbusd_epi32(s1[r], v, w1);
-          s2[r] = _mm256_dpbusd_epi32(s2[r], v, w2);
-        }
-        kv += 3;
-      }
-      for (int r = 0; r < NR; r++) acc[r][pr] = vnni_combine(s0[r], s1[r], s2[r]);
-    }
-    for (int r = 0; r < NR; r++) {
-      __m256i pk = _mm256_packs_epi32(acc[r][0], acc[r][1]);  // lane 0: p0 p2, lane 1: p1 p3 (int16)
-      pk = _mm256_packus_epi16(pk, pk);                        // lane 0: p0 p2 p0 p2, lane 1: p1 p3 p1 p3 (uint8)
-      const __m128i px4 = _mm_unpacklo_epi32(_mm256_castsi256_si128(pk), _mm256_extracti128_si256(pk, 1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + r * out_step + i * 3), _mm_shuffle_epi8(px4, rgb));
-    }
-  }
-}
-
-template <int CH, class Rows>
-void horizontal_vnni(const Plan& p, const ResampleScratch& s, const int32_t* off, int groups, Rows rows) {
-  const int w4 = (p.out_w + 3) & ~3;
-  const int8_t* kw = s.kx8.data();
-  auto run = [&](auto gfix) {
-    constexpr int G = decltype(gfix)::value;
-    rows([&](const uint8_t* row, uint8_t* out) { h_row_vnni<CH, G, 1>(row, 0, out, 0, off, kw, w4, groups); },
-         [&](const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step) {
-           h_row_vnni<CH, G, 2>(row, row_step, out, out_step, off, kw, w4, groups);
-         });
-  };
-  if (groups == 1)
-    run(std::integral_constant<int, 1>());
-  else if (groups == 2)
-    run(std::integral_constant<int, 2>());
-  else
-    run(std::integral_constant<int, 0>());
-}
-
-// 32 bytes of one vertical output row: roff[t] is tap t's row offset from base (taps past the row's count repeat its
-// last row, with zero weights), kq the row's digit quads (3 per group of 4 taps).
-IPU_VNNI_TARGET inline __m256i v_block_vnni(const uint8_t* base, const ptrdiff_t* roff, const int32_t* kq,
-                                            int groups) {
-  const __m256i bias = _mm256_set1_epi32(kBias);
-  __m256i s0[4] = {bias, bias, bias, bias};
-  __m256i s1[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-  __m256i s2[4] = {s1[0], s1[1], s1[2], s1[3]};
-  for (int g = 0; g < groups; g++, roff += 4, kq += 3) {
-    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[0]));
-    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[1]));
-    const __m256i x2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[2]));
-    const __m256i x3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[3]));
-    const __m256i l01 = _mm256_unpacklo_epi8(x0, x1), h01 = _mm256_unpackhi_epi8(x0, x1);
-    const __m256i l23 = _mm256_unpacklo_epi8(x2, x3), h23 = _mm256_unpackhi_epi8(x2, x3);
-    // per 128-bit lane, bytes 0-3, 4-7, 8-11, 12-15 of the block, each byte's 4 taps in an int32
-    const __m256i q[4] = {_mm256_unpacklo_epi16(l01, l23), _mm256_unpackhi_epi16(l01, l23),
-                          _mm256_unpacklo_epi16(h01, h23), _mm256_unpackhi_epi16(h01, h23)};
-    const __m256i w0 = _mm256_set1_epi32(kq[0]), w1 = _mm256_set1_epi32(kq[1]), w2 = _mm256_set1_epi32(kq[2]);
-    for (int j = 0; j < 4; j++) {
-      s0[j] = _mm256_dpbusd_epi32(s0[j], q[j], w0);
-      s1[j] = _mm256_dpbusd_epi32(s1[j], q[j], w1);
-      s2[j] = _mm256_dpbusd_epi32(s2[j], q[j], w2);
-    }
-  }
-  const __m256i v0 = vnni_combine(s0[0], s1[0], s2[0]), v1 = vnni_combine(s0[1], s1[1], s2[1]);
-  const __m256i v2 = vnni_combine(s0[2], s1[2], s2[2]), v3 = vnni_combine(s0[3], s1[3], s2[3]);
-  return _mm256_packus_epi16(_mm256_packs_epi32(v0, v1), _mm256_packs_epi32(v2, v3));  // bytes back in order
-}
-
-IPU_VNNI_TARGET void vertical_vnni(const Plan& p, const ResampleScratch& s, const VertIO io) {
-  constexpr int kMaxTaps = 64;
-  const int nbytes = io.nbytes;
-  const int groups_all = (p.ky_size + 3) / 4;
-  for (int yy = 0; yy < p.out_h; yy++) {
-    const uint8_t* base = v_base(io, s, yy);
-    const int count = s.by[size_t(yy) * 2 + 1];
-    uint8_t* out = io.dst + yy * io.dst_stride;
-    const int groups = (count + 3) / 4;
-    // Rows of 1 or 2 taps (upscales, mild downscales): the AVX2 block's two pmulld passes cost less than a group of
-    // 4 with the digits' recombination. Huge downscales (a tap offset table too long): the AVX2 block as well.
-    if (count <= 2 || count > kMaxTaps) {
-      const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
-      int b = 0;
-      for (; b + 32 <= nbytes; b += 32)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, k, count));
-      if (b < nbytes) v_bytes_scalar(base, io.src_stride, k, count, b, nbytes, out);
-      continue;
-    }
-    ptrdiff_t roff[kMaxTaps];
-    for (int t = 0; t < groups * 4; t++) roff[t] = ptrdiff_t(std::min(t, count - 1)) * io.src_stride;
-    const int32_t* kq = &s.ky4[size_t(yy) * size_t(groups_all) * 3];
-    int b = 0;
-    for (; b + 32 <= nbytes; b += 32)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_vnni(base + b, roff, kq, groups));
-    if (b == nbytes) continue;
-    // The last, partial block: as vertical_avx2 (the padded taps read only rows up to count - 1).
-    if (!v_block_readable(io, base, count, b, 32)) {
-      v_bytes_scalar(base, io.src_stride, &s.ky[size_t(yy) * size_t(p.ky_size)], count, b, nbytes, out);
-    } else if (io.dst_padded) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_vnni(base + b, roff, kq, groups));
-    } else {
-      alignas(32) uint8_t last[32];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(last), v_block_vnni(base + b, roff, kq, groups));
-      std::memcpy(out + b, last, size_t(nbytes - b));
-    }
-  }
-}
+// The kernels, once per VNNI encoding (csrc/resample_vnni.h).
+#define IPU_VNNI_NS vnni_evex
+#define IPU_VNNI_TARGET __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define IPU_DPBUSD _mm256_dpbusd_epi32
+#include "resample_vnni.h"
+#undef IPU_VNNI_NS
+#undef IPU_VNNI_TARGET
+#undef IPU_DPBUSD
+#define IPU_VNNI_NS vnni_vex
+#define IPU_VNNI_TARGET __attribute__((target("avx2,avxvnni")))
+#define IPU_DPBUSD _mm256_dpbusd_avx_epi32
+#include "resample_vnni.h"
+#undef IPU_VNNI_NS
+#undef IPU_VNNI_TARGET
+#undef IPU_DPBUSD
 
 #endif  // IPU_RESAMPLE_X86
 
@@ -1238,33 +1120,58 @@ void vertical_neon(const Plan& p, const ResampleScratch& s, const VertIO io) {
 // ---------------------------------------------------------------------------------------------------------------
 // Dispatch
 
-enum class Isa { Scalar, Sse41, Avx2, Avx512Vnni, Neon };
+enum class Isa { Scalar, Sse41, Avx2, AvxVnni, Avx512Vnni, Neon };
 
-Isa detect_isa() {
-  Isa best = Isa::Scalar;
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Avx512Vnni: return "avx512vnni";
+    case Isa::AvxVnni: return "avxvnni";
+    case Isa::Avx2: return "avx2";
+    case Isa::Sse41: return "sse4.1";
+    case Isa::Neon: return "neon";
+    default: return "scalar";
+  }
+}
+
+// Whether this CPU runs `isa`'s kernels.
+bool cpu_has(Isa isa) {
 #if defined(IPU_RESAMPLE_X86)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni"))
-    best = Isa::Avx512Vnni;
-  else if (__builtin_cpu_supports("avx2"))
-    best = Isa::Avx2;
-  else if (__builtin_cpu_supports("sse4.1"))
-    best = Isa::Sse41;
+  switch (isa) {
+    case Isa::Avx512Vnni:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512vnni");
+    case Isa::AvxVnni: {  // CPUID leaf 7 subleaf 1, EAX bit 4 (not every compiler's __builtin_cpu_supports knows it)
+      unsigned a = 0, b = 0, c = 0, d = 0;
+      return __builtin_cpu_supports("avx2") && __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1u);
+    }
+    case Isa::Avx2: return __builtin_cpu_supports("avx2");
+    case Isa::Sse41: return __builtin_cpu_supports("sse4.1");
+    case Isa::Scalar: return true;
+    default: return false;
+  }
 #elif defined(IPU_RESAMPLE_NEON)
-  best = Isa::Neon;
+  return isa == Isa::Neon || isa == Isa::Scalar;
+#else
+  return isa == Isa::Scalar;
 #endif
+}
+
+// The widest path this CPU runs (AVX-512 VNNI before AVX-VNNI: the same kernels, and either is there when both are),
+// or the one IPU_CNN_RESAMPLE_ISA names when the CPU runs it.
+Isa detect_isa() {
+  Isa best = Isa::Scalar;
+  for (Isa isa : {Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2, Isa::Sse41, Isa::Neon}) {
+    if (cpu_has(isa)) {
+      best = isa;
+      break;
+    }
+  }
   if (const char* cap = std::getenv("IPU_CNN_RESAMPLE_ISA")) {
-    Isa want = best;
-    if (!std::strcmp(cap, "scalar")) want = Isa::Scalar;
-    else if (!std::strcmp(cap, "sse4.1")) want = Isa::Sse41;
-    else if (!std::strcmp(cap, "avx2")) want = Isa::Avx2;
-    else if (!std::strcmp(cap, "avx512vnni")) want = Isa::Avx512Vnni;
-    else if (!std::strcmp(cap, "neon")) want = Isa::Neon;
-    // Only a narrower x86 level (or scalar) than the CPU's best is honoured.
-    const bool ok = want == Isa::Scalar || want == best || (want == Isa::Sse41 && best == Isa::Avx2) ||
-                    (best == Isa::Avx512Vnni && (want == Isa::Avx2 || want == Isa::Sse41));
-    if (ok) best = want;
+    for (Isa isa : {Isa::Scalar, Isa::Sse41, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni, Isa::Neon}) {
+      if (!std::strcmp(cap, isa_name(isa)) && cpu_has(isa)) best = isa;
+    }
   }
   return best;
 }
@@ -1274,7 +1181,10 @@ Isa chosen_isa() {
   return isa;
 }
 
-bool coefficients_in_avx2() { return chosen_isa() == Isa::Avx2 || chosen_isa() == Isa::Avx512Vnni; }
+bool coefficients_in_avx2() {
+  const Isa isa = chosen_isa();
+  return isa == Isa::Avx2 || isa == Isa::AvxVnni || isa == Isa::Avx512Vnni;
+}
 
 // The two passes in the plan's order through the x86 kernels: horizontal(rows) runs a row kernel over the rows
 // `rows` hands out, vertical(io) a vertical pass. The horizontal pass reads up to max_read bytes from the start of a
@@ -1304,7 +1214,7 @@ bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_
   const bool vf = p.vertical_first;
   const int origin_x = vf ? p.xbox_first : p.wx0;  // the column a horizontal input row starts at
 #if defined(IPU_RESAMPLE_X86)
-  if (isa == Isa::Avx512Vnni || isa == Isa::Avx2 || isa == Isa::Sse41) {
+  if (isa == Isa::Avx512Vnni || isa == Isa::AvxVnni || isa == Isa::Avx2 || isa == Isa::Sse41) {
     const int32_t* off = fast_offsets(p, s, origin_x);
     const int w4 = (p.out_w + 3) & ~3;
     ptrdiff_t max_off = 0;
@@ -1314,13 +1224,25 @@ bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_
     const ptrdiff_t load = isa == Isa::Sse41 ? 8 : 16;
     const ptrdiff_t max_read = max_off + ptrdiff_t(groups - 1) * taps * p.ch + load;
     // VNNI needs every weight in three byte digits (always so for normalised weights); otherwise AVX2.
-    if (isa == Isa::Avx512Vnni && vnni_h_weights(p, s, groups) && vnni_v_weights(p, s)) {
-      run_passes_x86(
-          p, s, dst, dst_stride, max_read,
-          [&](auto rows) {
-            p.ch == 4 ? horizontal_vnni<4>(p, s, off, groups, rows) : horizontal_vnni<3>(p, s, off, groups, rows);
-          },
-          [&](const VertIO& io) { vertical_vnni(p, s, io); });
+    const bool vnni = isa == Isa::Avx512Vnni || isa == Isa::AvxVnni;
+    if (vnni && vnni_h_weights(p, s, groups) && vnni_v_weights(p, s)) {
+      if (isa == Isa::Avx512Vnni) {
+        run_passes_x86(
+            p, s, dst, dst_stride, max_read,
+            [&](auto rows) {
+              p.ch == 4 ? vnni_evex::horizontal_vnni<4>(p, s, off, groups, rows)
+                        : vnni_evex::horizontal_vnni<3>(p, s, off, groups, rows);
+            },
+            [&](const VertIO& io) { vnni_evex::vertical_vnni(p, s, io); });
+      } else {
+        run_passes_x86(
+            p, s, dst, dst_stride, max_read,
+            [&](auto rows) {
+              p.ch == 4 ? vnni_vex::horizontal_vnni<4>(p, s, off, groups, rows)
+                        : vnni_vex::horizontal_vnni<3>(p, s, off, groups, rows);
+            },
+            [&](const VertIO& io) { vnni_vex::vertical_vnni(p, s, io); });
+      }
       return true;
     }
     const bool avx2 = isa != Isa::Sse41;
@@ -1394,15 +1316,6 @@ bool run_scalar(const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_t dst_s
   return true;
 }
 
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::Avx512Vnni: return "avx512vnni";
-    case Isa::Avx2: return "avx2";
-    case Isa::Sse41: return "sse4.1";
-    case Isa::Neon: return "neon";
-    default: return "scalar";
-  }
-}
 
 }  // namespace
 
@@ -1456,6 +1369,13 @@ bool resize_box(const Region& src, const double box[4], int out_w, int out_h, Fi
 }
 
 const char* resample_simd_path() { return isa_name(chosen_isa()); }
+
+std::vector<std::string> resample_simd_paths() {
+  std::vector<std::string> names;
+  for (Isa isa : {Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2, Isa::Sse41, Isa::Neon, Isa::Scalar})
+    if (cpu_has(isa)) names.emplace_back(isa_name(isa));
+  return names;
+}
 
 bool resample_vertical_first(int full_width, int full_height, int out_w, int out_h) {
   return vertical_first_rule(full_width, full_height, out_w, out_h);

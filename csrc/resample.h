@@ -4,6 +4,7 @@
 // point. The crop box (fractional, source pixels) and an optional horizontal flip are fused into the resize.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace ipu {
@@ -52,7 +53,7 @@ struct ResampleScratch {
   std::vector<int32_t> bx, by;
   std::vector<uint8_t> tmp;
   std::vector<int16_t> kx16;
-  std::vector<int8_t> kx8;   // horizontal weights as three signed byte digits (the AVX-512 VNNI path)
+  std::vector<int8_t> kx8;   // horizontal weights as three signed byte digits (the VNNI paths)
   std::vector<int32_t> ky4;  // vertical weights likewise, four taps' digits to an int32
   static constexpr int kCachedAxes = 8;  // the last geometries met (both axes), replaced oldest first
   AxisCoefficients cached[kCachedAxes];
@@ -82,8 +83,11 @@ bool resize_box_scalar(const Region& src, const double box[4], int out_w, int ou
                        uint8_t* dst, int dst_stride, ResampleScratch& scratch,
                        const OutputWindow& window = OutputWindow());
 
-// Name of the instruction set the fast path dispatches to on this CPU ("avx512vnni", "avx2", "sse4.1", "neon",
-// "scalar").
+// Name of the instruction set the fast path dispatches to on this CPU ("avx512vnni", "avxvnni", "avx2", "sse4.1",
+// "neon", "scalar").
 const char* resample_simd_path();
+
+// Every path this CPU runs, widest first ("scalar" last); IPU_CNN_RESAMPLE_ISA may name any of them.
+std::vector<std::string> resample_simd_paths();
 
 }  // namespace ipu

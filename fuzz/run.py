@@ -161,7 +161,7 @@ def main() -> None:
     ap.add_argument("--rss-limit-mb", type=int, default=3072, help="libFuzzer -rss_limit_mb (also the malloc limit)")
     ap.add_argument("--known", default=str(HERE / "known_findings"),
                     help="known-findings file to steer around (default fuzz/known_findings; 'none' for none)")
-    ap.add_argument("--resample-isa", choices=("avx2", "sse4.1", "scalar"),
+    ap.add_argument("--resample-isa", choices=("avxvnni", "avx2", "sse4.1", "scalar"),
                     help="make the resampler's fast path this narrower one (IPU_CNN_RESAMPLE_ISA): the CPU's best is "
                          "the only one fuzzed otherwise")
     ap.add_argument("--coverage-report", action="store_true",
@@ -187,6 +187,17 @@ def main() -> None:
         env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1:" + env.get("UBSAN_OPTIONS", "")
 
     if args.resample_isa:
+        # Only a path this CPU runs, other than its widest (which a run without the option already fuzzes).
+        probe = subprocess.run([sys.executable, "-c", "from ipu_cnn import _C; print(' '.join(_C.simd_paths()))"],
+                               env=env, capture_output=True, text=True, check=False)
+        if probe.returncode != 0:
+            sys.exit(f"fuzz/run.py: cannot import ipu_cnn to list the resampler's paths:\n{probe.stderr[-2000:]}")
+        paths = probe.stdout.split()
+        if args.resample_isa not in paths[1:]:
+            why = "its widest path, fuzzed without --resample-isa" if paths[:1] == [args.resample_isa] else "not run"
+            print(f"fuzz: the resampler's {args.resample_isa} path is {why} on this CPU ({', '.join(paths)}): "
+                  "nothing to do")
+            return
         env["IPU_CNN_RESAMPLE_ISA"] = args.resample_isa
     known = known_findings(None if args.known == "none" else Path(args.known))
     apply_known(known, env, args.workdir)

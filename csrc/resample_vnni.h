@@ -1,0 +1,147 @@
+// The VNNI resampling kernels (see resample.cpp's VNNI section), written once and compiled twice: resample.cpp
+// includes this file for AVX-512 VNNI on 256-bit vectors (EVEX: Ice Lake and later Xeons, Zen 4 and 5) and again for
+// AVX-VNNI (VEX: Alder Lake and later client cores, Sierra Forest), which differ only in the target the compiler may
+// use and the intrinsic's name. Not a standalone header: it expects IPU_VNNI_NS (the namespace of this copy),
+// IPU_VNNI_TARGET (the target attribute) and IPU_DPBUSD (the vpdpbusd intrinsic), and resample.cpp's definitions
+// before it.
+// NOLINT(build/header_guard): included twice on purpose
+
+namespace IPU_VNNI_NS {
+
+// s0 + (s1 << 8) + (s2 << 16), shifted down: the exact Pillow sum's int32 before clipping.
+IPU_VNNI_TARGET inline __m256i vnni_combine(__m256i s0, __m256i s1, __m256i s2) {
+  return _mm256_srai_epi32(
+      _mm256_add_epi32(s0, _mm256_add_epi32(_mm256_slli_epi32(s1, 8), _mm256_slli_epi32(s2, 16))), kPrecisionBits);
+}
+
+// The VNNI horizontal row: the AVX2 kernel's structure (4 output pixels per iteration as two pairs, NR rows sharing
+// the weights), with one pshufb and three vpdpbusd per pair and group of 4 taps.
+template <int CH, int GFIX, int NR>
+IPU_VNNI_TARGET void h_row_vnni(const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step,
+                                const int32_t* off, const int8_t* kw, int w4, int groups_rt) {
+  const int groups = GFIX > 0 ? GFIX : groups_rt;
+  const __m256i mask = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(QuadMask<CH>::m)));
+  const __m256i bias = _mm256_setr_epi32(kBias, kBias, kBias, 0, kBias, kBias, kBias, 0);
+  const __m128i rgb = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+  const __m256i* kv = reinterpret_cast<const __m256i*>(kw);
+  for (int i = 0; i < w4; i += 4) {
+    __m256i acc[NR][2];
+    for (int pr = 0; pr < 2; pr++) {
+      const ptrdiff_t oa = off[i + 2 * pr], ob = off[i + 2 * pr + 1];
+      __m256i s0[NR], s1[NR], s2[NR];
+      for (int r = 0; r < NR; r++) s0[r] = bias, s1[r] = s2[r] = _mm256_setzero_si256();
+      for (int g = 0; g < groups; g++) {
+        const __m256i w0 = _mm256_loadu_si256(kv), w1 = _mm256_loadu_si256(kv + 1), w2 = _mm256_loadu_si256(kv + 2);
+        for (int r = 0; r < NR; r++) {
+          const uint8_t* src = row + r * row_step + g * 4 * CH;
+          const __m256i v = _mm256_shuffle_epi8(
+              _mm256_inserti128_si256(
+                  _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + oa))),
+                  _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + ob)), 1),
+              mask);
+          s0[r] = IPU_DPBUSD(s0[r], v, w0);
+          s1[r] = IPU_DPBUSD(s1[r], v, w1);
+          s2[r] = IPU_DPBUSD(s2[r], v, w2);
+        }
+        kv += 3;
+      }
+      for (int r = 0; r < NR; r++) acc[r][pr] = vnni_combine(s0[r], s1[r], s2[r]);
+    }
+    for (int r = 0; r < NR; r++) {
+      __m256i pk = _mm256_packs_epi32(acc[r][0], acc[r][1]);  // lane 0: p0 p2, lane 1: p1 p3 (int16)
+      pk = _mm256_packus_epi16(pk, pk);                        // lane 0: p0 p2 p0 p2, lane 1: p1 p3 p1 p3 (uint8)
+      const __m128i px4 = _mm_unpacklo_epi32(_mm256_castsi256_si128(pk), _mm256_extracti128_si256(pk, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + r * out_step + i * 3), _mm_shuffle_epi8(px4, rgb));
+    }
+  }
+}
+
+template <int CH, class Rows>
+void horizontal_vnni(const Plan& p, const ResampleScratch& s, const int32_t* off, int groups, Rows rows) {
+  const int w4 = (p.out_w + 3) & ~3;
+  const int8_t* kw = s.kx8.data();
+  auto run = [&](auto gfix) {
+    constexpr int G = decltype(gfix)::value;
+    rows([&](const uint8_t* row, uint8_t* out) { h_row_vnni<CH, G, 1>(row, 0, out, 0, off, kw, w4, groups); },
+         [&](const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step) {
+           h_row_vnni<CH, G, 2>(row, row_step, out, out_step, off, kw, w4, groups);
+         });
+  };
+  if (groups == 1)
+    run(std::integral_constant<int, 1>());
+  else if (groups == 2)
+    run(std::integral_constant<int, 2>());
+  else
+    run(std::integral_constant<int, 0>());
+}
+
+// 32 bytes of one vertical output row: roff[t] is tap t's row offset from base (taps past the row's count repeat its
+// last row, with zero weights), kq the row's digit quads (3 per group of 4 taps).
+IPU_VNNI_TARGET inline __m256i v_block_vnni(const uint8_t* base, const ptrdiff_t* roff, const int32_t* kq,
+                                            int groups) {
+  const __m256i bias = _mm256_set1_epi32(kBias);
+  __m256i s0[4] = {bias, bias, bias, bias};
+  __m256i s1[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+  __m256i s2[4] = {s1[0], s1[1], s1[2], s1[3]};
+  for (int g = 0; g < groups; g++, roff += 4, kq += 3) {
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[0]));
+    const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[1]));
+    const __m256i x2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[2]));
+    const __m256i x3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[3]));
+    const __m256i l01 = _mm256_unpacklo_epi8(x0, x1), h01 = _mm256_unpackhi_epi8(x0, x1);
+    const __m256i l23 = _mm256_unpacklo_epi8(x2, x3), h23 = _mm256_unpackhi_epi8(x2, x3);
+    // per 128-bit lane, bytes 0-3, 4-7, 8-11, 12-15 of the block, each byte's 4 taps in an int32
+    const __m256i q[4] = {_mm256_unpacklo_epi16(l01, l23), _mm256_unpackhi_epi16(l01, l23),
+                          _mm256_unpacklo_epi16(h01, h23), _mm256_unpackhi_epi16(h01, h23)};
+    const __m256i w0 = _mm256_set1_epi32(kq[0]), w1 = _mm256_set1_epi32(kq[1]), w2 = _mm256_set1_epi32(kq[2]);
+    for (int j = 0; j < 4; j++) {
+      s0[j] = IPU_DPBUSD(s0[j], q[j], w0);
+      s1[j] = IPU_DPBUSD(s1[j], q[j], w1);
+      s2[j] = IPU_DPBUSD(s2[j], q[j], w2);
+    }
+  }
+  const __m256i v0 = vnni_combine(s0[0], s1[0], s2[0]), v1 = vnni_combine(s0[1], s1[1], s2[1]);
+  const __m256i v2 = vnni_combine(s0[2], s1[2], s2[2]), v3 = vnni_combine(s0[3], s1[3], s2[3]);
+  return _mm256_packus_epi16(_mm256_packs_epi32(v0, v1), _mm256_packs_epi32(v2, v3));  // bytes back in order
+}
+
+IPU_VNNI_TARGET void vertical_vnni(const Plan& p, const ResampleScratch& s, const VertIO io) {
+  constexpr int kMaxTaps = 64;
+  const int nbytes = io.nbytes;
+  const int groups_all = (p.ky_size + 3) / 4;
+  for (int yy = 0; yy < p.out_h; yy++) {
+    const uint8_t* base = v_base(io, s, yy);
+    const int count = s.by[size_t(yy) * 2 + 1];
+    uint8_t* out = io.dst + yy * io.dst_stride;
+    const int groups = (count + 3) / 4;
+    // Rows of 1 or 2 taps (upscales, mild downscales): the AVX2 block's two pmulld passes cost less than a group of
+    // 4 with the digits' recombination. Huge downscales (a tap offset table too long): the AVX2 block as well.
+    if (count <= 2 || count > kMaxTaps) {
+      const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
+      int b = 0;
+      for (; b + 32 <= nbytes; b += 32)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, k, count));
+      if (b < nbytes) v_bytes_scalar(base, io.src_stride, k, count, b, nbytes, out);
+      continue;
+    }
+    ptrdiff_t roff[kMaxTaps];
+    for (int t = 0; t < groups * 4; t++) roff[t] = ptrdiff_t(std::min(t, count - 1)) * io.src_stride;
+    const int32_t* kq = &s.ky4[size_t(yy) * size_t(groups_all) * 3];
+    int b = 0;
+    for (; b + 32 <= nbytes; b += 32)
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_vnni(base + b, roff, kq, groups));
+    if (b == nbytes) continue;
+    // The last, partial block: as vertical_avx2 (the padded taps read only rows up to count - 1).
+    if (!v_block_readable(io, base, count, b, 32)) {
+      v_bytes_scalar(base, io.src_stride, &s.ky[size_t(yy) * size_t(p.ky_size)], count, b, nbytes, out);
+    } else if (io.dst_padded) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_vnni(base + b, roff, kq, groups));
+    } else {
+      alignas(32) uint8_t last[32];
+      _mm256_store_si256(reinterpret_cast<__m256i*>(last), v_block_vnni(base + b, roff, kq, groups));
+      std::memcpy(out + b, last, size_t(nbytes - b));
+    }
+  }
+}
+
+}  // namespace IPU_VNNI_NS
