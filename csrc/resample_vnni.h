@@ -75,34 +75,44 @@ void horizontal_vnni(const Plan& p, const ResampleScratch& s, const int32_t* off
     run(std::integral_constant<int, 0>());
 }
 
-// 32 bytes of one vertical output row: roff[t] is tap t's row offset from base (taps past the row's count repeat its
-// last row, with zero weights), kq the row's digit quads (3 per group of 4 taps).
-IPU_VNNI_TARGET inline __m256i v_block_vnni(const uint8_t* base, const ptrdiff_t* roff, const int32_t* kq,
-                                            int groups) {
-  const __m256i bias = _mm256_set1_epi32(kBias);
-  __m256i s0[4] = {bias, bias, bias, bias};
-  __m256i s1[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-  __m256i s2[4] = {s1[0], s1[1], s1[2], s1[3]};
+// Half of a 32-byte vertical block: per 128-bit lane, bytes 0-7 (HI false) or 8-15 (HI true), as two int32 vectors
+// of 4 bytes each (the exact sums, shifted down). One half at a time keeps 6 accumulators live, not 12: AVX-VNNI has
+// 16 vector registers.
+template <bool HI>
+IPU_VNNI_TARGET inline void v_half_vnni(const uint8_t* base, const ptrdiff_t* roff, const int32_t* kq, int groups,
+                                        __m256i* lo4, __m256i* hi4) {
+  __m256i a0 = _mm256_set1_epi32(kBias), b0 = a0;
+  __m256i a1 = _mm256_setzero_si256(), b1 = a1, a2 = a1, b2 = a1;
   for (int g = 0; g < groups; g++, roff += 4, kq += 3) {
     const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[0]));
     const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[1]));
+    const __m256i t01 = HI ? _mm256_unpackhi_epi8(x0, x1) : _mm256_unpacklo_epi8(x0, x1);
     const __m256i x2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[2]));
     const __m256i x3 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[3]));
-    const __m256i l01 = _mm256_unpacklo_epi8(x0, x1), h01 = _mm256_unpackhi_epi8(x0, x1);
-    const __m256i l23 = _mm256_unpacklo_epi8(x2, x3), h23 = _mm256_unpackhi_epi8(x2, x3);
-    // per 128-bit lane, bytes 0-3, 4-7, 8-11, 12-15 of the block, each byte's 4 taps in an int32
-    const __m256i q[4] = {_mm256_unpacklo_epi16(l01, l23), _mm256_unpackhi_epi16(l01, l23),
-                          _mm256_unpacklo_epi16(h01, h23), _mm256_unpackhi_epi16(h01, h23)};
+    const __m256i t23 = HI ? _mm256_unpackhi_epi8(x2, x3) : _mm256_unpacklo_epi8(x2, x3);
+    // each byte's 4 taps in an int32: bytes 0-3 (or 8-11) of each lane, then 4-7 (or 12-15)
+    const __m256i qa = _mm256_unpacklo_epi16(t01, t23), qb = _mm256_unpackhi_epi16(t01, t23);
     const __m256i w0 = _mm256_set1_epi32(kq[0]), w1 = _mm256_set1_epi32(kq[1]), w2 = _mm256_set1_epi32(kq[2]);
-    for (int j = 0; j < 4; j++) {
-      s0[j] = IPU_DPBUSD(s0[j], q[j], w0);
-      s1[j] = IPU_DPBUSD(s1[j], q[j], w1);
-      s2[j] = IPU_DPBUSD(s2[j], q[j], w2);
-    }
+    a0 = IPU_DPBUSD(a0, qa, w0);
+    b0 = IPU_DPBUSD(b0, qb, w0);
+    a1 = IPU_DPBUSD(a1, qa, w1);
+    b1 = IPU_DPBUSD(b1, qb, w1);
+    a2 = IPU_DPBUSD(a2, qa, w2);
+    b2 = IPU_DPBUSD(b2, qb, w2);
   }
-  const __m256i v0 = vnni_combine(s0[0], s1[0], s2[0]), v1 = vnni_combine(s0[1], s1[1], s2[1]);
-  const __m256i v2 = vnni_combine(s0[2], s1[2], s2[2]), v3 = vnni_combine(s0[3], s1[3], s2[3]);
-  return _mm256_packus_epi16(_mm256_packs_epi32(v0, v1), _mm256_packs_epi32(v2, v3));  // bytes back in order
+  *lo4 = vnni_combine(a0, a1, a2);
+  *hi4 = vnni_combine(b0, b1, b2);
+}
+
+// 32 bytes of one vertical output row: roff[t] is tap t's row offset from base (taps past the row's count repeat its
+// last row, with zero weights), kq the row's digit quads (3 per group of 4 taps). Four rows' bytes are interleaved
+// (punpck 8 then 16) so a lane holds one output byte's four taps; packs/packus undo the unpacks' order.
+IPU_VNNI_TARGET inline __m256i v_block_vnni(const uint8_t* base, const ptrdiff_t* roff, const int32_t* kq,
+                                            int groups) {
+  __m256i v0, v1, v2, v3;
+  v_half_vnni<false>(base, roff, kq, groups, &v0, &v1);
+  v_half_vnni<true>(base, roff, kq, groups, &v2, &v3);
+  return _mm256_packus_epi16(_mm256_packs_epi32(v0, v1), _mm256_packs_epi32(v2, v3));
 }
 
 IPU_VNNI_TARGET void vertical_vnni(const Plan& p, const ResampleScratch& s, const VertIO io) {
