@@ -1223,26 +1223,27 @@ bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_
     const int groups = (p.max_count_x + taps - 1) / taps;
     const ptrdiff_t load = isa == Isa::Sse41 ? 8 : 16;
     const ptrdiff_t max_read = max_off + ptrdiff_t(groups - 1) * taps * p.ch + load;
-    // VNNI needs every weight in three byte digits (always so for normalised weights); otherwise AVX2.
+    // VNNI needs every weight in three byte digits (always so for normalised weights); otherwise AVX2. With at most
+    // two taps an output pixel (upscales, the mildest downscales) the AVX2 two-tap horizontal kernel costs less than
+    // a VNNI group of four with the digits' recombination, so VNNI then runs the vertical pass only.
     const bool vnni = isa == Isa::Avx512Vnni || isa == Isa::AvxVnni;
-    if (vnni && vnni_h_weights(p, s, groups) && vnni_v_weights(p, s)) {
-      if (isa == Isa::Avx512Vnni) {
-        run_passes_x86(
-            p, s, dst, dst_stride, max_read,
-            [&](auto rows) {
+    const bool vnni_h = p.max_count_x > 3;
+    if (vnni && (vnni_h ? vnni_h_weights(p, s, groups) : (fast_split_weights(p, s, groups, true), true)) &&
+        vnni_v_weights(p, s)) {
+      const bool evex = isa == Isa::Avx512Vnni;
+      run_passes_x86(
+          p, s, dst, dst_stride, max_read,
+          [&](auto rows) {
+            if (!vnni_h)
+              p.ch == 4 ? horizontal_avx2<4>(p, s, off, groups, rows) : horizontal_avx2<3>(p, s, off, groups, rows);
+            else if (evex)
               p.ch == 4 ? vnni_evex::horizontal_vnni<4>(p, s, off, groups, rows)
                         : vnni_evex::horizontal_vnni<3>(p, s, off, groups, rows);
-            },
-            [&](const VertIO& io) { vnni_evex::vertical_vnni(p, s, io); });
-      } else {
-        run_passes_x86(
-            p, s, dst, dst_stride, max_read,
-            [&](auto rows) {
+            else
               p.ch == 4 ? vnni_vex::horizontal_vnni<4>(p, s, off, groups, rows)
                         : vnni_vex::horizontal_vnni<3>(p, s, off, groups, rows);
-            },
-            [&](const VertIO& io) { vnni_vex::vertical_vnni(p, s, io); });
-      }
+          },
+          [&](const VertIO& io) { evex ? vnni_evex::vertical_vnni(p, s, io) : vnni_vex::vertical_vnni(p, s, io); });
       return true;
     }
     const bool avx2 = isa != Isa::Sse41;

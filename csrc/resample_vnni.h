@@ -126,7 +126,7 @@ IPU_VNNI_TARGET void vertical_vnni(const Plan& p, const ResampleScratch& s, cons
     const int groups = (count + 3) / 4;
     // Rows of 1 or 2 taps (upscales, mild downscales): the AVX2 block's two pmulld passes cost less than a group of
     // 4 with the digits' recombination. Huge downscales (a tap offset table too long): the AVX2 block as well.
-    if (count <= 2 || count > kMaxTaps) {
+    if (count <= 3 || count > kMaxTaps) {
       const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
       int b = 0;
       for (; b + 32 <= nbytes; b += 32)
