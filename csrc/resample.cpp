@@ -1224,8 +1224,8 @@ bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_
     const ptrdiff_t load = isa == Isa::Sse41 ? 8 : 16;
     const ptrdiff_t max_read = max_off + ptrdiff_t(groups - 1) * taps * p.ch + load;
     // VNNI needs every weight in three byte digits (always so for normalised weights); otherwise AVX2. With at most
-    // two taps an output pixel (upscales, the mildest downscales) the AVX2 two-tap horizontal kernel costs less than
-    // a VNNI group of four with the digits' recombination, so VNNI then runs the vertical pass only.
+    // three taps an output pixel (upscales, scales up to 1) the AVX2 horizontal kernels cost less than a VNNI group
+    // of four with the digits' recombination, so VNNI then runs the vertical pass only (see vertical_vnni).
     const bool vnni = isa == Isa::Avx512Vnni || isa == Isa::AvxVnni;
     const bool vnni_h = p.max_count_x > 3;
     if (vnni && (vnni_h ? vnni_h_weights(p, s, groups) : (fast_split_weights(p, s, groups, true), true)) &&
