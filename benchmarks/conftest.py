@@ -1,4 +1,5 @@
-"""pytest-benchmark suites: host throughput of ours against the region-decode floor and the peers, and thread scaling.
+"""pytest-benchmark suites: host throughput of ours against the region-decode floor and the peers, thread scaling, and
+the resampler alone on the SIMD path the process runs (test_resample.py).
 
 Run them explicitly (the project's ``addopts`` disable benchmarks, and ``testpaths`` leaves this folder out of a plain
 ``pytest``)::
