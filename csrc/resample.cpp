@@ -712,6 +712,17 @@ struct PairMask<3> {
 constexpr int8_t PairMask<4>::m[16];
 constexpr int8_t PairMask<3>::m[16];
 
+// Four output pixels' RGB from the int32 sums of two pairs ([p0 | p1] and [p2 | p3], each 128-bit lane a pixel's
+// R G B X, already shifted down), clipped to uint8: one 16-byte store of which 12 bytes are the pixels (the
+// horizontal kernels' rows are padded for it).
+__attribute__((target("avx2"))) inline void store_rgb4(uint8_t* out, __m256i p01, __m256i p23) {
+  const __m128i rgb = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
+  __m256i pk = _mm256_packs_epi32(p01, p23);  // lane 0: p0 p2, lane 1: p1 p3 (int16)
+  pk = _mm256_packus_epi16(pk, pk);           // lane 0: p0 p2 p0 p2, lane 1: p1 p3 p1 p3 (uint8)
+  const __m128i px4 = _mm_unpacklo_epi32(_mm256_castsi256_si128(pk), _mm256_extracti128_si256(pk, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_shuffle_epi8(px4, rgb));
+}
+
 // AVX2 horizontal row, 4 output pixels per iteration as two pairs (A, B). For each group of 4 taps, A's 16
 // source bytes go to lane 0 and B's to lane 1; one pshufb per lane makes the int16 pairs of taps (0, 1), another
 // those of taps (2, 3), so the lane sums come out as [A | B] with no cross-lane reduction. 12 RGB bytes are
@@ -728,7 +739,6 @@ __attribute__((target("avx2"))) void h_row_avx2(const uint8_t* row, ptrdiff_t ro
   const __m256i mask01 = _mm256_broadcastsi128_si256(m01);
   const __m256i mask23 = _mm256_broadcastsi128_si256(m23);
   const __m256i bias = _mm256_setr_epi32(kBias, kBias, kBias, 0, kBias, kBias, kBias, 0);
-  const __m128i rgb = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
   const __m256i* kv = reinterpret_cast<const __m256i*>(kw);
   for (int i = 0; i < w4; i += 4) {
     __m256i acc[NR][2];
@@ -760,12 +770,7 @@ __attribute__((target("avx2"))) void h_row_avx2(const uint8_t* row, ptrdiff_t ro
         acc[r][pr] =
             _mm256_srai_epi32(_mm256_add_epi32(_mm256_slli_epi32(hi[r], kSplitBits), lo[r]), kPrecisionBits);
     }
-    for (int r = 0; r < NR; r++) {
-      __m256i pk = _mm256_packs_epi32(acc[r][0], acc[r][1]);  // lane 0: p0 p2, lane 1: p1 p3 (int16)
-      pk = _mm256_packus_epi16(pk, pk);                        // lane 0: p0 p2 p0 p2, lane 1: p1 p3 p1 p3 (uint8)
-      const __m128i px4 = _mm_unpacklo_epi32(_mm256_castsi256_si128(pk), _mm256_extracti128_si256(pk, 1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + r * out_step + i * 3), _mm_shuffle_epi8(px4, rgb));
-    }
+    for (int r = 0; r < NR; r++) store_rgb4(out + r * out_step + i * 3, acc[r][0], acc[r][1]);
   }
 }
 

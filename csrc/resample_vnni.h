@@ -22,7 +22,6 @@ IPU_VNNI_TARGET void h_row_vnni(const uint8_t* row, ptrdiff_t row_step, uint8_t*
   const int groups = GFIX > 0 ? GFIX : groups_rt;
   const __m256i mask = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(QuadMask<CH>::m)));
   const __m256i bias = _mm256_setr_epi32(kBias, kBias, kBias, 0, kBias, kBias, kBias, 0);
-  const __m128i rgb = _mm_setr_epi8(0, 1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, -1, -1, -1, -1);
   const __m256i* kv = reinterpret_cast<const __m256i*>(kw);
   for (int i = 0; i < w4; i += 4) {
     __m256i acc[NR][2];
@@ -47,12 +46,7 @@ IPU_VNNI_TARGET void h_row_vnni(const uint8_t* row, ptrdiff_t row_step, uint8_t*
       }
       for (int r = 0; r < NR; r++) acc[r][pr] = vnni_combine(s0[r], s1[r], s2[r]);
     }
-    for (int r = 0; r < NR; r++) {
-      __m256i pk = _mm256_packs_epi32(acc[r][0], acc[r][1]);  // lane 0: p0 p2, lane 1: p1 p3 (int16)
-      pk = _mm256_packus_epi16(pk, pk);                        // lane 0: p0 p2 p0 p2, lane 1: p1 p3 p1 p3 (uint8)
-      const __m128i px4 = _mm_unpacklo_epi32(_mm256_castsi256_si128(pk), _mm256_extracti128_si256(pk, 1));
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + r * out_step + i * 3), _mm_shuffle_epi8(px4, rgb));
-    }
+    for (int r = 0; r < NR; r++) store_rgb4(out + r * out_step + i * 3, acc[r][0], acc[r][1]);
   }
 }
 
