@@ -804,28 +804,37 @@ __attribute__((target("avx2"))) inline __m256i v_block_avx2(const uint8_t* base,
   return _mm256_permutevar8x32_epi32(pk, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-__attribute__((target("avx2"))) void vertical_avx2(const Plan& p, const ResampleScratch& s, const VertIO io) {
-  const int nbytes = io.nbytes;
-  for (int yy = 0; yy < p.out_h; yy++) {
-    const uint8_t* base = v_base(io, s, yy);
-    const int count = s.by[size_t(yy) * 2 + 1];
-    const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
-    uint8_t* out = io.dst + yy * io.dst_stride;
-    int b = 0;
-    for (; b + 32 <= nbytes; b += 32)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, k, count));
-    if (b == nbytes) continue;
-    // The last, partial block: a whole block where it can be read, stored whole where the output is padded.
-    if (!v_block_readable(io, base, count, b, 32)) {
-      v_bytes_scalar(base, io.src_stride, k, count, b, nbytes, out);
-    } else if (io.dst_padded) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, k, count));
-    } else {
-      alignas(32) uint8_t last[32];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(last), v_block_avx2(base + b, io.src_stride, k, count));
-      std::memcpy(out + b, last, size_t(nbytes - b));
-    }
+// The last, partial block of a vertical output row (n < 32 bytes at out), already computed: stored whole where the
+// output is padded, else through a bounce block.
+__attribute__((target("avx2"))) inline void v_store_partial(const VertIO& io, uint8_t* out, int n, __m256i v) {
+  if (io.dst_padded) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), v);
+  } else {
+    alignas(32) uint8_t last[32];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(last), v);
+    std::memcpy(out, last, size_t(n));
   }
+}
+
+// One vertical output row with the AVX2 block: `base` is the row of the first tap, k its count weights. The last,
+// partial block is a whole block where it can be read, else the scalar code.
+__attribute__((target("avx2"))) inline void v_row_avx2(const VertIO& io, const uint8_t* base, const int32_t* k,
+                                                       int count, uint8_t* out) {
+  const int nbytes = io.nbytes;
+  int b = 0;
+  for (; b + 32 <= nbytes; b += 32)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, k, count));
+  if (b == nbytes) return;
+  if (v_block_readable(io, base, count, b, 32))
+    v_store_partial(io, out + b, nbytes - b, v_block_avx2(base + b, io.src_stride, k, count));
+  else
+    v_bytes_scalar(base, io.src_stride, k, count, b, nbytes, out);
+}
+
+__attribute__((target("avx2"))) void vertical_avx2(const Plan& p, const ResampleScratch& s, const VertIO io) {
+  for (int yy = 0; yy < p.out_h; yy++)
+    v_row_avx2(io, v_base(io, s, yy), &s.ky[size_t(yy) * size_t(p.ky_size)], s.by[size_t(yy) * 2 + 1],
+               io.dst + yy * io.dst_stride);
 }
 
 // The horizontal passes run the row kernel over the rows `rows(row_fn, pair_fn)` hands out (for_each_source_row or
@@ -947,6 +956,12 @@ void horizontal_sse41(const Plan& p, const ResampleScratch& s, const int32_t* of
 //  - vertical: four rows' bytes interleaved (punpck 8 then 16) so a lane holds one output byte's four taps; the
 //    unpacks' lane order is undone by packs/packus, so no permute.
 
+// Which taps counts VNNI takes. With up to 3 taps (upscales, scales up to 1) a VNNI group of 4 plus the digits'
+// recombination costs more than the AVX2 kernels' exact products (measured over the corpus's train resizes: VNNI ~7%
+// slower there, equal at 4, 20-25% faster from 5); above 64 a vertical row's tap offset table would be too long.
+constexpr int kVnniMinTaps = 4, kVnniMaxTaps = 64;
+inline bool vnni_takes(int count) { return count >= kVnniMinTaps && count <= kVnniMaxTaps; }
+
 // The digits of k, false when the top one does not fit a signed byte (|k| >= ~2^23: weights of magnitude 2 or more,
 // which normalised weights never reach; the caller then uses the AVX2 kernels).
 inline bool weight_digits(int32_t k, int8_t d[3]) {
@@ -988,14 +1003,15 @@ bool vnni_h_weights(const Plan& p, ResampleScratch& s, int groups) {
   return true;
 }
 
-// Vertical weights: per output row and group of 4 taps, 3 int32s (digit 0, 1, 2), byte q of each the digit of tap
-// 4g + q (0 past the row's count).
+// Vertical weights of the rows VNNI takes (vnni_takes): per output row and group of 4 taps, 3 int32s (digit 0, 1,
+// 2), byte q of each the digit of tap 4g + q (0 past the row's count).
 bool vnni_v_weights(const Plan& p, ResampleScratch& s) {
   const int groups = (p.ky_size + 3) / 4;
   const size_t need = size_t(p.out_h) * size_t(groups) * 3;
   if (s.ky4.size() < need) s.ky4.resize(need);
   for (int yy = 0; yy < p.out_h; yy++) {
     const int count = s.by[size_t(yy) * 2 + 1];
+    if (!vnni_takes(count)) continue;  // the AVX2 block, with the full weights
     for (int g = 0; g < groups; g++) {
       uint32_t quad[3] = {0, 0, 0};
       for (int q = 0; q < 4; q++) {
@@ -1228,40 +1244,37 @@ bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_
     const int groups = (p.max_count_x + taps - 1) / taps;
     const ptrdiff_t load = isa == Isa::Sse41 ? 8 : 16;
     const ptrdiff_t max_read = max_off + ptrdiff_t(groups - 1) * taps * p.ch + load;
-    // VNNI needs every weight in three byte digits (always so for normalised weights); otherwise AVX2. With at most
-    // three taps an output pixel (upscales, scales up to 1) the AVX2 horizontal kernels cost less than a VNNI group
-    // of four with the digits' recombination, so VNNI then runs the vertical pass only (see vertical_vnni).
-    const bool vnni = isa == Isa::Avx512Vnni || isa == Isa::AvxVnni;
-    const bool vnni_h = p.max_count_x > 3;
-    if (vnni && (vnni_h ? vnni_h_weights(p, s, groups) : (fast_split_weights(p, s, groups, true), true)) &&
-        vnni_v_weights(p, s)) {
-      const bool evex = isa == Isa::Avx512Vnni;
-      run_passes_x86(
-          p, s, dst, dst_stride, max_read,
-          [&](auto rows) {
-            if (!vnni_h)
-              p.ch == 4 ? horizontal_avx2<4>(p, s, off, groups, rows) : horizontal_avx2<3>(p, s, off, groups, rows);
-            else if (evex)
-              p.ch == 4 ? vnni_evex::horizontal_vnni<4>(p, s, off, groups, rows)
-                        : vnni_evex::horizontal_vnni<3>(p, s, off, groups, rows);
-            else
-              p.ch == 4 ? vnni_vex::horizontal_vnni<4>(p, s, off, groups, rows)
-                        : vnni_vex::horizontal_vnni<3>(p, s, off, groups, rows);
-          },
-          [&](const VertIO& io) { evex ? vnni_evex::vertical_vnni(p, s, io) : vnni_vex::vertical_vnni(p, s, io); });
-      return true;
-    }
-    const bool avx2 = isa != Isa::Sse41;
-    fast_split_weights(p, s, groups, avx2);
+    // VNNI needs every weight in three byte digits (always so for normalised weights; otherwise AVX2 throughout).
+    // It runs the horizontal pass only when some output pixel reads kVnniMinTaps or more source pixels, and the
+    // vertical pass takes its rows by vnni_takes; the rest is the AVX2 kernels'.
+    const bool vnni = (isa == Isa::Avx512Vnni || isa == Isa::AvxVnni) && vnni_v_weights(p, s);
+    const bool vnni_h = vnni && p.max_count_x >= kVnniMinTaps && vnni_h_weights(p, s, groups);
+    const bool evex = isa == Isa::Avx512Vnni, avx2 = isa != Isa::Sse41;
+    if (!vnni_h) fast_split_weights(p, s, groups, avx2);
     run_passes_x86(
         p, s, dst, dst_stride, max_read,
         [&](auto rows) {
-          if (avx2)
+          if (vnni_h && evex)
+            p.ch == 4 ? vnni_evex::horizontal_vnni<4>(p, s, off, groups, rows)
+                      : vnni_evex::horizontal_vnni<3>(p, s, off, groups, rows);
+          else if (vnni_h)
+            p.ch == 4 ? vnni_vex::horizontal_vnni<4>(p, s, off, groups, rows)
+                      : vnni_vex::horizontal_vnni<3>(p, s, off, groups, rows);
+          else if (avx2)
             p.ch == 4 ? horizontal_avx2<4>(p, s, off, groups, rows) : horizontal_avx2<3>(p, s, off, groups, rows);
           else
             p.ch == 4 ? horizontal_sse41<4>(p, s, off, groups, rows) : horizontal_sse41<3>(p, s, off, groups, rows);
         },
-        [&](const VertIO& io) { avx2 ? vertical_avx2(p, s, io) : vertical_sse41(p, s, io); });
+        [&](const VertIO& io) {
+          if (vnni && evex)
+            vnni_evex::vertical_vnni(p, s, io);
+          else if (vnni)
+            vnni_vex::vertical_vnni(p, s, io);
+          else if (avx2)
+            vertical_avx2(p, s, io);
+          else
+            vertical_sse41(p, s, io);
+        });
     return true;
   }
 #elif defined(IPU_RESAMPLE_NEON)

@@ -109,43 +109,32 @@ IPU_VNNI_TARGET inline __m256i v_block_vnni(const uint8_t* base, const ptrdiff_t
   return _mm256_packus_epi16(_mm256_packs_epi32(v0, v1), _mm256_packs_epi32(v2, v3));
 }
 
+// The vertical pass: the rows VNNI takes (vnni_takes) with v_block_vnni, the others with the AVX2 block.
 IPU_VNNI_TARGET void vertical_vnni(const Plan& p, const ResampleScratch& s, const VertIO io) {
-  constexpr int kMaxTaps = 64;
   const int nbytes = io.nbytes;
   const int groups_all = (p.ky_size + 3) / 4;
   for (int yy = 0; yy < p.out_h; yy++) {
     const uint8_t* base = v_base(io, s, yy);
     const int count = s.by[size_t(yy) * 2 + 1];
+    const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
     uint8_t* out = io.dst + yy * io.dst_stride;
-    const int groups = (count + 3) / 4;
-    // Rows of up to 3 taps (upscales, scales up to 1): the AVX2 block's pmulld passes cost less than a group of 4
-    // with the digits' recombination (measured: VNNI ~7% slower there, equal at 4, 20-25% faster from 5). Huge
-    // downscales (a tap offset table too long): the AVX2 block as well.
-    if (count <= 3 || count > kMaxTaps) {
-      const int32_t* k = &s.ky[size_t(yy) * size_t(p.ky_size)];
-      int b = 0;
-      for (; b + 32 <= nbytes; b += 32)
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, k, count));
-      if (b < nbytes) v_bytes_scalar(base, io.src_stride, k, count, b, nbytes, out);
+    if (!vnni_takes(count)) {
+      v_row_avx2(io, base, k, count, out);
       continue;
     }
-    ptrdiff_t roff[kMaxTaps];
+    const int groups = (count + 3) / 4;
+    ptrdiff_t roff[kVnniMaxTaps];  // groups * 4 <= kVnniMaxTaps (a multiple of 4)
     for (int t = 0; t < groups * 4; t++) roff[t] = ptrdiff_t(std::min(t, count - 1)) * io.src_stride;
     const int32_t* kq = &s.ky4[size_t(yy) * size_t(groups_all) * 3];
     int b = 0;
     for (; b + 32 <= nbytes; b += 32)
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_vnni(base + b, roff, kq, groups));
     if (b == nbytes) continue;
-    // The last, partial block: as vertical_avx2 (the padded taps read only rows up to count - 1).
-    if (!v_block_readable(io, base, count, b, 32)) {
-      v_bytes_scalar(base, io.src_stride, &s.ky[size_t(yy) * size_t(p.ky_size)], count, b, nbytes, out);
-    } else if (io.dst_padded) {
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_vnni(base + b, roff, kq, groups));
-    } else {
-      alignas(32) uint8_t last[32];
-      _mm256_store_si256(reinterpret_cast<__m256i*>(last), v_block_vnni(base + b, roff, kq, groups));
-      std::memcpy(out + b, last, size_t(nbytes - b));
-    }
+    // The last, partial block: as v_row_avx2 (the padded taps read only rows up to count - 1).
+    if (v_block_readable(io, base, count, b, 32))
+      v_store_partial(io, out + b, nbytes - b, v_block_vnni(base + b, roff, kq, groups));
+    else
+      v_bytes_scalar(base, io.src_stride, k, count, b, nbytes, out);
   }
 }
 
