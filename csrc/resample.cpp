@@ -201,8 +201,8 @@ __attribute__((target("avx2"))) bool bounds_weights4_avx2(const AxisGeometry& g,
   for (int t = 0; t < ksize; t++) {
     const __m128i tap = _mm_add_epi32(lo, _mm_set1_epi32(t));
     const __m256d arg = _mm256_mul_pd(_mm256_add_pd(_mm256_sub_pd(_mm256_cvtepi32_pd(tap), c), half), ss);
-    const __m128i live = _mm_cmpgt_epi32(n, _mm_set1_epi32(t));
-    w[t] = _mm256_and_pd(eval4(F(), arg), _mm256_castsi256_pd(_mm256_cvtepi32_epi64(live)));
+    const __m128i real = _mm_cmpgt_epi32(n, _mm_set1_epi32(t));  // tap t is among the position's count
+    w[t] = _mm256_and_pd(eval4(F(), arg), _mm256_castsi256_pd(_mm256_cvtepi32_epi64(real)));
     ww = _mm256_add_pd(ww, w[t]);  // in tap order; a dead tap adds +0.0, which changes no sum
   }
   const __m256d nonzero = _mm256_cmp_pd(ww, _mm256_setzero_pd(), _CMP_NEQ_UQ);
@@ -1143,6 +1143,9 @@ void vertical_neon(const Plan& p, const ResampleScratch& s, const VertIO io) {
 
 enum class Isa { Scalar, Sse41, Avx2, AvxVnni, Avx512Vnni, Neon };
 
+// Every path, widest first (AVX-512 VNNI before AVX-VNNI: the same kernels, and either is there when both are).
+constexpr Isa kPaths[] = {Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2, Isa::Sse41, Isa::Neon, Isa::Scalar};
+
 const char* isa_name(Isa isa) {
   switch (isa) {
     case Isa::Avx512Vnni: return "avx512vnni";
@@ -1179,20 +1182,18 @@ bool cpu_has(Isa isa) {
 #endif
 }
 
-// The widest path this CPU runs (AVX-512 VNNI before AVX-VNNI: the same kernels, and either is there when both are),
-// or the one IPU_CNN_RESAMPLE_ISA names when the CPU runs it.
+// The widest path this CPU runs, or the one IPU_CNN_RESAMPLE_ISA names when the CPU runs it.
 Isa detect_isa() {
   Isa best = Isa::Scalar;
-  for (Isa isa : {Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2, Isa::Sse41, Isa::Neon}) {
+  for (Isa isa : kPaths) {
     if (cpu_has(isa)) {
       best = isa;
       break;
     }
   }
-  if (const char* cap = std::getenv("IPU_CNN_RESAMPLE_ISA")) {
-    for (Isa isa : {Isa::Scalar, Isa::Sse41, Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni, Isa::Neon}) {
-      if (!std::strcmp(cap, isa_name(isa)) && cpu_has(isa)) best = isa;
-    }
+  if (const char* want = std::getenv("IPU_CNN_RESAMPLE_ISA")) {
+    for (Isa isa : kPaths)
+      if (!std::strcmp(want, isa_name(isa)) && cpu_has(isa)) best = isa;
   }
   return best;
 }
@@ -1391,7 +1392,7 @@ const char* resample_simd_path() { return isa_name(chosen_isa()); }
 
 std::vector<std::string> resample_simd_paths() {
   std::vector<std::string> names;
-  for (Isa isa : {Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2, Isa::Sse41, Isa::Neon, Isa::Scalar})
+  for (Isa isa : kPaths)
     if (cpu_has(isa)) names.emplace_back(isa_name(isa));
   return names;
 }
