@@ -8,8 +8,9 @@ pipeline runs). The resampler's path is chosen once per process, so compare path
     pytest benchmarks/test_resample.py --benchmark-enable
     IPU_CNN_RESAMPLE_ISA=avx2 pytest benchmarks/test_resample.py --benchmark-enable   # any of _C.simd_paths()
 
-Outside the pipeline the photo stays in cache between resizes; inside it the decoder has just written it, and the
-resizes here ran ~5-10% faster than those of the pipeline (README, "The VNNI resampler").
+Here each resize reads its photo from memory (the photos together are far larger than the caches); inside the
+pipeline the decoder has just written the region, and the same resizes with the photo in cache took about half as
+long (README, "The VNNI resampler").
 """
 from __future__ import annotations
 

@@ -403,7 +403,7 @@ def run_resize_script(isa: str | None, cwd: Path) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def best_path_digest(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
-    """The script's result on the CPU's best path, run once for both capped paths."""
+    """The script's result on the CPU's best path, run once for every capped path."""
     return run_resize_script(None, tmp_path_factory.mktemp("best"))
 
 
