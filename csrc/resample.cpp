@@ -11,10 +11,12 @@
 // (BICUBIC's overshoot: tens of levels on noise, 26 seen). The flip is fused by laying the horizontal
 // coefficients out in mirrored order.
 //
-// The scalar path is the reference. The fast path (picked once at run time: AVX-512 VNNI, AVX-VNNI, AVX2, SSE4.1,
-// NEON, or scalar) is bit-exact too:
+// The scalar path is the reference. The fast path (picked once at run time: AVX-512 VBMI, AVX-512 VNNI, AVX-VNNI,
+// AVX2, SSE4.1, NEON, or scalar) is bit-exact too:
 //  - VNNI (AVX-512 VNNI or AVX-VNNI, 256-bit vectors): each weight as three signed byte digits, four taps' products
 //    per vpdpbusd; see the VNNI section below;
+//  - VBMI (AVX-512 VNNI with VBMI): the same digits, but the horizontal pass gives a 32-bit lane to each output
+//    byte, its taps gathered by vpermi2b from a 64-byte window of the row; see the VBMI section;
 //  - x86 horizontal: each 22-bit weight k is split as k = kh * 2^11 + kl (kl in [0, 2^11)); both halves fit
 //    int16, so pmaddwd on zero-extended pixel pairs gives sum(p * kh) and sum(p * kl) exactly, and
 //    (hi << 11) + lo is the exact int32 sum (int32 vector arithmetic wraps mod 2^32 and the true sum fits, as in
@@ -28,8 +30,8 @@
 // vertical block whose loads would do so is computed by the scalar code (vertical pass on the window). Writes never
 // leave the out_w * 3 bytes of each dst row.
 //
-// IPU_CNN_RESAMPLE_ISA=avx512vnni|avxvnni|avx2|sse4.1|neon|scalar (read once) picks the fast path, for testing the
-// narrower paths on a wide CPU; a value the CPU does not run falls back to the best one it does.
+// IPU_CNN_RESAMPLE_ISA=avx512vbmi|avx512vnni|avxvnni|avx2|sse4.1|neon|scalar (read once) picks the fast path, for
+// testing the narrower paths on a wide CPU; a value the CPU does not run falls back to the best one it does.
 #include "resample.h"
 
 #include <algorithm>
@@ -1057,6 +1059,154 @@ constexpr int8_t QuadMask<3>::m[16];
 #undef IPU_VNNI_TARGET
 #undef IPU_DPBUSD
 
+// ---------------------------------------------------------------------------------------------------------------
+// x86: the AVX-512 VBMI horizontal pass (Ice Lake and later Xeons, Zen 4 and 5)
+//
+// The kernels above give each 128-bit lane one output pixel, R G B and an idle X, so a quarter of every multiply is
+// wasted and each result needs a repacking to RGB. Here a 32-bit lane is one output BYTE (one channel of one pixel)
+// and holds that byte's four taps, so eight lanes are 8 consecutive bytes of the RGB output row, in order:
+//  - per block of 8 output bytes (2 2/3 pixels), one 64-byte window of the source row holds every tap they read
+//    (vbmi_h_tables checks it, else this kernel is not used);
+//  - one vpermi2b per group of 4 taps gathers the 32 tap bytes from the window (any byte to any lane);
+//  - three vpdpbusd multiply them by the weights' three signed digits (as the VNNI kernels: exact mod 2^32);
+//  - four blocks' int32 results pack to 32 output bytes with packs/packus and one vpermd.
+// Per output pixel that is ~3 vector operations per group against ~7 for the AVX2 kernel's three taps.
+
+constexpr int kVbmiWindow = 64;       // bytes of the source row a block's taps may span
+constexpr int kVbmiMaxGroups = 4;     // taps a block may read, in groups of 4 (more: the other kernels)
+constexpr int kVbmiTableBytes = 128;  // per block and group: 32 gather indices, then 3 x 32 digits
+// With at most 2 taps (upscales, scales up to ~1) the AVX2 two-tap kernel is as fast or faster (measured in cache on
+// Zen 4: 60 against 66 us at scale 0.8, equal at 1.0; VBMI 10-20% faster from 3 taps on).
+constexpr int kVbmiMinTaps = 3;
+
+// The VBMI tables for rows starting at full-image column origin_x: per block of 8 output bytes (out_w * 3 bytes,
+// padded to whole 32-byte stores with zero-weight lanes) the window's byte offset in the row (vb_base), and per group
+// of 4 taps the lanes' gather indices into the window and their weights' digits (kvb). False when a block's taps span
+// more than the window, no pixel has kVbmiMinTaps taps or one has more than kVbmiMaxGroups * 4, or a weight has no
+// 3-digit form. *groups gets
+// the groups every block is given; *max_read the bytes read past a row's start (windows reach past the last tap).
+bool vbmi_h_tables(const Plan& p, ResampleScratch& s, int origin_x, int* groups, ptrdiff_t* max_read) {
+  const int ch = p.ch;
+  if (p.max_count_x < kVbmiMinTaps || p.max_count_x > kVbmiMaxGroups * 4) return false;
+  const int g_all = (p.max_count_x + 3) / 4;
+  const int out_bytes = p.out_w * 3;
+  const int blocks = (out_bytes + 31) / 32 * 4;
+  const int32_t* bx = s.bx.data();
+  if (s.vb_base.size() < size_t(blocks)) s.vb_base.resize(size_t(blocks));
+  int32_t* base = s.vb_base.data();
+  // Each block's window starts at the first column its pixels read (bytes 8b .. 8b + 7 are pixels 8b / 3 ..
+  // (8b + 7) / 3); blocks of padding only take the last real block's.
+  ptrdiff_t reach = 0;
+  for (int b = 0; b < blocks; b++) {
+    if (b * 8 >= out_bytes) {
+      base[b] = base[b - 1];
+      continue;
+    }
+    const int i0 = b * 8 / 3, i1 = std::min(p.out_w - 1, (b * 8 + 7) / 3);
+    int lo = std::numeric_limits<int>::max(), hi = std::numeric_limits<int>::min();
+    for (int i = i0; i <= i1; i++) {
+      lo = std::min(lo, bx[i * 2]);
+      hi = std::max(hi, bx[i * 2] + bx[i * 2 + 1]);
+    }
+    if ((hi - lo) * ch > kVbmiWindow) return false;
+    base[b] = (lo - origin_x) * ch;
+    reach = std::max<ptrdiff_t>(reach, ptrdiff_t(base[b]) + kVbmiWindow);
+  }
+  // Each pixel's digits once, then its R, G and B lanes (taps past its count keep index 0 and zero digits).
+  const size_t block_bytes = size_t(g_all) * kVbmiTableBytes;
+  if (s.kvb.size() < size_t(blocks) * block_bytes) s.kvb.resize(size_t(blocks) * block_bytes);
+  std::memset(s.kvb.data(), 0, size_t(blocks) * block_bytes);
+  for (int i = 0; i < p.out_w; i++) {
+    const int first = bx[i * 2] - origin_x, count = bx[i * 2 + 1];
+    const int32_t* k = &s.kx[size_t(i) * size_t(p.kx_size)];
+    int8_t d[kVbmiMaxGroups * 4][3];
+    for (int t = 0; t < count; t++)
+      if (!weight_digits(k[t], d[t])) return false;
+    for (int c = 0; c < 3; c++) {
+      const int byte = i * 3 + c;
+      int8_t* tab = &s.kvb[size_t(byte >> 3) * block_bytes] + (byte & 7) * 4;
+      const int at = first * ch + c - base[byte >> 3];  // in [0, 64 - count * ch]: the window check above
+      for (int t = 0; t < count; t++) {
+        int8_t* g = tab + (t >> 2) * kVbmiTableBytes + (t & 3);
+        g[0] = int8_t(at + t * ch);
+        g[32] = d[t][0];
+        g[64] = d[t][1];
+        g[96] = d[t][2];
+      }
+    }
+  }
+  *groups = g_all;
+  *max_read = reach;
+  return true;
+}
+
+#define IPU_VBMI_TARGET __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")))
+
+// A row (NR rows, row + r * row_step into out + r * out_step, sharing the tables) of the VBMI horizontal pass: 32
+// output bytes per iteration, written whole (the rows are padded for it). GFIX > 0 fixes the group count.
+template <int GFIX, int NR>
+IPU_VBMI_TARGET void h_row_vbmi(const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step,
+                                const int32_t* base, const int8_t* tab, int blocks, int groups_rt) {
+  const int groups = GFIX > 0 ? GFIX : groups_rt;
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (int b = 0; b < blocks; b += 4) {
+    __m256i res[NR][4];
+    for (int u = 0; u < 4; u++) {
+      __m256i lo[NR], hi[NR], s0[NR], s1[NR], s2[NR];
+      for (int r = 0; r < NR; r++) {
+        const uint8_t* w = row + r * row_step + base[b + u];
+        lo[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+        hi[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + 32));
+        s0[r] = _mm256_set1_epi32(kBias);
+        s1[r] = s2[r] = _mm256_setzero_si256();
+      }
+      const int8_t* t = tab + size_t(b + u) * size_t(groups) * kVbmiTableBytes;
+      for (int g = 0; g < groups; g++, t += kVbmiTableBytes) {
+        const __m256i idx = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t));
+        const __m256i d0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 32));
+        const __m256i d1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 64));
+        const __m256i d2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(t + 96));
+        for (int r = 0; r < NR; r++) {
+          const __m256i v = _mm256_permutex2var_epi8(lo[r], idx, hi[r]);
+          s0[r] = _mm256_dpbusd_epi32(s0[r], v, d0);
+          s1[r] = _mm256_dpbusd_epi32(s1[r], v, d1);
+          s2[r] = _mm256_dpbusd_epi32(s2[r], v, d2);
+        }
+      }
+      for (int r = 0; r < NR; r++) res[r][u] = vnni_evex::vnni_combine(s0[r], s1[r], s2[r]);
+    }
+    for (int r = 0; r < NR; r++) {
+      // packs/packus per 128-bit lane leave the four blocks' 4-byte halves in the order 0 1 2 3 | 0 1 2 3 (low
+      // halves, then high): one vpermd puts each block's 8 bytes together.
+      const __m256i pk = _mm256_packus_epi16(_mm256_packs_epi32(res[r][0], res[r][1]),
+                                             _mm256_packs_epi32(res[r][2], res[r][3]));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + r * out_step + b * 8),
+                          _mm256_permutevar8x32_epi32(pk, order));
+    }
+  }
+}
+
+template <class Rows>
+void horizontal_vbmi(const ResampleScratch& s, int blocks, int groups, Rows rows) {
+  const int32_t* base = s.vb_base.data();
+  const int8_t* tab = s.kvb.data();
+  auto run = [&](auto gfix) {
+    constexpr int G = decltype(gfix)::value;
+    rows([&](const uint8_t* row, uint8_t* out) { h_row_vbmi<G, 1>(row, 0, out, 0, base, tab, blocks, groups); },
+         [&](const uint8_t* row, ptrdiff_t row_step, uint8_t* out, ptrdiff_t out_step) {
+           h_row_vbmi<G, 2>(row, row_step, out, out_step, base, tab, blocks, groups);
+         });
+  };
+  if (groups == 1)
+    run(std::integral_constant<int, 1>());
+  else if (groups == 2)
+    run(std::integral_constant<int, 2>());
+  else
+    run(std::integral_constant<int, 0>());
+}
+
+#undef IPU_VBMI_TARGET
+
 #endif  // IPU_RESAMPLE_X86
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1141,13 +1291,16 @@ void vertical_neon(const Plan& p, const ResampleScratch& s, const VertIO io) {
 // ---------------------------------------------------------------------------------------------------------------
 // Dispatch
 
-enum class Isa { Scalar, Sse41, Avx2, AvxVnni, Avx512Vnni, Neon };
+enum class Isa { Scalar, Sse41, Avx2, AvxVnni, Avx512Vnni, Avx512Vbmi, Neon };
 
-// Every path, widest first (AVX-512 VNNI before AVX-VNNI: the same kernels, and either is there when both are).
-constexpr Isa kPaths[] = {Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2, Isa::Sse41, Isa::Neon, Isa::Scalar};
+// Every path, widest first (AVX-512 VNNI before AVX-VNNI: the same kernels, and either is there when both are;
+// "avx512vbmi" is AVX-512 VNNI with the VBMI horizontal pass, which Cascade Lake's AVX-512 lacks).
+constexpr Isa kPaths[] = {Isa::Avx512Vbmi, Isa::Avx512Vnni, Isa::AvxVnni, Isa::Avx2,
+                          Isa::Sse41,      Isa::Neon,       Isa::Scalar};
 
 const char* isa_name(Isa isa) {
   switch (isa) {
+    case Isa::Avx512Vbmi: return "avx512vbmi";
     case Isa::Avx512Vnni: return "avx512vnni";
     case Isa::AvxVnni: return "avxvnni";
     case Isa::Avx2: return "avx2";
@@ -1162,6 +1315,8 @@ bool cpu_has(Isa isa) {
 #if defined(IPU_RESAMPLE_X86)
   __builtin_cpu_init();
   switch (isa) {
+    case Isa::Avx512Vbmi:
+      return cpu_has(Isa::Avx512Vnni) && __builtin_cpu_supports("avx512vbmi");
     case Isa::Avx512Vnni:
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f") &&
              __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
@@ -1205,16 +1360,16 @@ Isa chosen_isa() {
 
 bool coefficients_in_avx2() {
   const Isa isa = chosen_isa();
-  return isa == Isa::Avx2 || isa == Isa::AvxVnni || isa == Isa::Avx512Vnni;
+  return isa == Isa::Avx2 || isa == Isa::AvxVnni || isa == Isa::Avx512Vnni || isa == Isa::Avx512Vbmi;
 }
 
 // The two passes in the plan's order through the x86 kernels: horizontal(rows) runs a row kernel over the rows
 // `rows` hands out, vertical(io) a vertical pass. The horizontal pass reads up to max_read bytes from the start of a
-// row (the vector loads of its last group) and writes whole 16-byte stores of 4 output pixels.
+// row (the vector loads of its last group) and writes out_write bytes of each output row (its whole-vector stores).
 #if defined(IPU_RESAMPLE_X86)
 template <class Horizontal, class Vertical>
 void run_passes_x86(const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_t dst_stride, ptrdiff_t max_read,
-                    Horizontal horizontal, Vertical vertical) {
+                    ptrdiff_t out_write, Horizontal horizontal, Vertical vertical) {
   if (!p.vertical_first) {
     const ptrdiff_t tmp_stride = fast_tmp_stride(p.out_w);
     uint8_t* tmp = fast_tmp(p, s, tmp_stride, max_read);
@@ -1223,8 +1378,6 @@ void run_passes_x86(const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_t d
     });
     vertical(vertical_io_second(p, tmp, tmp_stride, dst, dst_stride));
   } else {
-    const int w4 = (p.out_w + 3) & ~3;
-    const ptrdiff_t out_write = ptrdiff_t(w4) * 3 + 4;  // the last 16-byte store of a row ends there
     const VFirstTmp t = fast_tmp_vfirst(p, s, max_read, out_write);
     vertical(vertical_io_first(p, t.rows, t.stride, true));
     horizontal([&](auto&& row_fn, auto&&) { for_each_vfirst_row(p, t, dst, dst_stride, out_write, row_fn); });
@@ -1236,26 +1389,41 @@ bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_
   const bool vf = p.vertical_first;
   const int origin_x = vf ? p.xbox_first : p.wx0;  // the column a horizontal input row starts at
 #if defined(IPU_RESAMPLE_X86)
-  if (isa == Isa::Avx512Vnni || isa == Isa::AvxVnni || isa == Isa::Avx2 || isa == Isa::Sse41) {
-    const int32_t* off = fast_offsets(p, s, origin_x);
-    const int w4 = (p.out_w + 3) & ~3;
-    ptrdiff_t max_off = 0;
-    for (int i = 0; i < w4; i++) max_off = std::max<ptrdiff_t>(max_off, off[i]);
-    const int taps = isa == Isa::Sse41 ? 2 : 4;
-    const int groups = (p.max_count_x + taps - 1) / taps;
-    const ptrdiff_t load = isa == Isa::Sse41 ? 8 : 16;
-    const ptrdiff_t max_read = max_off + ptrdiff_t(groups - 1) * taps * p.ch + load;
+  if (isa == Isa::Avx512Vbmi || isa == Isa::Avx512Vnni || isa == Isa::AvxVnni || isa == Isa::Avx2 ||
+      isa == Isa::Sse41) {
     // VNNI needs every weight in three byte digits (always so for normalised weights; otherwise AVX2 throughout).
-    // It runs the horizontal pass only when some output pixel reads kVnniMinTaps or more source pixels, and the
-    // vertical pass takes its rows by vnni_takes; the rest is the AVX2 kernels'.
-    const bool vnni = (isa == Isa::Avx512Vnni || isa == Isa::AvxVnni) && vnni_v_weights(p, s);
-    const bool vnni_h = vnni && p.max_count_x >= kVnniMinTaps && vnni_h_weights(p, s, groups);
-    const bool evex = isa == Isa::Avx512Vnni, avx2 = isa != Isa::Sse41;
-    if (!vnni_h) fast_split_weights(p, s, groups, avx2);
+    const bool evex = isa == Isa::Avx512Vbmi || isa == Isa::Avx512Vnni, avx2 = isa != Isa::Sse41;
+    const bool vnni = (evex || isa == Isa::AvxVnni) && vnni_v_weights(p, s);
+    // The VBMI horizontal pass where its tables apply (every block's taps within its window).
+    int vb_groups = 0;
+    ptrdiff_t max_read = 0;
+    const bool vbmi_h = isa == Isa::Avx512Vbmi && vnni && vbmi_h_tables(p, s, origin_x, &vb_groups, &max_read);
+    const int w4 = (p.out_w + 3) & ~3;
+    const int vb_blocks = (p.out_w * 3 + 31) / 32 * 4;
+    // The row kernels' stores: whole 32-byte blocks (VBMI), else 16 bytes for each 4 pixels.
+    const ptrdiff_t out_write = vbmi_h ? ptrdiff_t(vb_blocks) * 8 : ptrdiff_t(w4) * 3 + 4;
+    const int32_t* off = nullptr;
+    int groups = 0;
+    bool vnni_h = false;
+    if (!vbmi_h) {
+      off = fast_offsets(p, s, origin_x);
+      ptrdiff_t max_off = 0;
+      for (int i = 0; i < w4; i++) max_off = std::max<ptrdiff_t>(max_off, off[i]);
+      const int taps = isa == Isa::Sse41 ? 2 : 4;
+      groups = (p.max_count_x + taps - 1) / taps;
+      const ptrdiff_t load = isa == Isa::Sse41 ? 8 : 16;
+      max_read = max_off + ptrdiff_t(groups - 1) * taps * p.ch + load;
+      // VNNI runs the horizontal pass only when some output pixel reads kVnniMinTaps or more source pixels, and the
+      // vertical pass takes its rows by vnni_takes; the rest is the AVX2 kernels'.
+      vnni_h = vnni && p.max_count_x >= kVnniMinTaps && vnni_h_weights(p, s, groups);
+      if (!vnni_h) fast_split_weights(p, s, groups, avx2);
+    }
     run_passes_x86(
-        p, s, dst, dst_stride, max_read,
+        p, s, dst, dst_stride, max_read, out_write,
         [&](auto rows) {
-          if (vnni_h && evex)
+          if (vbmi_h)
+            horizontal_vbmi(s, vb_blocks, vb_groups, rows);
+          else if (vnni_h && evex)
             p.ch == 4 ? vnni_evex::horizontal_vnni<4>(p, s, off, groups, rows)
                       : vnni_evex::horizontal_vnni<3>(p, s, off, groups, rows);
           else if (vnni_h)

@@ -55,6 +55,8 @@ struct ResampleScratch {
   std::vector<int16_t> kx16;
   std::vector<int8_t> kx8;   // horizontal weights as three signed byte digits (the VNNI paths)
   std::vector<int32_t> ky4;  // vertical weights likewise, four taps' digits to an int32
+  std::vector<int8_t> kvb;      // horizontal gather indices and digits of the AVX-512 VBMI path, per 8 output bytes
+  std::vector<int32_t> vb_base; // where each 8 output bytes' 64-byte source window starts
   static constexpr int kCachedAxes = 8;  // the last geometries met (both axes), replaced oldest first
   AxisCoefficients cached[kCachedAxes];
   int cache_next = 0;
@@ -83,8 +85,8 @@ bool resize_box_scalar(const Region& src, const double box[4], int out_w, int ou
                        uint8_t* dst, int dst_stride, ResampleScratch& scratch,
                        const OutputWindow& window = OutputWindow());
 
-// Name of the instruction set the fast path dispatches to on this CPU ("avx512vnni", "avxvnni", "avx2", "sse4.1",
-// "neon", "scalar").
+// Name of the instruction set the fast path dispatches to on this CPU ("avx512vbmi", "avx512vnni", "avxvnni", "avx2",
+// "sse4.1", "neon", "scalar").
 const char* resample_simd_path();
 
 // Every path this CPU runs, widest first ("scalar" last); IPU_CNN_RESAMPLE_ISA may name any of them.

@@ -161,7 +161,7 @@ def main() -> None:
     ap.add_argument("--rss-limit-mb", type=int, default=3072, help="libFuzzer -rss_limit_mb (also the malloc limit)")
     ap.add_argument("--known", default=str(HERE / "known_findings"),
                     help="known-findings file to steer around (default fuzz/known_findings; 'none' for none)")
-    ap.add_argument("--resample-isa", choices=("avxvnni", "avx2", "sse4.1", "scalar"),
+    ap.add_argument("--resample-isa", choices=("avx512vnni", "avxvnni", "avx2", "sse4.1", "scalar"),
                     help="make the resampler's fast path this narrower one (IPU_CNN_RESAMPLE_ISA): the CPU's best is "
                          "the only one fuzzed otherwise")
     ap.add_argument("--coverage-report", action="store_true",

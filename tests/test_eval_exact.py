@@ -210,10 +210,10 @@ print(_C.simd_path())
 """
 
 
-@pytest.mark.parametrize("isa", ["avxvnni", "avx2", "sse4.1", "scalar"])
+@pytest.mark.parametrize("isa", ["avx512vnni", "avxvnni", "avx2", "sse4.1", "scalar"])
 def test_eval_window_on_narrower_dispatch_paths(isa: str, tmp_path: Path) -> None:
-    """The windowed resize is exact on the AVX-VNNI, AVX2, SSE4.1 and scalar paths too (IPU_CNN_RESAMPLE_ISA picks
-    another path the CPU runs; one it lacks falls back to its widest)."""
+    """The windowed resize is exact on the AVX-512 VNNI (no VBMI), AVX-VNNI, AVX2, SSE4.1 and scalar paths too
+    (IPU_CNN_RESAMPLE_ISA picks another path the CPU runs; one it lacks falls back to its widest)."""
     if not pillow_has_vertical_first():
         pytest.skip("the cases include vertical-first resizes; the installed Pillow predates that pass order")
     script = _ISA_SCRIPT.format(tests=str(Path(__file__).parent))

@@ -362,7 +362,7 @@ def test_box_edges_a_rounding_error_past_the_image_are_clamped() -> None:
 
 def test_simd_path_is_named() -> None:
     paths = _C.simd_paths()
-    assert set(paths) <= {"avx512vnni", "avxvnni", "avx2", "sse4.1", "neon", "scalar"}
+    assert set(paths) <= {"avx512vbmi", "avx512vnni", "avxvnni", "avx2", "sse4.1", "neon", "scalar"}
     assert paths[-1] == "scalar" and len(set(paths)) == len(paths)
     assert _C.simd_path() in paths
 
@@ -407,13 +407,14 @@ def best_path_digest(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str
     return run_resize_script(None, tmp_path_factory.mktemp("best"))
 
 
-@pytest.mark.parametrize("isa", ["avxvnni", "avx2", "sse4.1", "scalar"])
+@pytest.mark.parametrize("isa", ["avx512vnni", "avxvnni", "avx2", "sse4.1", "scalar"])
 def test_narrower_dispatch_paths(isa: str, tmp_path: Path, best_path_digest: tuple[str, str]) -> None:
-    """IPU_CNN_RESAMPLE_ISA picks another path the CPU runs, so the narrower ones run on a wider CPU too (AVX-VNNI,
-    AVX2 and SSE4.1 on an AVX-512 VNNI machine, SSE4.1 on an AVX2 one; a path the CPU lacks falls back to its widest):
-    each is bit-exact with the scalar reference in both pass orders, and gives the same bytes as the CPU's best path.
-    That also checks the weights' other forms (the AVX2 path's split 16-bit halves, the VNNI paths' three signed byte
-    digits) and the AVX2 coefficient code (four output positions a lane at a time) against the scalar code."""
+    """IPU_CNN_RESAMPLE_ISA picks another path the CPU runs, so the narrower ones run on a wider CPU too (AVX-512 VNNI
+    without the VBMI horizontal pass, AVX-VNNI, AVX2 and SSE4.1 on a VBMI machine, SSE4.1 on an AVX2 one; a path the
+    CPU lacks falls back to its widest): each is bit-exact with the scalar reference in both pass orders, and gives the
+    same bytes as the CPU's best path. That also checks the weights' other forms (the AVX2 path's split 16-bit halves,
+    the VNNI paths' three signed byte digits, in pixel or in byte lanes) and the AVX2 coefficient code (four output
+    positions a lane at a time) against the scalar code."""
     path, digest = run_resize_script(isa, tmp_path)
     runs = _C.simd_paths()
     assert path == (isa if isa in runs else runs[0])
