@@ -1043,6 +1043,18 @@ struct QuadMask<3> {
 constexpr int8_t QuadMask<4>::m[16];
 constexpr int8_t QuadMask<3>::m[16];
 
+// run(std::integral_constant<int, G>()) with G = groups for the common counts 1 and 2 (the row kernels' loops then
+// unroll), else G = 0 (the kernel reads the count at run time).
+template <class Run>
+inline void with_fixed_groups(int groups, Run run) {
+  if (groups == 1)
+    run(std::integral_constant<int, 1>());
+  else if (groups == 2)
+    run(std::integral_constant<int, 2>());
+  else
+    run(std::integral_constant<int, 0>());
+}
+
 // The kernels, once per VNNI encoding (csrc/resample_vnni.h).
 #define IPU_VNNI_NS vnni_evex
 #define IPU_VNNI_TARGET __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")))
@@ -1197,12 +1209,7 @@ void horizontal_vbmi(const ResampleScratch& s, int blocks, int groups, Rows rows
            h_row_vbmi<G, 2>(row, row_step, out, out_step, base, tab, blocks, groups);
          });
   };
-  if (groups == 1)
-    run(std::integral_constant<int, 1>());
-  else if (groups == 2)
-    run(std::integral_constant<int, 2>());
-  else
-    run(std::integral_constant<int, 0>());
+  with_fixed_groups(groups, run);
 }
 
 #undef IPU_VBMI_TARGET

@@ -61,12 +61,7 @@ void horizontal_vnni(const Plan& p, const ResampleScratch& s, const int32_t* off
            h_row_vnni<CH, G, 2>(row, row_step, out, out_step, off, kw, w4, groups);
          });
   };
-  if (groups == 1)
-    run(std::integral_constant<int, 1>());
-  else if (groups == 2)
-    run(std::integral_constant<int, 2>());
-  else
-    run(std::integral_constant<int, 0>());
+  with_fixed_groups(groups, run);
 }
 
 // Half of a 32-byte vertical block: per 128-bit lane, bytes 0-7 (HI false) or 8-15 (HI true), as two int32 vectors
