@@ -1095,8 +1095,8 @@ constexpr int kVbmiMinTaps = 3;
 // padded to whole 32-byte stores with zero-weight lanes) the window's byte offset in the row (vb_base), and per group
 // of 4 taps the lanes' gather indices into the window and their weights' digits (kvb). False when a block's taps span
 // more than the window, no pixel has kVbmiMinTaps taps or one has more than kVbmiMaxGroups * 4, or a weight has no
-// 3-digit form. *groups gets
-// the groups every block is given; *max_read the bytes read past a row's start (windows reach past the last tap).
+// 3-digit form. *groups gets the groups every block is given; *max_read the bytes read past a row's start (windows
+// reach past the last tap).
 bool vbmi_h_tables(const Plan& p, ResampleScratch& s, int origin_x, int* groups, ptrdiff_t* max_read) {
   const int ch = p.ch;
   if (p.max_count_x < kVbmiMinTaps || p.max_count_x > kVbmiMaxGroups * 4) return false;
@@ -1365,10 +1365,12 @@ Isa chosen_isa() {
   return isa;
 }
 
-bool coefficients_in_avx2() {
-  const Isa isa = chosen_isa();
+// The x86 paths built on AVX2 (every one but SSE4.1): their kernels, and the coefficient code, use AVX2.
+inline bool uses_avx2(Isa isa) {
   return isa == Isa::Avx2 || isa == Isa::AvxVnni || isa == Isa::Avx512Vnni || isa == Isa::Avx512Vbmi;
 }
+
+bool coefficients_in_avx2() { return uses_avx2(chosen_isa()); }
 
 // The two passes in the plan's order through the x86 kernels: horizontal(rows) runs a row kernel over the rows
 // `rows` hands out, vertical(io) a vertical pass. The horizontal pass reads up to max_read bytes from the start of a
@@ -1396,10 +1398,9 @@ bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_
   const bool vf = p.vertical_first;
   const int origin_x = vf ? p.xbox_first : p.wx0;  // the column a horizontal input row starts at
 #if defined(IPU_RESAMPLE_X86)
-  if (isa == Isa::Avx512Vbmi || isa == Isa::Avx512Vnni || isa == Isa::AvxVnni || isa == Isa::Avx2 ||
-      isa == Isa::Sse41) {
+  if (isa == Isa::Sse41 || uses_avx2(isa)) {
     // VNNI needs every weight in three byte digits (always so for normalised weights; otherwise AVX2 throughout).
-    const bool evex = isa == Isa::Avx512Vbmi || isa == Isa::Avx512Vnni, avx2 = isa != Isa::Sse41;
+    const bool evex = isa == Isa::Avx512Vbmi || isa == Isa::Avx512Vnni, avx2 = uses_avx2(isa);
     const bool vnni = (evex || isa == Isa::AvxVnni) && vnni_v_weights(p, s);
     // The VBMI horizontal pass where its tables apply (every block's taps within its window).
     int vb_groups = 0;
