@@ -66,13 +66,14 @@ void horizontal_vnni(const Plan& p, const ResampleScratch& s, const int32_t* off
 
 // Half of a 32-byte vertical block: per 128-bit lane, bytes 0-7 (HI false) or 8-15 (HI true), as two int32 vectors
 // of 4 bytes each (the exact sums, shifted down). One half at a time keeps 6 accumulators live, not 12: AVX-VNNI has
-// 16 vector registers.
-template <bool HI>
-IPU_VNNI_TARGET inline void v_half_vnni(const uint8_t* base, const ptrdiff_t* roff, const int32_t* kq, int groups,
-                                        __m256i* lo4, __m256i* hi4) {
+// 16 vector registers. W holds the row's weights (VWeights or VWeightsRt below): per group of 4 taps, the three digit
+// vectors and the four row offsets.
+template <bool HI, class W>
+IPU_VNNI_TARGET inline void v_half_vnni(const uint8_t* base, const W& w, __m256i* lo4, __m256i* hi4) {
   __m256i a0 = _mm256_set1_epi32(kBias), b0 = a0;
   __m256i a1 = _mm256_setzero_si256(), b1 = a1, a2 = a1, b2 = a1;
-  for (int g = 0; g < groups; g++, roff += 4, kq += 3) {
+  for (int g = 0; g < w.groups(); g++) {
+    const ptrdiff_t* roff = w.roff(g);
     const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[0]));
     const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + roff[1]));
     const __m256i t01 = HI ? _mm256_unpackhi_epi8(x0, x1) : _mm256_unpacklo_epi8(x0, x1);
@@ -81,7 +82,7 @@ IPU_VNNI_TARGET inline void v_half_vnni(const uint8_t* base, const ptrdiff_t* ro
     const __m256i t23 = HI ? _mm256_unpackhi_epi8(x2, x3) : _mm256_unpacklo_epi8(x2, x3);
     // each byte's 4 taps in an int32: bytes 0-3 (or 8-11) of each lane, then 4-7 (or 12-15)
     const __m256i qa = _mm256_unpacklo_epi16(t01, t23), qb = _mm256_unpackhi_epi16(t01, t23);
-    const __m256i w0 = _mm256_set1_epi32(kq[0]), w1 = _mm256_set1_epi32(kq[1]), w2 = _mm256_set1_epi32(kq[2]);
+    const __m256i w0 = w.digit(g, 0), w1 = w.digit(g, 1), w2 = w.digit(g, 2);
     a0 = IPU_DPBUSD(a0, qa, w0);
     b0 = IPU_DPBUSD(b0, qb, w0);
     a1 = IPU_DPBUSD(a1, qa, w1);
@@ -93,20 +94,63 @@ IPU_VNNI_TARGET inline void v_half_vnni(const uint8_t* base, const ptrdiff_t* ro
   *hi4 = vnni_combine(b0, b1, b2);
 }
 
-// 32 bytes of one vertical output row: roff[t] is tap t's row offset from base (taps past the row's count repeat its
-// last row, with zero weights), kq the row's digit quads (3 per group of 4 taps). Four rows' bytes are interleaved
-// (punpck 8 then 16) so a lane holds one output byte's four taps; packs/packus undo the unpacks' order.
-IPU_VNNI_TARGET inline __m256i v_block_vnni(const uint8_t* base, const ptrdiff_t* roff, const int32_t* kq,
-                                            int groups) {
+// 32 bytes of one vertical output row. Four rows' bytes are interleaved (punpck 8 then 16) so a lane holds one output
+// byte's four taps; packs/packus undo the unpacks' order.
+template <class W>
+IPU_VNNI_TARGET inline __m256i v_block_vnni(const uint8_t* base, const W& w) {
   __m256i v0, v1, v2, v3;
-  v_half_vnni<false>(base, roff, kq, groups, &v0, &v1);
-  v_half_vnni<true>(base, roff, kq, groups, &v2, &v3);
+  v_half_vnni<false>(base, w, &v0, &v1);
+  v_half_vnni<true>(base, w, &v2, &v3);
   return _mm256_packus_epi16(_mm256_packs_epi32(v0, v1), _mm256_packs_epi32(v2, v3));
+}
+
+// A row's weights with G groups fixed, broadcast once per row and held in registers (read through a pointer inside
+// the block loop, they would be loaded again after every store: a byte store may alias them).
+template <int G>
+struct VWeights {
+  __m256i d[G][3];
+  ptrdiff_t off[G * 4];
+  IPU_VNNI_TARGET VWeights(const int32_t* kq, int count, ptrdiff_t stride) {
+    for (int g = 0; g < G; g++)
+      for (int j = 0; j < 3; j++) d[g][j] = _mm256_set1_epi32(kq[g * 3 + j]);
+    for (int t = 0; t < G * 4; t++) off[t] = ptrdiff_t(std::min(t, count - 1)) * stride;
+  }
+  static constexpr int groups() { return G; }
+  const ptrdiff_t* roff(int g) const { return off + g * 4; }
+  IPU_VNNI_TARGET __m256i digit(int g, int j) const { return d[g][j]; }
+};
+
+// Any group count: the digits read from the row's quads in the loop.
+struct VWeightsRt {
+  const int32_t* kq;
+  int n;
+  ptrdiff_t off[kVnniMaxTaps];  // groups * 4 <= kVnniMaxTaps (a multiple of 4)
+  VWeightsRt(const int32_t* q, int count, ptrdiff_t stride) : kq(q), n((count + 3) / 4) {
+    for (int t = 0; t < n * 4; t++) off[t] = ptrdiff_t(std::min(t, count - 1)) * stride;
+  }
+  int groups() const { return n; }
+  const ptrdiff_t* roff(int g) const { return off + g * 4; }
+  IPU_VNNI_TARGET __m256i digit(int g, int j) const { return _mm256_set1_epi32(kq[g * 3 + j]); }
+};
+
+// One vertical output row with VNNI (taps past the row's count repeat its last row, with zero weights).
+template <class W>
+IPU_VNNI_TARGET inline void v_row_vnni(const VertIO& io, const uint8_t* base, const int32_t* k, int count,
+                                       const W& w, uint8_t* out) {
+  const int nbytes = io.nbytes;
+  int b = 0;
+  for (; b + 32 <= nbytes; b += 32)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_vnni(base + b, w));
+  if (b == nbytes) return;
+  // The last, partial block: as v_row_avx2 (the padded taps read only rows up to count - 1).
+  if (v_block_readable(io, base, count, b, 32))
+    v_store_partial(io, out + b, nbytes - b, v_block_vnni(base + b, w));
+  else
+    v_bytes_scalar(base, io.src_stride, k, count, b, nbytes, out);
 }
 
 // The vertical pass: the rows VNNI takes (vnni_takes) with v_block_vnni, the others with the AVX2 block.
 IPU_VNNI_TARGET void vertical_vnni(const Plan& p, const ResampleScratch& s, const VertIO io) {
-  const int nbytes = io.nbytes;
   const int groups_all = (p.ky_size + 3) / 4;
   for (int yy = 0; yy < p.out_h; yy++) {
     const uint8_t* base = v_base(io, s, yy);
@@ -117,19 +161,13 @@ IPU_VNNI_TARGET void vertical_vnni(const Plan& p, const ResampleScratch& s, cons
       v_row_avx2(io, base, k, count, out);
       continue;
     }
-    const int groups = (count + 3) / 4;
-    ptrdiff_t roff[kVnniMaxTaps];  // groups * 4 <= kVnniMaxTaps (a multiple of 4)
-    for (int t = 0; t < groups * 4; t++) roff[t] = ptrdiff_t(std::min(t, count - 1)) * io.src_stride;
     const int32_t* kq = &s.ky4[size_t(yy) * size_t(groups_all) * 3];
-    int b = 0;
-    for (; b + 32 <= nbytes; b += 32)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_vnni(base + b, roff, kq, groups));
-    if (b == nbytes) continue;
-    // The last, partial block: as v_row_avx2 (the padded taps read only rows up to count - 1).
-    if (v_block_readable(io, base, count, b, 32))
-      v_store_partial(io, out + b, nbytes - b, v_block_vnni(base + b, roff, kq, groups));
+    if (count <= 4)
+      v_row_vnni(io, base, k, count, VWeights<1>(kq, count, io.src_stride), out);
+    else if (count <= 8)
+      v_row_vnni(io, base, k, count, VWeights<2>(kq, count, io.src_stride), out);
     else
-      v_bytes_scalar(base, io.src_stride, k, count, b, nbytes, out);
+      v_row_vnni(io, base, k, count, VWeightsRt(kq, count, io.src_stride), out);
   }
 }
 
