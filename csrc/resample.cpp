@@ -776,17 +776,36 @@ __attribute__((target("avx2"))) void h_row_avx2(const uint8_t* row, ptrdiff_t ro
   }
 }
 
+// A vertical output row's weights for the AVX2 block, broadcast: C taps fixed, broadcast once per row and held in
+// registers (read through a pointer inside the block loop, they would be loaded again after every store: a byte store
+// may alias them), or any count (KWeightsRt), broadcast in the loop.
+template <int C>
+struct KWeights {
+  __m256i k[C];
+  __attribute__((target("avx2"))) explicit KWeights(const int32_t* w) {
+    for (int t = 0; t < C; t++) k[t] = _mm256_set1_epi32(w[t]);
+  }
+  static constexpr int count() { return C; }
+  __attribute__((target("avx2"))) __m256i at(int t) const { return k[t]; }
+};
+struct KWeightsRt {
+  const int32_t* k;
+  int n;
+  int count() const { return n; }
+  __attribute__((target("avx2"))) __m256i at(int t) const { return _mm256_set1_epi32(k[t]); }
+};
+
 // AVX2 vertical pass, 32 bytes of one output row, with the full 22-bit weights: each tap's 32 bytes zero-extended
 // to int32 (four groups of 8) and multiplied by the broadcast weight (pmulld), so no pairing of rows and no split of
 // the weights; an odd tap count costs no padding tap. packs/packus leave the 8-byte groups in lane order
 // (0, 2, 1, 3 per lane pair), which one vpermd puts back.
-__attribute__((target("avx2"))) inline __m256i v_block_avx2(const uint8_t* base, ptrdiff_t stride,
-                                                                const int32_t* k, int count) {
+template <class W>
+__attribute__((target("avx2"))) inline __m256i v_block_avx2(const uint8_t* base, ptrdiff_t stride, const W& w) {
   const __m256i bias = _mm256_set1_epi32(kBias);
   __m256i a0 = bias, a1 = bias, a2 = bias, a3 = bias;
-  for (int t = 0; t < count; t++) {
+  for (int t = 0; t < w.count(); t++) {
     const uint8_t* r = base + t * stride;
-    const __m256i kv = _mm256_set1_epi32(k[t]);
+    const __m256i kv = w.at(t);
     a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
                                                      reinterpret_cast<const __m128i*>(r))), kv));
     a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
@@ -820,17 +839,31 @@ __attribute__((target("avx2"))) inline void v_store_partial(const VertIO& io, ui
 
 // One vertical output row with the AVX2 block: `base` is the row of the first tap, k its count weights. The last,
 // partial block is a whole block where it can be read, else the scalar code.
-__attribute__((target("avx2"))) inline void v_row_avx2(const VertIO& io, const uint8_t* base, const int32_t* k,
-                                                       int count, uint8_t* out) {
+template <class W>
+__attribute__((target("avx2"))) inline void v_row_avx2_w(const VertIO& io, const uint8_t* base, const int32_t* k,
+                                                         int count, const W& w, uint8_t* out) {
   const int nbytes = io.nbytes;
   int b = 0;
   for (; b + 32 <= nbytes; b += 32)
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, k, count));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + b), v_block_avx2(base + b, io.src_stride, w));
   if (b == nbytes) return;
   if (v_block_readable(io, base, count, b, 32))
-    v_store_partial(io, out + b, nbytes - b, v_block_avx2(base + b, io.src_stride, k, count));
+    v_store_partial(io, out + b, nbytes - b, v_block_avx2(base + b, io.src_stride, w));
   else
     v_bytes_scalar(base, io.src_stride, k, count, b, nbytes, out);
+}
+
+// The counts of upscales and of downscales up to ~1.5x (bilinear) have their weights in registers.
+__attribute__((target("avx2"))) inline void v_row_avx2(const VertIO& io, const uint8_t* base, const int32_t* k,
+                                                       int count, uint8_t* out) {
+  if (count == 2)
+    v_row_avx2_w(io, base, k, count, KWeights<2>(k), out);
+  else if (count == 3)
+    v_row_avx2_w(io, base, k, count, KWeights<3>(k), out);
+  else if (count == 4)
+    v_row_avx2_w(io, base, k, count, KWeights<4>(k), out);
+  else
+    v_row_avx2_w(io, base, k, count, KWeightsRt{k, count}, out);
 }
 
 __attribute__((target("avx2"))) void vertical_avx2(const Plan& p, const ResampleScratch& s, const VertIO io) {
