@@ -1,11 +1,13 @@
 """Turning a run's measurements into the Markdown report and the JSON record, and checking the targets.
 
-Every ratio divides two figures of the same run (fastest pass of each), never a figure of another run. The targets are
-those of the native engine's issue, set for ``../shared/corpora/imagenet_sample`` on one core.
+Every ratio divides two figures of the same run, never a figure of another run: the tables' the fastest pass of each,
+the one-core targets' the median over the rounds of the ratio within each round. The targets are those of the native
+engine's issue, set for ``../shared/corpora/imagenet_sample`` on one core.
 """
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -55,23 +57,40 @@ def _ratio(results: Results, numerator: Key, denominator: Key, cpu: bool = False
     return num / den if num and den else None
 
 
+def _round_ratio(results: Results, numerator: Key, denominator: Key, cpu: bool = False) -> float | None:
+    """The median over rounds of the two pipelines' images/s ratio within each round (the denominator's pass time over
+    the numerator's; by wall clock, or with ``cpu`` by CPU time). Both ran in every round, in shuffled order, so a
+    round's ratio compares two passes made under the same conditions, and the median discards the rounds a burst of
+    other load hit one of them."""
+    num, den = results.get(*numerator), results.get(*denominator)
+    if num is None or den is None:
+        return None
+    a, b = (num.cpu_seconds, den.cpu_seconds) if cpu else (num.seconds, den.seconds)
+    ratios = [d / n for n, d in zip(a, b) if n > 0 and d > 0]
+    return statistics.median(ratios) if ratios else None
+
+
 @dataclass(frozen=True)
 class TargetCheck:
     """A target's measured ratios and verdict.
 
-    One-thread targets pass when both the wall-clock ratio and the CPU-time ratio reach the minimum: on a loaded
-    machine best-of-N wall clock favours the faster pipeline (its shorter passes more often run undisturbed), and
-    CPU time corrects for that. Thread-scaling targets are "inconclusive" when the multi-threaded passes did not get
-    their cores (other processes held them), since the figure then says nothing about the code. "n/a": a figure the
-    target needs was not measured.
+    One-thread targets are checked as the issue that set them states its bar: the median over the interleaved rounds
+    of the per-round ratio, which must reach the minimum both by wall clock and by CPU time (on a loaded machine wall
+    clock favours the faster pipeline, whose shorter passes more often run undisturbed, and CPU time corrects for
+    that). The ratios of the fastest passes (the table's figures) are reported beside it. Thread-scaling targets
+    compare the fastest passes, and are "inconclusive" when the multi-threaded passes did not get their cores (other
+    processes held them), since the figure then says nothing about the code. "n/a": a figure the target needs was not
+    measured.
     """
 
     target: str
     minimum: float
-    ratio: float | None  # from wall-clock images/s
+    ratio: float | None  # fastest passes, from wall-clock images/s
     status: str  # "pass", "FAIL", "inconclusive" or "n/a"
     note: str = ""
-    ratio_cpu: float | None = None  # from images per CPU-second (one-thread targets only)
+    ratio_cpu: float | None = None  # fastest passes, from images per CPU-second (one-thread targets only)
+    round_ratio: float | None = None  # median of the per-round ratios by wall clock (one-thread targets only)
+    round_ratio_cpu: float | None = None  # the same by CPU time
 
 
 def check_targets(results: Results) -> list[TargetCheck]:
@@ -87,12 +106,15 @@ def check_targets(results: Results) -> list[TargetCheck]:
         ratio = num / den
         if t.numerator[2] == t.denominator[2] == 1:
             ratio_cpu = _ratio(results, t.numerator, t.denominator, cpu=True)
-            ratios = [r for r in (ratio, ratio_cpu) if r is not None]
-            status = "pass" if min(ratios) >= t.minimum else "FAIL"
+            rounds = _round_ratio(results, t.numerator, t.denominator)
+            rounds_cpu = _round_ratio(results, t.numerator, t.denominator, cpu=True)
+            judged = {"wall clock": rounds, "CPU time": rounds_cpu}
+            measured = {k: v for k, v in judged.items() if v is not None}
+            status = "pass" if measured and min(measured.values()) >= t.minimum else "FAIL"
             note = ""
-            if status == "FAIL" and any(r >= t.minimum for r in ratios):
-                note = f"(reached by {'wall clock' if ratio >= t.minimum else 'CPU time'} only)"
-            checks.append(TargetCheck(t.text, t.minimum, ratio, status, note, ratio_cpu))
+            if status == "FAIL" and any(v >= t.minimum for v in measured.values()):
+                note = f"(reached by {next(k for k, v in measured.items() if v >= t.minimum)} only)"
+            checks.append(TargetCheck(t.text, t.minimum, ratio, status, note, ratio_cpu, rounds, rounds_cpu))
             continue
         m = results.get(*t.numerator)
         threads = t.numerator[2]
@@ -186,10 +208,14 @@ def markdown(
         out += ["", f"- decoded through the Pillow fallback (not JPEG): {non_jpeg}"]
 
     out += ["", "### Targets (set for imagenet_sample, one core)", ""]
-    out += _table(["target", "wall clock", "CPU time", "result"],
-                  [[c.target, _fmt_ratio(c.ratio), _fmt_ratio(c.ratio_cpu), f"{c.status} {c.note}".strip()]
+    out += _table(["target", "fastest, wall clock", "fastest, CPU time", "median of rounds, wall / CPU", "result"],
+                  [[c.target, _fmt_ratio(c.ratio), _fmt_ratio(c.ratio_cpu),
+                    f"{_fmt_ratio(c.round_ratio)} / {_fmt_ratio(c.round_ratio_cpu)}" if c.round_ratio else "–",
+                    f"{c.status} {c.note}".strip()]
                    for c in check_targets(results)])
-    out += ["", "One-core targets pass when both measures reach them; thread scaling needs the cores free."]
+    out += ["", f"One-core targets are judged on the median over the {results.rounds} interleaved rounds of each round's "
+            "ratio, which must reach the minimum by wall clock and by CPU time; the fastest passes' ratios are the "
+            "table's. Thread scaling compares the fastest passes and needs the cores free."]
     if results.excluded:
         out += ["", f"### Files left out for every pipeline ({len(results.excluded)})", ""]
         out += [f"- {name}: {why}" for name, why in results.excluded.items()]
