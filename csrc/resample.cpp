@@ -776,21 +776,24 @@ __attribute__((target("avx2"))) void h_row_avx2(const uint8_t* row, ptrdiff_t ro
   }
 }
 
-// A vertical output row's weights for the AVX2 block, broadcast: C taps fixed, broadcast once per row and held in
-// registers (read through a pointer inside the block loop, they would be loaded again after every store: a byte store
-// may alias them), or any count (KWeightsRt), broadcast in the loop.
+// A vertical output row's weights for the AVX2 block: C taps fixed, broadcast once per row and held in registers (read
+// through a pointer inside the block loop, they would be loaded again after every store: a byte store may alias
+// them). KWeights<0> takes any count and broadcasts them in the loop.
 template <int C>
 struct KWeights {
   __m256i k[C];
-  __attribute__((target("avx2"))) explicit KWeights(const int32_t* w) {
+  __attribute__((target("avx2"))) KWeights(const int32_t* w, int) {
     for (int t = 0; t < C; t++) k[t] = _mm256_set1_epi32(w[t]);
   }
   static constexpr int count() { return C; }
   __attribute__((target("avx2"))) __m256i at(int t) const { return k[t]; }
 };
-struct KWeightsRt {
+
+template <>
+struct KWeights<0> {
   const int32_t* k;
   int n;
+  KWeights(const int32_t* w, int count) : k(w), n(count) {}
   int count() const { return n; }
   __attribute__((target("avx2"))) __m256i at(int t) const { return _mm256_set1_epi32(k[t]); }
 };
@@ -857,13 +860,13 @@ __attribute__((target("avx2"))) inline void v_row_avx2_w(const VertIO& io, const
 __attribute__((target("avx2"))) inline void v_row_avx2(const VertIO& io, const uint8_t* base, const int32_t* k,
                                                        int count, uint8_t* out) {
   if (count == 2)
-    v_row_avx2_w(io, base, k, count, KWeights<2>(k), out);
+    v_row_avx2_w(io, base, k, count, KWeights<2>(k, count), out);
   else if (count == 3)
-    v_row_avx2_w(io, base, k, count, KWeights<3>(k), out);
+    v_row_avx2_w(io, base, k, count, KWeights<3>(k, count), out);
   else if (count == 4)
-    v_row_avx2_w(io, base, k, count, KWeights<4>(k), out);
+    v_row_avx2_w(io, base, k, count, KWeights<4>(k, count), out);
   else
-    v_row_avx2_w(io, base, k, count, KWeightsRt{k, count}, out);
+    v_row_avx2_w(io, base, k, count, KWeights<0>(k, count), out);
 }
 
 __attribute__((target("avx2"))) void vertical_avx2(const Plan& p, const ResampleScratch& s, const VertIO io) {
@@ -1088,6 +1091,12 @@ inline void with_fixed_groups(int groups, Run run) {
     run(std::integral_constant<int, 0>());
 }
 
+// Row offsets from the first tap's row of taps 0 .. n - 1 of a vertical VNNI row (groups of 4 taps), the taps past
+// the row's count repeating its last row (with zero weights).
+inline void tap_row_offsets(ptrdiff_t* off, int n, int count, ptrdiff_t stride) {
+  for (int t = 0; t < n; t++) off[t] = ptrdiff_t(std::min(t, count - 1)) * stride;
+}
+
 // The kernels, once per VNNI encoding (csrc/resample_vnni.h).
 #define IPU_VNNI_NS vnni_evex
 #define IPU_VNNI_TARGET __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")))
@@ -1124,6 +1133,9 @@ constexpr int kVbmiTableBytes = 128;  // per block and group: 32 gather indices,
 // Zen 4: 60 against 66 us at scale 0.8, equal at 1.0; VBMI 10-20% faster from 3 taps on).
 constexpr int kVbmiMinTaps = 3;
 
+// Blocks of 8 output bytes in a row of out_w pixels, rounded up to whole 32-byte stores (4 blocks).
+inline int vbmi_blocks(int out_w) { return (out_w * 3 + 31) / 32 * 4; }
+
 // The VBMI tables for rows starting at full-image column origin_x: per block of 8 output bytes (out_w * 3 bytes,
 // padded to whole 32-byte stores with zero-weight lanes) the window's byte offset in the row (vb_base), and per group
 // of 4 taps the lanes' gather indices into the window and their weights' digits (kvb). False when a block's taps span
@@ -1135,7 +1147,7 @@ bool vbmi_h_tables(const Plan& p, ResampleScratch& s, int origin_x, int* groups,
   if (p.max_count_x < kVbmiMinTaps || p.max_count_x > kVbmiMaxGroups * 4) return false;
   const int g_all = (p.max_count_x + 3) / 4;
   const int out_bytes = p.out_w * 3;
-  const int blocks = (out_bytes + 31) / 32 * 4;
+  const int blocks = vbmi_blocks(p.out_w);
   const int32_t* bx = s.bx.data();
   if (s.vb_base.size() < size_t(blocks)) s.vb_base.resize(size_t(blocks));
   int32_t* base = s.vb_base.data();
@@ -1440,7 +1452,7 @@ bool run_fast(Isa isa, const Plan& p, ResampleScratch& s, uint8_t* dst, ptrdiff_
     ptrdiff_t max_read = 0;
     const bool vbmi_h = isa == Isa::Avx512Vbmi && vnni && vbmi_h_tables(p, s, origin_x, &vb_groups, &max_read);
     const int w4 = (p.out_w + 3) & ~3;
-    const int vb_blocks = (p.out_w * 3 + 31) / 32 * 4;
+    const int vb_blocks = vbmi_blocks(p.out_w);
     // The row kernels' stores: whole 32-byte blocks (VBMI), else 16 bytes for each 4 pixels.
     const ptrdiff_t out_write = vbmi_h ? ptrdiff_t(vb_blocks) * 8 : ptrdiff_t(w4) * 3 + 4;
     const int32_t* off = nullptr;

@@ -66,8 +66,8 @@ void horizontal_vnni(const Plan& p, const ResampleScratch& s, const int32_t* off
 
 // Half of a 32-byte vertical block: per 128-bit lane, bytes 0-7 (HI false) or 8-15 (HI true), as two int32 vectors
 // of 4 bytes each (the exact sums, shifted down). One half at a time keeps 6 accumulators live, not 12: AVX-VNNI has
-// 16 vector registers. W holds the row's weights (VWeights or VWeightsRt below): per group of 4 taps, the three digit
-// vectors and the four row offsets.
+// 16 vector registers. W holds the row's weights (VWeights below): per group of 4 taps, the three digit vectors and
+// the four row offsets.
 template <bool HI, class W>
 IPU_VNNI_TARGET inline void v_half_vnni(const uint8_t* base, const W& w, __m256i* lo4, __m256i* hi4) {
   __m256i a0 = _mm256_set1_epi32(kBias), b0 = a0;
@@ -104,8 +104,9 @@ IPU_VNNI_TARGET inline __m256i v_block_vnni(const uint8_t* base, const W& w) {
   return _mm256_packus_epi16(_mm256_packs_epi32(v0, v1), _mm256_packs_epi32(v2, v3));
 }
 
-// A row's weights with G groups fixed, broadcast once per row and held in registers (read through a pointer inside
-// the block loop, they would be loaded again after every store: a byte store may alias them).
+// A row's weights with G groups of 4 taps fixed, broadcast once per row and held in registers (read through a pointer
+// inside the block loop, they would be loaded again after every store: a byte store may alias them). VWeights<0>
+// takes any group count and broadcasts the digits in the loop.
 template <int G>
 struct VWeights {
   __m256i d[G][3];
@@ -113,20 +114,20 @@ struct VWeights {
   IPU_VNNI_TARGET VWeights(const int32_t* kq, int count, ptrdiff_t stride) {
     for (int g = 0; g < G; g++)
       for (int j = 0; j < 3; j++) d[g][j] = _mm256_set1_epi32(kq[g * 3 + j]);
-    for (int t = 0; t < G * 4; t++) off[t] = ptrdiff_t(std::min(t, count - 1)) * stride;
+    tap_row_offsets(off, G * 4, count, stride);
   }
   static constexpr int groups() { return G; }
   const ptrdiff_t* roff(int g) const { return off + g * 4; }
   IPU_VNNI_TARGET __m256i digit(int g, int j) const { return d[g][j]; }
 };
 
-// Any group count: the digits read from the row's quads in the loop.
-struct VWeightsRt {
+template <>
+struct VWeights<0> {
   const int32_t* kq;
   int n;
   ptrdiff_t off[kVnniMaxTaps];  // groups * 4 <= kVnniMaxTaps (a multiple of 4)
-  VWeightsRt(const int32_t* q, int count, ptrdiff_t stride) : kq(q), n((count + 3) / 4) {
-    for (int t = 0; t < n * 4; t++) off[t] = ptrdiff_t(std::min(t, count - 1)) * stride;
+  VWeights(const int32_t* q, int count, ptrdiff_t stride) : kq(q), n((count + 3) / 4) {
+    tap_row_offsets(off, n * 4, count, stride);
   }
   int groups() const { return n; }
   const ptrdiff_t* roff(int g) const { return off + g * 4; }
@@ -162,12 +163,10 @@ IPU_VNNI_TARGET void vertical_vnni(const Plan& p, const ResampleScratch& s, cons
       continue;
     }
     const int32_t* kq = &s.ky4[size_t(yy) * size_t(groups_all) * 3];
-    if (count <= 4)
-      v_row_vnni(io, base, k, count, VWeights<1>(kq, count, io.src_stride), out);
-    else if (count <= 8)
-      v_row_vnni(io, base, k, count, VWeights<2>(kq, count, io.src_stride), out);
-    else
-      v_row_vnni(io, base, k, count, VWeightsRt(kq, count, io.src_stride), out);
+    // The lambda is given the kernels' target (a lambda does not inherit it), so the row inlines into it.
+    with_fixed_groups((count + 3) / 4, [&](auto gfix) IPU_VNNI_TARGET {
+      v_row_vnni(io, base, k, count, VWeights<decltype(gfix)::value>(kq, count, io.src_stride), out);
+    });
   }
 }
 
