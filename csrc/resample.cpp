@@ -700,6 +700,20 @@ void for_each_vfirst_row(const Plan& p, const VFirstTmp& t, uint8_t* dst, ptrdif
 
 #if defined(IPU_RESAMPLE_X86)
 
+// The horizontal pair kernels (NR = 2: two source rows a call, left to right) fetch the bytes at `offset` of the next
+// pair's two rows into L1 while they work on this pair. The decoder wrote the region just before, but by then much
+// of it has left L2 (libjpeg's own buffers and the file pass through the same cache), so without this the kernels
+// wait on it: inside the pipeline the VBMI pass ran ~1.6x its in-cache time per block, 27% less with the prefetch,
+// the AVX2 two-tap kernel 13% less (measured on a Zen 4). A prefetch never faults, so rows past the region may be
+// named; the address is formed as an integer, not as a pointer past the buffer.
+template <int NR>
+inline void prefetch_next_pair(const uint8_t* row, ptrdiff_t row_step, ptrdiff_t offset) {
+  if (NR != 2) return;
+  const uintptr_t at = reinterpret_cast<uintptr_t>(row) + uintptr_t(2 * row_step + offset);
+  _mm_prefetch(reinterpret_cast<const char*>(at), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(at + uintptr_t(row_step)), _MM_HINT_T0);
+}
+
 // pshufb masks turning 2 pixels (bytes at 0..2*CH) into int16 pairs (R0 R1 G0 G1 B0 B1 0 0), per 128-bit lane.
 template <int CH>
 struct PairMask;
@@ -743,6 +757,7 @@ __attribute__((target("avx2"))) void h_row_avx2(const uint8_t* row, ptrdiff_t ro
   const __m256i bias = _mm256_setr_epi32(kBias, kBias, kBias, 0, kBias, kBias, kBias, 0);
   const __m256i* kv = reinterpret_cast<const __m256i*>(kw);
   for (int i = 0; i < w4; i += 4) {
+    prefetch_next_pair<NR>(row, row_step, off[i]);
     __m256i acc[NR][2];
     for (int pr = 0; pr < 2; pr++) {
       const ptrdiff_t oa = off[i + 2 * pr], ob = off[i + 2 * pr + 1];
@@ -1207,6 +1222,7 @@ IPU_VBMI_TARGET void h_row_vbmi(const uint8_t* row, ptrdiff_t row_step, uint8_t*
   const int groups = GFIX > 0 ? GFIX : groups_rt;
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (int b = 0; b < blocks; b += 4) {
+    prefetch_next_pair<NR>(row, row_step, base[b]);
     __m256i res[NR][4];
     for (int u = 0; u < 4; u++) {
       __m256i lo[NR], hi[NR], s0[NR], s1[NR], s2[NR];

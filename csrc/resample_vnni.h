@@ -24,6 +24,7 @@ IPU_VNNI_TARGET void h_row_vnni(const uint8_t* row, ptrdiff_t row_step, uint8_t*
   const __m256i bias = _mm256_setr_epi32(kBias, kBias, kBias, 0, kBias, kBias, kBias, 0);
   const __m256i* kv = reinterpret_cast<const __m256i*>(kw);
   for (int i = 0; i < w4; i += 4) {
+    prefetch_next_pair<NR>(row, row_step, off[i]);
     __m256i acc[NR][2];
     for (int pr = 0; pr < 2; pr++) {
       const ptrdiff_t oa = off[i + 2 * pr], ob = off[i + 2 * pr + 1];
