@@ -75,6 +75,48 @@ def test_eval_with_dct_scaling_close_to_pillow(variant_files: dict[str, Path]) -
     assert psnr(ours, ref) >= 30
 
 
+def _scaled_frame_reference(data: bytes, transform: TrainTransform, index: int, m: int) -> np.ndarray:
+    """Pillow's decode of the whole frame at DCT scale m/8 (``draft`` asks libjpeg for that scale), then the crop's
+    frame there resized as ours resizes it: the frame widened to whole scaled pixels, the box keeping the crop's
+    fractional edges (transform.cpp, ``scale_frame``)."""
+    with Image.open(io.BytesIO(data)) as im:
+        w, h = im.size
+        if m < 8:
+            im.draft("RGB", (w * m // 8, h * m // 8))
+        img = im.convert("RGB")
+    assert img.size == (-(-w * m // 8), -(-h * m // 8)), "Pillow decoded at another scale"
+    (left, top, right, bottom), flip = _C.sample_crop(transform.native(), w, h, 0, 0, index)
+    f = m / 8
+    x1, y1 = min(img.width, int(np.ceil(right * f))), min(img.height, int(np.ceil(bottom * f)))
+    x0, y0 = min(int(np.floor(left * f)), x1 - 1), min(int(np.floor(top * f)), y1 - 1)
+    box = (left * f - x0, top * f - y0, min(right * f - x0, x1 - x0), min(bottom * f - y0, y1 - y0))
+    resample = Image.BILINEAR if transform.interpolation == "bilinear" else Image.BICUBIC
+    ref = img.crop((x0, y0, x1, y1)).resize(transform.output_hw[::-1], resample, box=box)
+    return np.asarray(ref.transpose(Image.FLIP_LEFT_RIGHT) if flip else ref)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_dct_scaled_region_equals_the_scaled_frame(variant_files: dict[str, Path], interpolation: str) -> None:
+    """With DCT scaling, the region ours decodes holds exactly the whole frame's pixels at that scale, wherever the
+    crop starts and ends: columns need the margin past the filter's support (libjpeg replicates chroma at the column
+    window's edges), rows need none (libjpeg skips to and stops at any row with the whole decode's rows). So ours
+    equals Pillow's frame decoded at the same scale and resized, bit for bit, on every layout and scale met."""
+    t = TrainTransform(24, interpolation=interpolation)
+    sources = {name: variant_files[name].read_bytes()
+               for name in ("420", "420_odd", "422", "444", "gray", "progressive", "restart", "restart_rows")}
+    sources["420 restart-indexed"] = _C.add_restart_index(sources["420"], tile_width=48)
+    scales = set()
+    for name, data in sources.items():
+        for index in range(24):
+            out = np.empty((24, 24, 3), np.uint8)
+            report = _C.decode_transform(data, out, t.native(), t.filter, 0, 0, index, _C.DecodeOptions())
+            assert report.status == _C.Status.OK, (name, index, report.reason)
+            ref = _scaled_frame_reference(data, t, index, report.scale_num)
+            assert np.array_equal(out, ref), (name, index, report.scale_num, np.abs(out.astype(int) - ref).max())
+            scales.add(report.scale_num)
+    assert scales == {1, 2, 4, 8}, scales  # every DCT scale was met
+
+
 @pytest.mark.corpora
 def test_imagenet_sample_fidelity() -> None:
     """Every real photo: full frame equals Pillow; eval with DCT scaling: mean abs diff <= 1.5 on average, the
