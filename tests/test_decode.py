@@ -1,4 +1,5 @@
-"""Single-image decoding against Pillow: full frames exactly, transforms within the stated tolerances, EXIF, errors."""
+"""Single-image decoding against Pillow: full frames exactly, transforms exactly at full DCT scale and against the
+scaled frame, within the stated tolerances against full scale, EXIF, errors."""
 from __future__ import annotations
 
 import io
@@ -14,7 +15,7 @@ from PIL import Image, ImageOps
 from conftest import VARIANTS, corpora_dir, encode_jpeg, photo_like, pil_rgb, subprocess_env
 from ipu_cnn import _C
 from ipu_cnn.data import DecodeError, EvalTransform, TrainTransform, decode_image, read_header
-from ipu_cnn.data.reference import pil_eval, pil_train
+from ipu_cnn.data.reference import pil_eval, pil_resize_box, pil_train
 
 def pil_transform(full: np.ndarray, transform, index: int = 0, seed: int = 0, epoch: int = 0) -> np.ndarray:
     """torchvision's result on Pillow for a transform (``ipu_cnn.data.reference``): train crops the box the native
@@ -90,9 +91,7 @@ def _scaled_frame_reference(data: bytes, transform: TrainTransform, index: int, 
     x1, y1 = min(img.width, int(np.ceil(right * f))), min(img.height, int(np.ceil(bottom * f)))
     x0, y0 = min(int(np.floor(left * f)), x1 - 1), min(int(np.floor(top * f)), y1 - 1)
     box = (left * f - x0, top * f - y0, min(right * f - x0, x1 - x0), min(bottom * f - y0, y1 - y0))
-    resample = Image.BILINEAR if transform.interpolation == "bilinear" else Image.BICUBIC
-    ref = img.crop((x0, y0, x1, y1)).resize(transform.output_hw[::-1], resample, box=box)
-    return np.asarray(ref.transpose(Image.FLIP_LEFT_RIGHT) if flip else ref)
+    return pil_resize_box(img.crop((x0, y0, x1, y1)), box, flip, transform.output_hw, transform.interpolation)
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
