@@ -20,7 +20,7 @@ from ipu_cnn.benchmark.cli import parse_threads
 from ipu_cnn.benchmark.images import generated_folder, photo_jpeg
 from ipu_cnn.benchmark.peers import PIPELINES, Workload
 from ipu_cnn.benchmark.report import TARGETS, check_targets
-from ipu_cnn.benchmark.runner import Measurement, Results
+from ipu_cnn.benchmark.runner import BACK_TO_BACK, Measurement, Results, round_order
 from ipu_cnn.data import EvalTransform, TrainTransform, decode_image, read_header
 from ipu_cnn.data.reference import eval_box, pil_eval, pil_train
 
@@ -103,6 +103,29 @@ def test_one_core_targets_are_judged_on_the_median_of_the_round_ratios() -> None
     check = _floor_check(ours=[1.00] * 3, floor=[0.95] * 3, ours_cpu=[1.10] * 3)
     assert check.round_ratio == pytest.approx(0.95) and check.round_ratio_cpu == pytest.approx(0.95 / 1.10)
     assert check.status == "FAIL" and "wall clock only" in check.note
+
+
+def test_rounds_time_ours_and_the_floors_back_to_back() -> None:
+    """Each round times every job once; ours and the floors on one thread for one workload run one right after the
+    other (the per-round ratios the floor targets are judged on then compare passes seconds apart, not a round apart),
+    each of them first in turn; the groups' order changes from round to round."""
+    keys = [(p, mode, t) for mode in ("train", "eval") for p, t in [
+        ("ours", 1), ("ours", 2), ("floor", 1), ("ours-rst", 1), ("floor-rst", 1), ("pillow", 1), ("torchvision", 1)]]
+    rng = np.random.default_rng(0)
+    rounds = [round_order(keys, rng, r) for r in range(8)]
+    firsts: dict[str, list[str]] = {"train": [], "eval": []}
+    for order in rounds:
+        assert sorted(order) == list(range(len(keys)))  # every job exactly once
+        for mode in ("train", "eval"):
+            at = [i for i, j in enumerate(order) if keys[j][0] in BACK_TO_BACK and keys[j][1:] == (mode, 1)]
+            assert at == list(range(at[0], at[0] + 4)), (mode, [keys[j] for j in order])  # adjacent
+            firsts[mode].append(keys[order[at[0]]][0])
+    for mode in ("train", "eval"):
+        assert sorted(firsts[mode]) == sorted(BACK_TO_BACK * 2)  # each first twice in 8 rounds
+    assert len({tuple(o) for o in rounds}) == len(rounds)  # the groups are shuffled afresh every round
+    # Ours on 2 threads is timed on its own: the one-core comparison does not include it.
+    two = keys.index(("ours", "train", 2))
+    assert any(abs(o.index(two) - o.index(keys.index(("ours", "train", 1)))) > 1 for o in rounds)
 
 
 def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:

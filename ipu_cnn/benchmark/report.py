@@ -212,8 +212,9 @@ def markdown(
                     f"{c.status} {c.note}".strip()]
                    for c in check_targets(results)])
     out += ["", f"One-core targets are judged on the median over the {results.rounds} interleaved rounds of each round's "
-            "ratio, which must reach the minimum by wall clock and by CPU time; the fastest passes' ratios are the "
-            "table's. Thread scaling compares the fastest passes and needs the cores free."]
+            "ratio (ours and the floors run back to back within a round), which must reach the minimum by wall clock "
+            "and by CPU time; the fastest passes' ratios are the table's. Thread scaling compares the fastest passes "
+            "and needs the cores free."]
     if results.excluded:
         out += ["", f"### Files left out for every pipeline ({len(results.excluded)})", ""]
         out += [f"- {name}: {why}" for name, why in results.excluded.items()]

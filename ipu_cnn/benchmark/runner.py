@@ -4,7 +4,9 @@ The order of work is: one checking pass per pipeline and workload (also the warm
 any pipeline cannot decode are dropped for all of them, so every figure is over the same files; a short warm-up of
 each timed configuration; then ``repeat`` rounds (fewer when a time budget runs out), each timing one full pass of
 every configuration in a shuffled order, so slow drifts of a shared machine's load spread over all pipelines instead of
-favouring whichever ran first.
+favouring whichever ran first. Ours and the floors on one thread for one workload are timed back to back within a
+round (``round_order``): the floor targets are judged on each round's ratio, and a shared machine's speed drifts
+within seconds, so passes a whole round apart would compare two different machines.
 Peers run with one thread (``torch.set_num_threads(1)``, ``cv2.setNumThreads(1)``); ours runs at each thread count
 asked for. The garbage collector is paused during each timed pass.
 """
@@ -23,10 +25,13 @@ import numpy as np
 
 from ipu_cnn.benchmark.peers import MODES, NativePrepared, Pipeline, Prepared, Workload
 
-__all__ = ["Measurement", "Results", "measure", "one_thread_peers"]
+__all__ = ["Measurement", "Results", "measure", "one_thread_peers", "round_order"]
 
 #: Images each configuration processes untimed right before the first round.
 WARMUP_IMAGES = 32
+
+#: The pipelines timed back to back, per workload on one thread: ours and the floors the targets compare it with.
+BACK_TO_BACK = ("ours", "floor", "ours-rst", "floor-rst")
 
 
 @dataclass
@@ -123,6 +128,24 @@ def one_thread_peers() -> Iterator[None]:
             undo()
 
 
+def round_order(keys: Sequence[tuple[str, str, int]], rng: np.random.Generator, round_index: int) -> list[int]:
+    """One round's order of the jobs with these (pipeline, mode, threads) keys: a shuffled order of groups, where the
+    BACK_TO_BACK pipelines on one thread for one workload form one group, timed back to back, and every other job is
+    a group of its own. Within a group the members take turns at going first (rotated by one each round), so that
+    none is favoured by what ran before it or by the cache state the previous member leaves."""
+    groups: dict[object, list[int]] = {}
+    for j, (pipeline, mode, threads) in enumerate(keys):
+        key = ("back-to-back", mode) if pipeline in BACK_TO_BACK and threads == 1 else j
+        groups.setdefault(key, []).append(j)
+    members = list(groups.values())
+    order: list[int] = []
+    for g in rng.permutation(len(members)):
+        group = members[g]
+        shift = round_index % len(group)
+        order.extend(group[shift:] + group[:shift])
+    return order
+
+
 def _load_average() -> float:
     try:
         return os.getloadavg()[0]
@@ -194,8 +217,8 @@ def measure(
         for _m, prepared in jobs:
             prepared.run(limit=WARMUP_IMAGES)
 
-        # 3. Rounds, each in a fresh shuffled order. Objects alive now are frozen out of the collector's reach, so
-        # the collections between passes (the collector is paused during them) stay short with torch loaded.
+        # 3. Rounds, each in a fresh shuffled order (round_order). Objects alive now are frozen out of the collector's
+        # reach, so the collections between passes (the collector is paused during them) stay short with torch loaded.
         rng = np.random.default_rng(work.seed)
         rounds = 0
         gc.collect()
@@ -203,7 +226,7 @@ def measure(
         try:
             for r in range(repeat):
                 round_start = time.perf_counter()
-                for j in rng.permutation(len(jobs)):
+                for j in round_order([(m.pipeline, m.mode, m.threads) for m, _ in jobs], rng, r):
                     m, prepared = jobs[j]
                     wall, cpu = _timed(prepared)
                     m.seconds.append(wall)
