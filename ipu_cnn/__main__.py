@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ipu_cnn._info import format_info
+from ipu_cnn._info import format_info, info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,8 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="store_true", help="print versions, the linked libjpeg and SIMD path")
     parser.parse_args(argv)
-    print(format_info())
-    return 0
+    facts = info()
+    print(format_info(facts))
+    # Without the compiled core nothing else runs: a non-zero status, so that scripts and CI notice.
+    return 1 if facts["resampler_simd"] is None else 0
 
 
 if __name__ == "__main__":

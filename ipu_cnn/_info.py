@@ -6,19 +6,23 @@ import sys
 
 
 def info() -> dict[str, object]:
-    """Return the versions and build facts of this installation (importing nothing heavy beyond torch)."""
-    from ipu_cnn import __version__, _C
+    """Return the versions and build facts of this installation (importing nothing heavy beyond torch). Without a
+    loadable compiled core (a source checkout before `pip install .`) the core's facts are None and "core" says why."""
+    from ipu_cnn import __version__
 
     facts: dict[str, object] = {
         "ipu_cnn": __version__,
         "python": sys.version.split()[0],
         "platform": f"{platform.system()} {platform.machine()}",
-        "jpeg_library": _C.jpeg_version(),
-        "libjpeg_turbo": _C.is_libjpeg_turbo(),
-        "resampler_simd": _C.simd_path(),
-        "cpus_available": _C.available_cpus(),
-        "core": _C.__file__,
     }
+    try:
+        from ipu_cnn import _C
+    except ImportError as error:  # a bug report is most needed when the install is broken: say why, do not fail
+        facts.update(jpeg_library=None, libjpeg_turbo=None, resampler_simd=None, cpus_available=None,
+                     core=f"not loadable: {error}")
+    else:
+        facts.update(jpeg_library=_C.jpeg_version(), libjpeg_turbo=_C.is_libjpeg_turbo(),
+                     resampler_simd=_C.simd_path(), cpus_available=_C.available_cpus(), core=_C.__file__)
     try:
         import torch
 

@@ -82,6 +82,20 @@ def test_without_any_core_the_error_says_how_to_build_it(tmp_path: Path) -> None
     assert "libjpeg62-turbo-dev" in res.stderr
 
 
+def test_version_without_any_core_reports_instead_of_failing(tmp_path: Path) -> None:
+    """`python -m ipu_cnn --version` in a checkout before `pip install .` (what a new user may type first, and what a
+    bug report asks for): the facts it can give and how to build the core, no traceback, a non-zero status."""
+    checkout, site = _fake_layout(tmp_path, with_installed=False)
+    res = _run_in(checkout, site, "import runpy; sys.argv = ['ipu_cnn', '--version']; "
+                  "runpy.run_module('ipu_cnn', run_name='__main__')", "-S")
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    lines = {k.strip(): v.strip() for k, v in (line.split(" : ", 1) for line in res.stdout.splitlines())}
+    assert lines["ipu_cnn"] == ipu_cnn.__version__ and lines["python"] == sys.version.split()[0]
+    assert lines["resampler_simd"] == "None"
+    assert "not loadable" in lines["core"] and "Run `pip install .` in the repository root" in lines["core"]
+
+
 def test_digest_matches_the_build() -> None:
     """The digest the build recorded equals the one computed from csrc/ (when the core was built from this tree)."""
     built = ipu_cnn._C.source_digest()
