@@ -220,13 +220,14 @@ def measure(
         # 3. Rounds, each in a fresh shuffled order (round_order). Objects alive now are frozen out of the collector's
         # reach, so the collections between passes (the collector is paused during them) stay short with torch loaded.
         rng = np.random.default_rng(work.seed)
+        keys = [(m.pipeline, m.mode, m.threads) for m, _ in jobs]
         rounds = 0
         gc.collect()
         gc.freeze()
         try:
             for r in range(repeat):
                 round_start = time.perf_counter()
-                for j in round_order([(m.pipeline, m.mode, m.threads) for m, _ in jobs], rng, r):
+                for j in round_order(keys, rng, r):
                     m, prepared = jobs[j]
                     wall, cpu = _timed(prepared)
                     m.seconds.append(wall)
