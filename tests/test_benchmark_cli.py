@@ -65,7 +65,7 @@ def test_cli_reports_every_pipeline(photos: Path, tmp_path: Path, capsys: pytest
     assert "### DCT scale used by ours" in report and re.search(r"^\| [1248]/8 ", report, re.MULTILINE)
     for t in TARGETS:
         row = (rf"^\| {re.escape(t.text)} +\| [0-9.]+x +\| ([0-9.]+x|–) +\| ([0-9.]+x / [0-9.]+x|–) +\| "
-               r"(pass|FAIL|inconclusive)[^|]*\|$")
+               r"(pass|FAIL|inconclusive|n/a \(set against stock Pillow)[^|]*\|$")
         assert re.search(row, report, re.MULTILINE), t.text
 
     data = json.loads(out_json.read_text())
@@ -103,6 +103,24 @@ def test_one_core_targets_are_judged_on_the_median_of_the_round_ratios() -> None
     check = _floor_check(ours=[1.00] * 3, floor=[0.95] * 3, ours_cpu=[1.10] * 3)
     assert check.round_ratio == pytest.approx(0.95) and check.round_ratio_cpu == pytest.approx(0.95 / 1.10)
     assert check.status == "FAIL" and "wall clock only" in check.note
+
+
+def test_pillow_targets_are_not_judged_against_pillow_simd() -> None:
+    """The Pillow targets were set against stock Pillow; run where pillow-simd is installed (the Pillow rows then
+    measure it), they give their ratios but no verdict, and say why. The other targets are judged as always."""
+    def passes(name: str, mode: str, seconds: float) -> Measurement:
+        return Measurement(name, name, mode, 1, 100, [seconds] * 3, [seconds] * 3)
+
+    m = [passes("ours", "train", 1.0), passes("ours", "eval", 1.0), passes("floor", "train", 0.95),
+         passes("pillow", "train", 1.5), passes("pillow", "eval", 1.5)]  # 1.5x Pillow: under 1.7x and 2.0x
+    results = Results(images=100, excluded={}, skipped={}, measurements=m, dct_scales={}, non_jpeg={}, rounds=3)
+    for build, verdict in (("Pillow 13.0.0", "FAIL"), ("pillow-simd 12.1.1.post0", "n/a")):
+        checks = {c.target: c for c in check_targets(results, pillow=build)}
+        for text in ("train >= 1.7x Pillow", "eval >= 2.0x Pillow"):
+            assert checks[text].status == verdict and checks[text].ratio == pytest.approx(1.5)
+            assert checks[text].round_ratio == pytest.approx(1.5)
+            assert ("pillow-simd 12.1.1.post0" in checks[text].note) == (verdict == "n/a")
+        assert checks["train: whole pipeline >= 0.92x the region-decode floor"].status == "pass"
 
 
 def test_rounds_time_ours_and_the_floors_back_to_back() -> None:

@@ -262,7 +262,11 @@ class PillowDraftPeer(Pipeline):
     box at least the output size, then resize(box) in the scaled image's coordinates (reading around the box); same
     boxes as ours."""
 
-    name, label = "pillow-draft", "Pillow + draft() DCT scaling: resize(box) + flip"
+    name = "pillow-draft"
+
+    @property
+    def label(self) -> str:  # type: ignore[override]
+        return f"{pillow_build()} + draft() DCT scaling: resize(box) + flip"
 
     def prepare(self, blobs: Sequence[bytes], mode: str, work: Workload, threads: int = 1) -> Prepared:
         size = work.size
