@@ -10,7 +10,7 @@ pipeline runs). The resampler's path is chosen once per process, so compare path
 
 Here each resize reads its photo from memory (the photos together are far larger than the caches); inside the
 pipeline the decoder has just written the region, and the same resizes with the photo in cache took about half as
-long (README, "The VNNI resampler").
+long (docs/performance.md, "The VNNI resampler").
 """
 from __future__ import annotations
 

@@ -704,9 +704,10 @@ void for_each_vfirst_row(const Plan& p, const VFirstTmp& t, uint8_t* dst, ptrdif
 // pair's two rows into L1 while they work on this pair. The decoder wrote the region just before, but by then much
 // of it has left L2 (libjpeg's own buffers and the file pass through the same cache), so without this the kernels
 // wait on it: inside the pipeline the VBMI pass ran ~1.6x its in-cache time per block, 20-28% less with the
-// prefetch, the AVX2 kernels 10-17% less (measured on a Zen 4; README, "Prefetching the next row pair"). A prefetch
-// never faults, so rows past the region may be named; the address is formed as an integer, not as a pointer past the
-// buffer. Single rows (NR = 1: the region's last row, bounce rows, the vertical-first pass) are not prefetched for.
+// prefetch, the AVX2 kernels 10-17% less (measured on a Zen 4; docs/performance.md, "Prefetching the next row
+// pair"). A prefetch never faults, so rows past the region may be named; the address is formed as an integer, not as
+// a pointer past the buffer. Single rows (NR = 1: the region's last row, bounce rows, the vertical-first pass) are not
+// prefetched for.
 template <int NR>
 inline void prefetch_next_pair(const uint8_t* row, ptrdiff_t row_step, ptrdiff_t offset) {
   if constexpr (NR != 2) return;
