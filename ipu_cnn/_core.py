@@ -98,8 +98,26 @@ def _warn_if_stale(own_dir: Path, core: Path, module: ModuleType, version: str) 
                       RuntimeWarning, stacklevel=3)
 
 
+def _venv_core(checkout: Path) -> Path | None:
+    """The compiled core that ``pip install .`` put into the checkout's own virtual environment (the README's
+    ``.venv``), when the Python running now is not that environment's."""
+    venv = checkout / ".venv"
+    if not (venv / "pyvenv.cfg").is_file() or Path(sys.prefix).resolve() == venv.resolve():
+        return None
+    # Any Python version's build: the environment's own interpreter is the one that loads it.
+    cores = sorted(p for p in venv.glob("lib*/python*/site-packages/ipu_cnn/_C.*") if p.suffix in (".so", ".pyd"))
+    return cores[0] if cores else None
+
+
 def missing_core_message(package_dir: str) -> str:
-    """What to do when no compiled core can be found."""
-    return (f"ipu_cnn's compiled core (ipu_cnn._C) is not built: {package_dir} holds the Python sources only, and no "
-            "installed ipu_cnn was found on sys.path. Run `pip install .` in the repository root (it needs a C++17 "
-            "compiler, CMake and the libjpeg-turbo headers: apt-get install libjpeg62-turbo-dev).")
+    """What to do when no compiled core can be found: activate the checkout's ``.venv`` if one holds a core, else
+    build it."""
+    checkout = Path(package_dir).resolve().parent
+    where = (f"ipu_cnn's compiled core (ipu_cnn._C) is not available to this Python ({sys.executable}): {package_dir} "
+             "holds the Python sources only, and no installed ipu_cnn was found on sys.path.")
+    core = _venv_core(checkout)
+    if core is not None:
+        return (f"{where} The checkout's virtual environment has one ({core}): activate it first "
+                "(`. .venv/bin/activate`), or run its Python (`.venv/bin/python -m ...`).")
+    return (f"{where} Run `pip install .` in the repository root (it needs a C++17 compiler, CMake and the "
+            "libjpeg-turbo headers: apt-get install libjpeg62-turbo-dev).")

@@ -84,16 +84,43 @@ def test_without_any_core_the_error_says_how_to_build_it(tmp_path: Path) -> None
 
 def test_version_without_any_core_reports_instead_of_failing(tmp_path: Path) -> None:
     """`python -m ipu_cnn --version` in a checkout before `pip install .` (what a new user may type first, and what a
-    bug report asks for): the facts it can give and how to build the core, no traceback, a non-zero status."""
+    bug report asks for): the facts it can give and how to build the core, no traceback, success (the report is the
+    answer)."""
     checkout, site = _fake_layout(tmp_path, with_installed=False)
-    res = _run_in(checkout, site, "import runpy; sys.argv = ['ipu_cnn', '--version']; "
-                  "runpy.run_module('ipu_cnn', run_name='__main__')", "-S")
-    assert res.returncode == 1, res.stderr
+    res = _version_in(checkout, site)
+    assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr
     lines = {k.strip(): v.strip() for k, v in (line.split(" : ", 1) for line in res.stdout.splitlines())}
     assert lines["ipu_cnn"] == ipu_cnn.__version__ and lines["python"] == sys.version.split()[0]
     assert lines["resampler_simd"] == "None"
     assert "not loadable" in lines["core"] and "Run `pip install .` in the repository root" in lines["core"]
+
+
+def _version_in(checkout: Path, site: Path) -> subprocess.CompletedProcess:
+    """`python -m ipu_cnn --version` typed in the checkout's root, with no site-packages but `site`."""
+    return _run_in(checkout, site, "import runpy; sys.argv = ['ipu_cnn', '--version']; "
+                   "runpy.run_module('ipu_cnn', run_name='__main__')", "-S")
+
+
+def test_without_the_checkouts_venv_active_the_report_says_to_activate_it(tmp_path: Path) -> None:
+    """The README builds the core into the checkout's `.venv`; typed with another Python (`python3` before
+    `. .venv/bin/activate`), `--version` and the import error point at that environment instead of at a rebuild."""
+    checkout, site = _fake_layout(tmp_path, with_installed=False)
+    venv = checkout / ".venv"
+    package = venv / "lib" / "python3.11" / "site-packages" / "ipu_cnn"
+    package.mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (package / "_C.pyi").write_text("")  # the stub beside the core is not the core
+    assert "activate" not in _version_in(checkout, site).stdout  # a .venv without a built core: build it
+    core = package / Path(ipu_cnn._C.__file__).name
+    core.write_bytes(b"")
+    res = _version_in(checkout, site)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    core_line = next(line for line in res.stdout.splitlines() if line.startswith("core "))
+    assert f"has one ({core})" in core_line and "`. .venv/bin/activate`" in core_line
+    assert "Run `pip install .`" not in core_line
+    res = _run_in(checkout, site, "from ipu_cnn import _C", "-S")
+    assert res.returncode != 0 and "`. .venv/bin/activate`" in res.stderr
 
 
 def test_digest_matches_the_build() -> None:
